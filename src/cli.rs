@@ -1,0 +1,301 @@
+//! The `prs` command line: run SQL jobs, run the simulator, list settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::common::config::ExtensionOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::DFParser;
+use datafusion_prs::PrsConfig;
+
+use crate::sim;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prs",
+    version,
+    about = "PRS and best-of-N sampling for LLM alignment data, as SQL over Parquet",
+    after_help = "Settings: `prs settings` lists them all. Each can be given as PRS_<NAME> in the environment, \
+                  --set name=value here, or SET prs.name = value in SQL. API keys come only from \
+                  PRS_POLICY_API_KEY and PRS_REWARD_API_KEY."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing syntax), e.g. `info` or `datafusion_prs=debug`
+    #[arg(long, global = true, env = "PRS_LOG", default_value = "warn")]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run SQL statements (SET, CREATE, COPY ... TO, SELECT), separated by `;`
+    Sql(SqlArgs),
+    /// Run the built-in SIMULATOR of a policy server (/v1) and a reward server (/pooling, /classify, /get_reward, /predict)
+    Sim {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+    },
+    /// List every setting with its current value (defaults + environment), env variable and description
+    Settings,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// SQL text; several statements separated by `;`
+    pub sql: Option<String>,
+    /// Read SQL from files (run in order, after the SQL argument)
+    #[arg(short = 'f', long = "file")]
+    pub files: Vec<PathBuf>,
+    /// Start the built-in simulator on 127.0.0.1 and point the policy and reward URLs at it
+    #[arg(long)]
+    pub sim: bool,
+    /// Widest cell printed in result tables (longer text is cut with …; 0 = no limit)
+    #[arg(long, default_value_t = 60)]
+    pub max_width: usize,
+    #[command(flatten)]
+    pub settings: SettingArgs,
+}
+
+/// Flags that feed the same settings as `SET prs.*` and `PRS_*`.
+#[derive(Debug, Args, Default)]
+pub struct SettingArgs {
+    /// prs.policy_url: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1
+    #[arg(long)]
+    pub policy_url: Option<String>,
+    /// prs.policy_model (default: first model listed by the server)
+    #[arg(long)]
+    pub policy_model: Option<String>,
+    /// prs.reward_url: reward server base URL, e.g. http://127.0.0.1:8001
+    #[arg(long)]
+    pub reward_url: Option<String>,
+    /// prs.reward_model
+    #[arg(long)]
+    pub reward_model: Option<String>,
+    /// prs.reward_protocol: vllm-pooling | vllm-classify | openrlhf | tei
+    #[arg(long)]
+    pub reward_protocol: Option<String>,
+    /// Any setting, as NAME=VALUE (repeatable), e.g. --set temperature=0.7
+    #[arg(short = 'c', long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl SettingArgs {
+    /// Apply the flags onto `cfg` (after defaults and environment).
+    pub fn apply(&self, cfg: &mut PrsConfig) -> Result<(), String> {
+        let named = [
+            ("policy_url", &self.policy_url),
+            ("policy_model", &self.policy_model),
+            ("reward_url", &self.reward_url),
+            ("reward_model", &self.reward_model),
+            ("reward_protocol", &self.reward_protocol),
+        ];
+        for (key, value) in named {
+            if let Some(v) = value {
+                cfg.set_checked(key, v, &format!("--{}", key.replace('_', "-")))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for item in &self.set {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--set {item:?}: expected NAME=VALUE"))?;
+            cfg.set_checked(k, v, "--set").map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Run the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Sql(args) => match run_sql(&args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                1
+            }
+        },
+        Command::Sim { host, port } => {
+            let addr: SocketAddr = match format!("{host}:{port}").parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("Error: --host/--port {host}:{port}: {e}");
+                    return 2;
+                }
+            };
+            match sim::start(addr).await {
+                Ok(handle) => {
+                    eprintln!(
+                        "prs simulator (NOT a real model) listening on {}\n  policy: {}  (model {})\n  reward: {}  (vllm-pooling, vllm-classify, openrlhf, tei)",
+                        handle.addr,
+                        handle.policy_url(),
+                        sim::SIM_MODEL,
+                        handle.reward_url()
+                    );
+                    let _ = tokio::signal::ctrl_c().await;
+                    0
+                }
+                Err(e) => {
+                    eprintln!("Error: cannot listen on {addr}: {e}");
+                    1
+                }
+            }
+        }
+        Command::Settings => match PrsConfig::from_env() {
+            Ok(cfg) => {
+                for entry in cfg.entries() {
+                    let name = entry.key.trim_start_matches("prs.");
+                    println!(
+                        "prs.{:<34} {:<28} {}\n    {}",
+                        name,
+                        PrsConfig::env_name(name),
+                        entry.value.unwrap_or_default().replace('\n', "\\n"),
+                        entry.description
+                    );
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                1
+            }
+        },
+    }
+}
+
+async fn run_sql(args: &SqlArgs) -> Result<(), String> {
+    let mut script = String::new();
+    if let Some(sql) = &args.sql {
+        script.push_str(sql);
+        script.push_str(";\n");
+    }
+    for f in &args.files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read SQL file {}: {e}", f.display()))?;
+        script.push_str(&text);
+        script.push_str(";\n");
+    }
+    if script.trim().is_empty() {
+        return Err("no SQL given: pass statements as an argument or with -f FILE".into());
+    }
+    let mut cfg = PrsConfig::from_env().map_err(|e| e.to_string())?;
+    args.settings.apply(&mut cfg)?;
+    let _sim = if args.sim {
+        let handle = sim::start(([127, 0, 0, 1], 0).into())
+            .await
+            .map_err(|e| format!("cannot start the simulator: {e}"))?;
+        cfg.policy_url = handle.policy_url();
+        cfg.reward_url = handle.reward_url();
+        cfg.policy_model = sim::SIM_MODEL.to_string();
+        eprintln!(
+            "using the built-in simulator (not a real model) at {}",
+            handle.addr
+        );
+        Some(handle)
+    } else {
+        None
+    };
+    let ctx = context(cfg);
+    run_script(&ctx, &script, args.max_width).await
+}
+
+/// A context with the given settings and every prs function registered.
+pub fn context(cfg: PrsConfig) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_option_extension(cfg);
+    // `FROM 'file.parquet'` works as in datafusion-cli
+    let ctx = SessionContext::new_with_config(config).enable_url_table();
+    datafusion_prs::register(&ctx);
+    ctx
+}
+
+/// Run `;`-separated statements, printing results to stdout.
+pub async fn run_script(
+    ctx: &SessionContext,
+    script: &str,
+    max_width: usize,
+) -> Result<(), String> {
+    let statements = DFParser::parse_sql(script).map_err(|e| format!("SQL syntax: {e}"))?;
+    let total = statements.len();
+    for (i, stmt) in statements.into_iter().enumerate() {
+        let where_ = if total > 1 {
+            format!("statement {} of {total}: ", i + 1)
+        } else {
+            String::new()
+        };
+        let state = ctx.state();
+        let plan = state
+            .statement_to_plan(stmt)
+            .await
+            .map_err(|e| format!("{where_}{e}"))?;
+        let df = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| format!("{where_}{e}"))?;
+        let schema = df.schema().clone();
+        let batches = df.collect().await.map_err(|e| format!("{where_}{e}"))?;
+        if schema.fields().is_empty() {
+            continue;
+        }
+        let shown = shorten(&batches, max_width).map_err(|e| e.to_string())?;
+        let table = pretty_format_batches(&shown).map_err(|e| e.to_string())?;
+        println!("{table}");
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        println!("{rows} row(s)");
+    }
+    Ok(())
+}
+
+/// Render every cell as text on one line, cut to `max_width` characters.
+fn shorten(
+    batches: &[RecordBatch],
+    max_width: usize,
+) -> Result<Vec<RecordBatch>, datafusion::arrow::error::ArrowError> {
+    let opts = FormatOptions::default().with_null("NULL");
+    batches
+        .iter()
+        .map(|b| {
+            let fields: Vec<Field> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), DataType::Utf8, true))
+                .collect();
+            let cols = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    let fmt = ArrayFormatter::try_new(c.as_ref(), &opts)?;
+                    let values: Vec<String> = (0..c.len())
+                        .map(|i| {
+                            let s = fmt.value(i).to_string().replace('\n', "\\n");
+                            if max_width > 0 && s.chars().count() > max_width {
+                                let mut cut: String =
+                                    s.chars().take(max_width.saturating_sub(1)).collect();
+                                cut.push('…');
+                                cut
+                            } else {
+                                s
+                            }
+                        })
+                        .collect();
+                    Ok::<_, datafusion::arrow::error::ArrowError>(Arc::new(StringArray::from(
+                        values,
+                    ))
+                        as ArrayRef)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+        })
+        .collect()
+}

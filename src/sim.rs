@@ -1,0 +1,350 @@
+//! `prs sim`: a SIMULATOR of a policy server and a reward server, for demos, tests and
+//! benchmarks. It is not a language model: the "responses" are deterministic word salad built
+//! from the request text, and the "rewards" measure how many words of the question a response
+//! reuses plus seeded noise. It speaks the real wire formats over real HTTP:
+//!
+//! * policy (OpenAI-compatible, under `/v1`): `GET /v1/models`, `POST /v1/chat/completions`,
+//!   `POST /v1/completions` (honours `n`, `seed`, `max_tokens`; same request, same text);
+//! * reward, at the root: `POST /pooling` (vLLM), `POST /classify` (vLLM), `POST /get_reward`
+//!   (OpenRLHF), `POST /predict` (TEI).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use axum::extract::{Json, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// The model id the simulator serves.
+pub const SIM_MODEL: &str = "prs-sim-policy";
+
+#[derive(Clone, Debug)]
+struct Sim {
+    model: String,
+}
+
+/// The simulator's routes.
+pub fn router() -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/pooling", post(pooling))
+        .route("/classify", post(classify))
+        .route("/get_reward", post(get_reward))
+        .route("/predict", post(predict))
+        .with_state(Sim {
+            model: SIM_MODEL.to_string(),
+        })
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimHandle {
+    /// Policy base URL (`.../v1`).
+    pub fn policy_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+    /// Reward base URL.
+    pub fn reward_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Start the simulator on `addr` (port 0 picks a free port) in the background.
+pub async fn start(addr: SocketAddr) -> std::io::Result<SimHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router()).await {
+            tracing::error!("simulator stopped: {e}");
+        }
+    });
+    Ok(SimHandle { addr, task })
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message.into(), "type": "invalid_request_error"}})),
+    )
+        .into_response()
+}
+
+async fn models(State(sim): State<Sim>) -> Json<Value> {
+    Json(
+        json!({"object": "list", "data": [{"id": sim.model, "object": "model", "owned_by": "prs-sim"}]}),
+    )
+}
+
+async fn chat(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return error(StatusCode::BAD_REQUEST, "`messages` must be a list");
+    };
+    let text: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m.get("content").and_then(Value::as_str))
+        .collect();
+    generate(&sim, &body, &text.join("\n"), true)
+}
+
+async fn completions(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
+    let Some(prompt) = body.get("prompt").and_then(Value::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "prompt must be a string");
+    };
+    generate(&sim, &body, prompt, false)
+}
+
+fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response {
+    if let Some(m) = body.get("model").and_then(Value::as_str) {
+        if m != sim.model {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "The model `{m}` does not exist; this simulator serves `{}`",
+                    sim.model
+                ),
+            );
+        }
+    }
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
+    if n == 0 || n > 1024 {
+        return error(StatusCode::BAD_REQUEST, "n must be between 1 and 1024");
+    }
+    let seed = body.get("seed").and_then(Value::as_i64).unwrap_or(0);
+    let max_tokens = body
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(256) as usize;
+    let mut completion_tokens = 0;
+    let choices: Vec<Value> = (0..n)
+        .map(|i| {
+            let (text, words, truncated) = sim_text(prompt, seed, i, max_tokens);
+            completion_tokens += words;
+            let finish = if truncated { "length" } else { "stop" };
+            if chat {
+                json!({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+            } else {
+                json!({"index": i, "text": text, "finish_reason": finish})
+            }
+        })
+        .collect();
+    let prompt_tokens = prompt.split_whitespace().count();
+    Json(json!({
+        "id": format!("sim-{seed}"),
+        "object": if chat { "chat.completion" } else { "text_completion" },
+        "model": sim.model,
+        "choices": choices,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens}
+    }))
+    .into_response()
+}
+
+/// SplitMix64: a tiny deterministic generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+const FILLER: &[&str] = &[
+    "the",
+    "answer",
+    "is",
+    "that",
+    "we",
+    "can",
+    "consider",
+    "several",
+    "points",
+    "first",
+    "second",
+    "finally",
+    "because",
+    "which",
+    "means",
+    "clear",
+    "example",
+    "detail",
+    "useful",
+    "overall",
+    "step",
+    "result",
+    "important",
+    "simple",
+    "note",
+];
+
+/// Deterministic text for (prompt, seed, choice): 12–80 words, half of them taken from the
+/// prompt. Returns (text, words, truncated by max_tokens).
+fn sim_text(prompt: &str, seed: i64, choice: u64, max_tokens: usize) -> (String, usize, bool) {
+    let mut rng = Rng(fnv(prompt)
+        ^ (seed as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)
+        ^ choice.wrapping_mul(0x9e37));
+    let vocab: Vec<&str> = prompt
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() >= 4)
+        .collect();
+    let wanted = 12 + rng.below(69);
+    let len = wanted.min(max_tokens.max(1));
+    let mut words = Vec::with_capacity(len);
+    for _ in 0..len {
+        let w = if !vocab.is_empty() && rng.below(2) == 0 {
+            vocab[rng.below(vocab.len())]
+        } else {
+            FILLER[rng.below(FILLER.len())]
+        };
+        words.push(w);
+    }
+    let mut text = words.join(" ");
+    if let Some(first) = text.get(..1) {
+        text = first.to_uppercase() + &text[1..];
+    }
+    text.push('.');
+    (text, len, wanted > len)
+}
+
+/// The simulated reward: how many distinct words (4+ letters) of the question part the
+/// response reuses (saturating), plus seeded noise in [-1, 1].
+pub fn sim_score(text: &str) -> f64 {
+    let (question, response) = match text.rsplit_once("\nAssistant:") {
+        Some((q, r)) => (q, r),
+        None => ("", text),
+    };
+    let words = |t: &str| -> HashSet<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() >= 4)
+            .map(|w| w.to_lowercase())
+            .collect()
+    };
+    let q = words(question);
+    let r = words(response);
+    let overlap = q.intersection(&r).count() as f64;
+    let coverage = if q.is_empty() {
+        0.0
+    } else {
+        overlap / q.len() as f64
+    };
+    let noise = (fnv(response) % 2001) as f64 / 1000.0 - 1.0;
+    ((4.0 * coverage + noise) * 1000.0).round() / 1000.0
+}
+
+/// The list of texts under `key`, or the reason it is not one.
+fn texts(body: &Value, key: &str) -> Result<Vec<String>, String> {
+    match body.get(key) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("`{key}` must hold strings"))
+            })
+            .collect(),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        _ => Err(format!("`{key}` must be a list of strings")),
+    }
+}
+
+async fn pooling(Json(body): Json<Value>) -> Response {
+    match texts(&body, "input") {
+        Ok(t) => Json(json!({
+            "object": "list",
+            "data": t.iter().enumerate().map(|(i, x)| json!({"index": i, "object": "pooling", "data": [sim_score(x)]})).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn classify(Json(body): Json<Value>) -> Response {
+    match texts(&body, "input") {
+        Ok(t) => Json(json!({
+            "object": "list",
+            "data": t.iter().enumerate().map(|(i, x)| {
+                let p = 1.0 / (1.0 + (-sim_score(x)).exp());
+                json!({"index": i, "label": "LABEL_0", "probs": [p, 1.0 - p], "num_classes": 2})
+            }).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn get_reward(Json(body): Json<Value>) -> Response {
+    match texts(&body, "query") {
+        Ok(t) => Json(json!({"rewards": t.iter().map(|x| sim_score(x)).collect::<Vec<_>>()}))
+            .into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn predict(Json(body): Json<Value>) -> Response {
+    match texts(&body, "inputs") {
+        Ok(t) => Json(json!(t
+            .iter()
+            .map(|x| json!([{"score": sim_score(x), "label": "LABEL_0"}]))
+            .collect::<Vec<_>>()))
+        .into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_deterministic_and_seeded() {
+        let a = sim_text("Tell me about rivers and mountains", 1, 0, 256);
+        assert_eq!(a, sim_text("Tell me about rivers and mountains", 1, 0, 256));
+        assert_ne!(
+            a.0,
+            sim_text("Tell me about rivers and mountains", 2, 0, 256).0
+        );
+        assert_ne!(
+            a.0,
+            sim_text("Tell me about rivers and mountains", 1, 1, 256).0
+        );
+        let short = sim_text("x", 1, 0, 3);
+        assert_eq!(short.1, 3);
+    }
+
+    #[test]
+    fn score_rewards_overlap() {
+        let q = "Human: explain photosynthesis in plants\nAssistant: ";
+        let good = sim_score(&format!("{q}photosynthesis explain plants"));
+        let bad = sim_score(&format!("{q}zzz"));
+        assert!(good > bad, "{good} vs {bad}");
+        assert!(good.is_finite());
+    }
+}

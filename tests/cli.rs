@@ -1,0 +1,278 @@
+//! The `prs` binary as a user runs it: the README quickstart, settings from the environment
+//! and flags, bad input, and the standalone simulator.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+
+fn prs(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prs"));
+    cmd.current_dir(dir).args(args);
+    for k in [
+        "PRS_POLICY_URL",
+        "PRS_REWARD_URL",
+        "PRS_MAX_N",
+        "PRS_POLICY_MODEL",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run prs")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory holding a copy of data/ (queries write to out/ relative to it).
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::copy(
+        root().join("data/prompts.parquet"),
+        dir.path().join("data/prompts.parquet"),
+    )
+    .unwrap();
+    dir
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn quickstart_writes_candidates() {
+    let dir = workdir();
+    let q = root().join("queries/quickstart.sql");
+    let out = prs(
+        dir.path(),
+        &["sql", "--sim", "-f", q.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let file = dir.path().join("out/prs_candidates.parquet");
+    assert!(file.exists());
+    let ctx = SessionContext::new().enable_url_table();
+    let sql = format!(
+        "SELECT count(*), count(DISTINCT prompt_id), sum(CAST(is_best AS BIGINT)), count(reward), count(error) FROM '{}'",
+        file.display()
+    );
+    let b = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let v: Vec<i64> = (0..5)
+        .map(|i| b[0].column(i).as_primitive::<Int64Type>().value(0))
+        .collect();
+    assert_eq!(v, vec![24 * 8, 24, 24, 24 * 8, 0]);
+    // the summary table is printed
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("best_reward") && stdout.contains("24 row(s)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let dir = workdir();
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--sim",
+            "COPY (SELECT * FROM prs_sample('data/missing.parquet', 4)) TO 'out/x.parquet'",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Error: ")
+            && err.contains("input data/missing.parquet: file or directory not found"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out").exists(), "nothing written");
+
+    // no SQL at all
+    let out = prs(dir.path(), &["sql"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no SQL given"));
+
+    // no policy URL: names the setting, env var and flag
+    let out = prs(
+        dir.path(),
+        &["sql", "SELECT * FROM prs_sample('data/prompts.parquet', 2)"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("prs.policy_url") && t.contains("PRS_POLICY_URL") && t.contains("--policy-url"),
+        "{t}"
+    );
+
+    // which statement failed
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--sim",
+            "SELECT 1; SELECT * FROM prs_sample('data/prompts.parquet', 0)",
+        ],
+        &[],
+    );
+    assert!(text(&out).contains("statement 2 of 2: "), "{}", text(&out));
+}
+
+#[test]
+fn settings_from_env_and_flags() {
+    let dir = workdir();
+    // PRS_MAX_N feeds prs.max_n
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--sim",
+            "SELECT count(*) FROM random_sample('data/prompts.parquet', 3)",
+        ],
+        &[("PRS_MAX_N", "2")],
+    );
+    assert!(
+        text(&out).contains("n = 3 is above prs.max_n = 2"),
+        "{}",
+        text(&out)
+    );
+    // --set overrides the environment
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--sim",
+            "--set",
+            "max_n=3",
+            "SELECT count(*) AS c FROM random_sample('data/prompts.parquet', 3)",
+        ],
+        &[("PRS_MAX_N", "2")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("| 72 |"));
+    // unknown names and bad values are refused with the valid names
+    let out = prs(
+        dir.path(),
+        &["sql", "--set", "temprature=1", "SELECT 1"],
+        &[],
+    );
+    assert!(
+        text(&out).contains("unknown setting \"temprature\""),
+        "{}",
+        text(&out)
+    );
+    let out = prs(
+        dir.path(),
+        &["sql", "SELECT 1"],
+        &[("PRS_TEMPERATURE", "hot")],
+    );
+    assert!(text(&out).contains("PRS_TEMPERATURE"), "{}", text(&out));
+    // SHOW ALL lists prs.* settings
+    let out = prs(
+        dir.path(),
+        &["sql", "--max-width", "0", "SHOW ALL"],
+        &[("PRS_POLICY_MODEL", "my-policy")],
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("prs.policy_model") && s.contains("my-policy"),
+        "{s}"
+    );
+    // `prs settings` documents every setting with its env name
+    let out = prs(dir.path(), &["settings"], &[]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("prs.reward_protocol") && s.contains("PRS_REWARD_PROTOCOL"),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn standalone_simulator_serves_both_apis() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prs"))
+        .args(["sim", "--port", &port.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut models = None;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{base}/v1/models")).send().await {
+            models = Some(r.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let models = models.expect("simulator did not start");
+    assert_eq!(models["data"][0]["id"], "prs-sim-policy");
+    let body = serde_json::json!({"model": "prs-sim-policy", "messages": [{"role": "user", "content": "hello there world"}], "n": 3, "seed": 5});
+    let a: serde_json::Value = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: serde_json::Value = http
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["choices"].as_array().unwrap().len(), 3);
+    assert_eq!(a["choices"], b["choices"], "same seed, same text");
+    let r: serde_json::Value = http
+        .post(format!("{base}/get_reward"))
+        .json(&serde_json::json!({"query": ["Human: hi\nAssistant: hello"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["rewards"][0].is_f64());
+    let wrong = http
+        .post(format!("{base}/v1/completions"))
+        .json(&serde_json::json!({"model": "other", "prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 404);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn readme_documents_every_setting() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for key in datafusion_prs::PrsConfig::keys() {
+        let env = datafusion_prs::PrsConfig::env_name(&key);
+        assert!(
+            readme.contains(&format!("`prs.{key}`")) && readme.contains(&format!("`{env}`")),
+            "README lacks prs.{key} / {env}"
+        );
+    }
+}

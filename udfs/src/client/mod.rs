@@ -1,0 +1,227 @@
+//! HTTP clients for the policy (OpenAI-compatible) and reward endpoints.
+
+pub mod policy;
+pub mod reward;
+
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::config::PrsConfig;
+use crate::error::{PrsError, Result};
+
+pub use policy::{Choice, PolicyClient, Usage};
+pub use reward::{RewardClient, RewardProtocol};
+
+/// What a client needs to know about its endpoint for requests and error messages.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    /// "policy" or "reward"
+    pub kind: &'static str,
+    /// setting that holds the URL, for messages
+    pub setting: &'static str,
+    pub base: Url,
+    pub http: reqwest::Client,
+    /// Bearer token, from the environment only. Never printed.
+    api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("kind", &self.kind)
+            .field("base", &self.base.as_str())
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Check a configured base URL. Empty means "not configured".
+pub(crate) fn parse_base_url(setting: &'static str, value: &str) -> Result<Url> {
+    let trimmed = value.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed).map_err(|e| {
+        PrsError::setting(
+            setting,
+            value,
+            format!("not a URL ({e}); expected something like http://127.0.0.1:8000/v1"),
+        )
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(PrsError::setting(
+            setting,
+            value,
+            format!("scheme {:?} is not http or https", url.scheme()),
+        ));
+    }
+    if url.host_str().is_none_or(|h| h.is_empty()) {
+        return Err(PrsError::setting(setting, value, "the URL has no host"));
+    }
+    Ok(url)
+}
+
+impl Endpoint {
+    pub fn new(
+        kind: &'static str,
+        setting: &'static str,
+        url: &str,
+        api_key_env: &str,
+        cfg: &PrsConfig,
+    ) -> Result<Self> {
+        let base = parse_base_url(setting, url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
+            .timeout(Duration::from_secs(cfg.request_timeout_secs.max(1)))
+            .pool_max_idle_per_host(cfg.max_in_flight.max(cfg.reward_max_in_flight))
+            .build()
+            .map_err(|e| {
+                PrsError::setting(setting, url, format!("cannot build HTTP client: {e}"))
+            })?;
+        let api_key = std::env::var(api_key_env).ok().filter(|k| !k.is_empty());
+        Ok(Endpoint {
+            kind,
+            setting,
+            base,
+            http,
+            api_key,
+        })
+    }
+
+    /// `{base}/{path}` as a string (the base keeps its own path, e.g. `/v1`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base.as_str().trim_end_matches('/'), path)
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.url(path);
+        let req = self.authorize(self.http.get(&url));
+        self.send(req, url).await
+    }
+
+    pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
+        let url = self.url(path);
+        let req = self.authorize(self.http.post(&url).json(body));
+        self.send(req, url).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: String,
+    ) -> Result<T> {
+        let resp = req.send().await.map_err(|e| self.unreachable(&url, &e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&url, &e))?;
+        if !status.is_success() {
+            return Err(PrsError::Status {
+                endpoint: self.kind,
+                url,
+                status: status.as_u16(),
+                message: error_message(&bytes),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| PrsError::BadResponse {
+            endpoint: self.kind,
+            url,
+            reason: format!("{e}; body starts with {:?}", snippet(&bytes)),
+        })
+    }
+
+    fn unreachable(&self, url: &str, e: &reqwest::Error) -> PrsError {
+        let reason = if e.is_timeout() {
+            "the request timed out (prs.request_timeout_secs / prs.connect_timeout_secs)"
+                .to_string()
+        } else if e.is_connect() {
+            format!("connection failed ({})", root_cause(e))
+        } else {
+            root_cause(e)
+        };
+        PrsError::Unreachable {
+            endpoint: self.kind,
+            url: url.to_string(),
+            setting: self.setting,
+            reason,
+        }
+    }
+
+    pub fn bad_response(&self, path: &str, reason: impl Into<String>) -> PrsError {
+        PrsError::BadResponse {
+            endpoint: self.kind,
+            url: self.url(path),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.chars().take(200).collect()
+}
+
+/// The server's own error message, from OpenAI's `{"error": {"message": ...}}`, FastAPI's
+/// `{"detail": ...}`, a plain `{"message": ...}` / `{"error": "..."}`, or the raw body.
+pub(crate) fn error_message(bytes: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+        let found = v
+            .pointer("/error/message")
+            .or_else(|| v.get("detail"))
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("error"));
+        if let Some(found) = found {
+            return match found {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+        }
+    }
+    let s = snippet(bytes);
+    if s.trim().is_empty() {
+        "(empty body)".to_string()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_shapes() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"bad model"}}"#),
+            "bad model"
+        );
+        assert_eq!(error_message(br#"{"detail":"pinned"}"#), "pinned");
+        assert_eq!(error_message(br#"{"error":"oops"}"#), "oops");
+        assert_eq!(
+            error_message(b"Internal Server Error"),
+            "Internal Server Error"
+        );
+        assert_eq!(error_message(b""), "(empty body)");
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(parse_base_url("policy_url", "http://127.0.0.1:8000/v1/").is_ok());
+        assert!(parse_base_url("policy_url", "localhost:8000").is_err());
+        assert!(parse_base_url("policy_url", "ftp://x").is_err());
+        assert!(parse_base_url("policy_url", "not a url").is_err());
+    }
+}

@@ -1,0 +1,301 @@
+//! OpenAI-compatible policy client: `/chat/completions` or `/completions`, `n`, `seed`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::Endpoint;
+use crate::config::PrsConfig;
+use crate::error::{PrsError, Result};
+use crate::templates::Template;
+
+/// One generated sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub text: String,
+    pub finish_reason: Option<String>,
+}
+
+/// Token counts a server reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+/// Chat or completions API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyApi {
+    Chat,
+    Completions,
+}
+
+impl PolicyApi {
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "chat" => Ok(PolicyApi::Chat),
+            "completions" | "completion" => Ok(PolicyApi::Completions),
+            _ => Err(PrsError::setting(
+                "policy_api",
+                value,
+                "expected `chat` or `completions`",
+            )),
+        }
+    }
+}
+
+/// Sampling settings sent with every request.
+#[derive(Debug, Clone)]
+pub struct SamplingParams {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: i32,
+    pub presence_penalty: f64,
+    pub max_tokens: u32,
+    pub stop: Vec<String>,
+}
+
+impl SamplingParams {
+    pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
+        let stop = parse_stop(&cfg.stop)?;
+        if !(0.0..=100.0).contains(&cfg.temperature) {
+            return Err(PrsError::setting(
+                "temperature",
+                cfg.temperature.to_string(),
+                "must be between 0 and 100",
+            ));
+        }
+        if !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+            return Err(PrsError::setting(
+                "top_p",
+                cfg.top_p.to_string(),
+                "must be in (0, 1]",
+            ));
+        }
+        if cfg.max_tokens == 0 {
+            return Err(PrsError::setting("max_tokens", "0", "must be at least 1"));
+        }
+        Ok(SamplingParams {
+            temperature: cfg.temperature,
+            top_p: cfg.top_p,
+            top_k: cfg.top_k,
+            presence_penalty: cfg.presence_penalty,
+            max_tokens: cfg.max_tokens,
+            stop,
+        })
+    }
+}
+
+fn parse_stop(value: &str) -> Result<Vec<String>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(vec![]);
+    }
+    if v.starts_with('[') {
+        return serde_json::from_str::<Vec<String>>(v).map_err(|e| {
+            PrsError::setting("stop", value, format!("not a JSON array of strings: {e}"))
+        });
+    }
+    Ok(vec![value.to_string()])
+}
+
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct CompletionResponse {
+    #[serde(default)]
+    choices: Vec<RawChoice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct RawChoice {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    message: Option<RawMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// A client for one OpenAI-compatible policy server.
+#[derive(Debug)]
+pub struct PolicyClient {
+    endpoint: Endpoint,
+    api: PolicyApi,
+    configured_model: Option<String>,
+    model: OnceCell<String>,
+    params: SamplingParams,
+    prompt_template: Template,
+    in_flight: Arc<Semaphore>,
+}
+
+impl PolicyClient {
+    pub fn new(cfg: &PrsConfig, prompt_template: Template) -> Result<Self> {
+        if cfg.policy_url.trim().is_empty() {
+            return Err(PrsError::MissingEndpoint {
+                endpoint: "policy",
+                setting: "policy_url",
+                env: "PRS_POLICY_URL",
+                flag: "policy-url",
+            });
+        }
+        let endpoint = Endpoint::new(
+            "policy",
+            "policy_url",
+            &cfg.policy_url,
+            "PRS_POLICY_API_KEY",
+            cfg,
+        )?;
+        let model = cfg.policy_model.trim();
+        Ok(PolicyClient {
+            endpoint,
+            api: PolicyApi::parse(&cfg.policy_api)?,
+            configured_model: (!model.is_empty()).then(|| model.to_string()),
+            model: OnceCell::new(),
+            params: SamplingParams::from_config(cfg)?,
+            prompt_template,
+            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.endpoint.base.as_str()
+    }
+
+    /// The configured model, for display before any call is made.
+    pub fn configured_model(&self) -> Option<&str> {
+        self.configured_model.as_deref()
+    }
+
+    /// The model: the configured one, else the first id from `GET {base}/models` (asked once).
+    pub async fn model(&self) -> Result<String> {
+        self.model
+            .get_or_try_init(|| async {
+                if let Some(m) = &self.configured_model {
+                    return Ok(m.clone());
+                }
+                let list: ModelList = self.endpoint.get_json("models").await?;
+                list.data.into_iter().next().map(|m| m.id).ok_or_else(|| {
+                    self.endpoint.bad_response(
+                        "models",
+                        "the server lists no models; set prs.policy_model / PRS_POLICY_MODEL",
+                    )
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// One request for `n` samples of `user_text` with `seed`. Returns what the server gave
+    /// (possibly fewer than `n`; more is an error) and its token usage.
+    pub async fn complete(
+        &self,
+        user_text: &str,
+        n: usize,
+        seed: i64,
+    ) -> Result<(Vec<Choice>, Usage)> {
+        let model = self.model().await?;
+        let mut body = Map::new();
+        body.insert("model".into(), json!(model));
+        let path = match self.api {
+            PolicyApi::Chat => {
+                body.insert(
+                    "messages".into(),
+                    json!([{"role": "user", "content": user_text}]),
+                );
+                "chat/completions"
+            }
+            PolicyApi::Completions => {
+                let prompt = self.prompt_template.render(&[("prompt", user_text)]);
+                body.insert("prompt".into(), json!(prompt));
+                "completions"
+            }
+        };
+        let p = &self.params;
+        body.insert("n".into(), json!(n));
+        body.insert("seed".into(), json!(seed));
+        body.insert("temperature".into(), json!(p.temperature));
+        body.insert("top_p".into(), json!(p.top_p));
+        if p.top_k >= 0 {
+            body.insert("top_k".into(), json!(p.top_k));
+        }
+        body.insert("presence_penalty".into(), json!(p.presence_penalty));
+        body.insert("max_tokens".into(), json!(p.max_tokens));
+        if !p.stop.is_empty() {
+            body.insert("stop".into(), json!(p.stop));
+        }
+        let body = Value::Object(body);
+
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
+        let resp: CompletionResponse = self.endpoint.post_json(path, &body).await?;
+        if resp.choices.len() > n {
+            return Err(self.endpoint.bad_response(
+                path,
+                format!("asked for n={n} choices, got {}", resp.choices.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(resp.choices.len());
+        for c in resp.choices {
+            let text = match self.api {
+                PolicyApi::Chat => c.message.and_then(|m| m.content).or(c.text),
+                PolicyApi::Completions => c.text.or(c.message.and_then(|m| m.content)),
+            };
+            let Some(text) = text else {
+                return Err(self.endpoint.bad_response(path, "a choice has no text"));
+            };
+            out.push(Choice {
+                text,
+                finish_reason: c.finish_reason,
+            });
+        }
+        Ok((out, resp.usage.unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_parsing() {
+        assert!(parse_stop("").unwrap().is_empty());
+        assert_eq!(parse_stop("</s>").unwrap(), vec!["</s>"]);
+        assert_eq!(parse_stop(r#"["a","b"]"#).unwrap(), vec!["a", "b"]);
+        assert!(parse_stop("[1,2").is_err());
+    }
+
+    #[test]
+    fn missing_url_names_setting_and_env() {
+        let cfg = PrsConfig::default();
+        let t = Template::parse("p", "{prompt}", &["prompt"], &[]).unwrap();
+        let err = PolicyClient::new(&cfg, t).unwrap_err().to_string();
+        assert!(
+            err.contains("prs.policy_url") && err.contains("PRS_POLICY_URL"),
+            "{err}"
+        );
+    }
+}

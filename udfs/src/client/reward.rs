@@ -1,0 +1,278 @@
+//! Reward-model client: four wire protocols, batched, many requests in flight.
+
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use super::Endpoint;
+use crate::config::PrsConfig;
+use crate::error::{PrsError, Result};
+
+/// How to talk to the reward server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewardProtocol {
+    /// vLLM `POST {url}/pooling` with `input`; score = last value of each item's `data`.
+    VllmPooling,
+    /// vLLM `POST {url}/classify` with `input`; score = `probs[0]`.
+    VllmClassify,
+    /// OpenRLHF `POST {url}/get_reward` with `{"query": [...]}`; scores in `rewards`.
+    OpenRlhf,
+    /// Text Embeddings Inference `POST {url}/predict` with `{"inputs": [...], "raw_scores": true}`.
+    Tei,
+}
+
+impl RewardProtocol {
+    pub const ALL: [&'static str; 4] = ["vllm-pooling", "vllm-classify", "openrlhf", "tei"];
+
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "vllm-pooling" => Ok(Self::VllmPooling),
+            "vllm-classify" => Ok(Self::VllmClassify),
+            "openrlhf" => Ok(Self::OpenRlhf),
+            "tei" => Ok(Self::Tei),
+            _ => Err(PrsError::setting(
+                "reward_protocol",
+                value,
+                format!("expected one of {}", Self::ALL.join(", ")),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::VllmPooling => "vllm-pooling",
+            Self::VllmClassify => "vllm-classify",
+            Self::OpenRlhf => "openrlhf",
+            Self::Tei => "tei",
+        }
+    }
+
+    fn path(&self) -> &'static str {
+        match self {
+            Self::VllmPooling => "pooling",
+            Self::VllmClassify => "classify",
+            Self::OpenRlhf => "get_reward",
+            Self::Tei => "predict",
+        }
+    }
+
+    fn body(&self, model: Option<&str>, texts: &[String]) -> Value {
+        let mut body = match self {
+            Self::VllmPooling | Self::VllmClassify => json!({ "input": texts }),
+            Self::OpenRlhf => json!({ "query": texts }),
+            Self::Tei => json!({ "inputs": texts, "raw_scores": true }),
+        };
+        if let (Some(m), Self::VllmPooling | Self::VllmClassify) = (model, self) {
+            body["model"] = json!(m);
+        }
+        body
+    }
+
+    /// Read one score per text from a response body; never invents a value.
+    pub fn scores(&self, body: &Value, expected: usize) -> std::result::Result<Vec<f64>, String> {
+        let scores: Vec<f64> = match self {
+            Self::VllmPooling => items(body.get("data"), "data")?
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let data = item.get("data").ok_or(format!("data[{i}] has no `data`"))?;
+                    last_number(data).ok_or(format!("data[{i}].data holds no number"))
+                })
+                .collect::<std::result::Result<_, String>>()?,
+            Self::VllmClassify => items(body.get("data"), "data")?
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    item.pointer("/probs/0")
+                        .and_then(Value::as_f64)
+                        .ok_or(format!("data[{i}] has no numeric probs[0]"))
+                })
+                .collect::<std::result::Result<_, String>>()?,
+            Self::OpenRlhf => items(body.get("rewards"), "rewards")?
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.as_f64().ok_or(format!("rewards[{i}] is not a number")))
+                .collect::<std::result::Result<_, String>>()?,
+            Self::Tei => items(Some(body), "the body")?
+                .iter()
+                .enumerate()
+                .map(|(i, v)| tei_score(v).ok_or(format!("item {i} holds no score")))
+                .collect::<std::result::Result<_, String>>()?,
+        };
+        if scores.len() != expected {
+            return Err(format!(
+                "sent {expected} texts, got {} scores",
+                scores.len()
+            ));
+        }
+        if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+            return Err(format!("score {i} is not a finite number"));
+        }
+        Ok(scores)
+    }
+}
+
+fn items<'a>(v: Option<&'a Value>, what: &str) -> std::result::Result<&'a Vec<Value>, String> {
+    v.and_then(Value::as_array)
+        .ok_or_else(|| format!("{what} is not a list"))
+}
+
+/// The last number in a (possibly nested) list, or the number itself.
+fn last_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Array(a) => a.last().and_then(last_number),
+        _ => None,
+    }
+}
+
+/// TEI answers `[{"score": s, "label": ...}, ...]` per input (or a bare object / number).
+fn tei_score(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Object(o) => o.get("score").and_then(Value::as_f64),
+        Value::Array(a) => a.first().and_then(tei_score),
+        _ => None,
+    }
+}
+
+/// A client for one reward server.
+#[derive(Debug)]
+pub struct RewardClient {
+    endpoint: Endpoint,
+    protocol: RewardProtocol,
+    model: Option<String>,
+    batch_size: usize,
+    in_flight: Arc<Semaphore>,
+}
+
+impl RewardClient {
+    pub fn new(cfg: &PrsConfig) -> Result<Self> {
+        if cfg.reward_url.trim().is_empty() {
+            return Err(PrsError::MissingEndpoint {
+                endpoint: "reward",
+                setting: "reward_url",
+                env: "PRS_REWARD_URL",
+                flag: "reward-url",
+            });
+        }
+        if cfg.reward_batch_size == 0 {
+            return Err(PrsError::setting(
+                "reward_batch_size",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        let model = cfg.reward_model.trim();
+        Ok(RewardClient {
+            endpoint: Endpoint::new(
+                "reward",
+                "reward_url",
+                &cfg.reward_url,
+                "PRS_REWARD_API_KEY",
+                cfg,
+            )?,
+            protocol: RewardProtocol::parse(&cfg.reward_protocol)?,
+            model: (!model.is_empty()).then(|| model.to_string()),
+            batch_size: cfg.reward_batch_size,
+            in_flight: Arc::new(Semaphore::new(cfg.reward_max_in_flight.max(1))),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        self.endpoint.base.as_str()
+    }
+
+    pub fn protocol(&self) -> RewardProtocol {
+        self.protocol
+    }
+
+    /// The model name recorded in output rows: the setting, else the protocol.
+    pub fn model_label(&self) -> String {
+        self.model
+            .clone()
+            .unwrap_or_else(|| format!("{}@{}", self.protocol.as_str(), self.base_url()))
+    }
+
+    /// Score texts, in order: batches of `reward_batch_size`, sent concurrently.
+    pub async fn score(&self, texts: &[String]) -> Result<Vec<f64>> {
+        if texts.is_empty() {
+            return Ok(vec![]);
+        }
+        let batches = texts.chunks(self.batch_size).map(|b| self.score_batch(b));
+        let parts = try_join_all(batches).await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    async fn score_batch(&self, texts: &[String]) -> Result<Vec<f64>> {
+        let path = self.protocol.path();
+        let body = self.protocol.body(self.model.as_deref(), texts);
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
+        let resp: Value = self.endpoint.post_json(path, &body).await?;
+        self.protocol
+            .scores(&resp, texts.len())
+            .map_err(|reason| self.endpoint.bad_response(path, reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_four_protocols() {
+        let p = RewardProtocol::VllmPooling;
+        let body =
+            json!({"data": [{"data": [0.1, 2.5]}, {"data": [[1.0], [-3.0]]}, {"data": 4.0}]});
+        assert_eq!(p.scores(&body, 3).unwrap(), vec![2.5, -3.0, 4.0]);
+
+        let c = RewardProtocol::VllmClassify;
+        let body = json!({"data": [{"probs": [0.7, 0.3]}, {"probs": [0.2, 0.8]}]});
+        assert_eq!(c.scores(&body, 2).unwrap(), vec![0.7, 0.2]);
+
+        let o = RewardProtocol::OpenRlhf;
+        assert_eq!(
+            o.scores(&json!({"rewards": [1.5, -2.0]}), 2).unwrap(),
+            vec![1.5, -2.0]
+        );
+
+        let t = RewardProtocol::Tei;
+        let body =
+            json!([[{"score": 0.9, "label": "LABEL_0"}], [{"score": -1.0, "label": "LABEL_0"}]]);
+        assert_eq!(t.scores(&body, 2).unwrap(), vec![0.9, -1.0]);
+    }
+
+    #[test]
+    fn never_invents_scores() {
+        let o = RewardProtocol::OpenRlhf;
+        assert!(o.scores(&json!({"rewards": [1.0]}), 2).is_err());
+        assert!(o.scores(&json!({"rewards": [1.0, null]}), 2).is_err());
+        assert!(o.scores(&json!({"oops": 1}), 1).is_err());
+        let p = RewardProtocol::VllmPooling;
+        assert!(p.scores(&json!({"data": [{"data": []}]}), 1).is_err());
+    }
+
+    #[test]
+    fn request_bodies() {
+        let texts = vec!["a".to_string()];
+        assert_eq!(
+            RewardProtocol::VllmPooling.body(Some("rm"), &texts),
+            json!({"input": ["a"], "model": "rm"})
+        );
+        assert_eq!(
+            RewardProtocol::OpenRlhf.body(Some("rm"), &texts),
+            json!({"query": ["a"]})
+        );
+        assert_eq!(
+            RewardProtocol::Tei.body(None, &texts),
+            json!({"inputs": ["a"], "raw_scores": true})
+        );
+        assert!(RewardProtocol::parse("nope").is_err());
+    }
+}

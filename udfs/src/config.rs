@@ -1,0 +1,368 @@
+//! The one source of truth for settings: [`PrsConfig`].
+//!
+//! It is a DataFusion [`ConfigExtension`] under the `prs.` prefix, so `SET prs.x = ...` writes
+//! it and `SHOW ALL` lists it. Environment variables (`PRS_<NAME>`) and the CLI's flags feed the
+//! same struct through [`PrsConfig::set`]; per-call options of the table functions are applied
+//! to a copy of it. API keys are deliberately *not* fields: they are read from the environment
+//! by the clients only, so they can never show up in `SHOW ALL`, EXPLAIN or errors.
+
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::common::extensions_options;
+use datafusion::prelude::SessionConfig;
+
+use crate::error::{PrsError, Result};
+
+/// The default preference used when the input table has no preference column.
+pub const DEFAULT_PREFERENCE: &str =
+    "I prefer answers that are accurate, helpful and clearly organised, with as much detail as the question calls for.";
+
+extensions_options! {
+    /// The fields of [`PrsConfig`] (reached through `Deref`).
+    pub struct PrsSettings {
+        /// OpenAI-compatible policy base URL, e.g. http://host:8000/v1
+        pub policy_url: String, default = String::new()
+        /// Policy model name; empty = the first id of GET {policy_url}/models
+        pub policy_model: String, default = String::new()
+        /// Policy API: `chat` (POST /chat/completions) or `completions` (POST /completions with prompt_template)
+        pub policy_api: String, default = "chat".to_string()
+        /// Client-side prompt template for policy_api=completions; must hold {prompt}
+        pub prompt_template: String, default = "{prompt}".to_string()
+        /// File whose text replaces prompt_template (empty = unused)
+        pub prompt_template_file: String, default = String::new()
+        /// Sampling temperature
+        pub temperature: f64, default = 0.8
+        /// Nucleus sampling top_p
+        pub top_p: f64, default = 1.0
+        /// top_k sent to the server; -1 leaves it out of the request
+        pub top_k: i32, default = 50
+        /// Presence penalty
+        pub presence_penalty: f64, default = 1.2
+        /// Maximum generated tokens per sample
+        pub max_tokens: u32, default = 1024
+        /// Stop sequence(s): empty = none, a plain string, or a JSON array of strings
+        pub stop: String, default = String::new()
+        /// Run seed: every request's seed derives from (seed, prompt id, layer, sample index)
+        pub seed: u64, default = 0
+        /// Most samples asked for in one request (`n`); a layer wider than this is split
+        pub max_choices_per_request: usize, default = 16
+        /// Most policy requests in flight at once (shared by all partitions of a query)
+        pub max_in_flight: usize, default = 256
+        /// Prompts worked on at once per partition
+        pub prompt_concurrency: usize, default = 128
+        /// Upper bound for n (candidates per prompt)
+        pub max_n: usize, default = 1024
+        /// Seconds allowed to connect to an endpoint
+        pub connect_timeout_secs: u64, default = 10
+        /// Seconds allowed for one request, end to end
+        pub request_timeout_secs: u64, default = 600
+        /// Reward endpoint base URL, e.g. http://host:8001
+        pub reward_url: String, default = String::new()
+        /// Reward model name sent to vllm-pooling / vllm-classify
+        pub reward_model: String, default = String::new()
+        /// Reward protocol: vllm-pooling, vllm-classify, openrlhf or tei
+        pub reward_protocol: String, default = "vllm-pooling".to_string()
+        /// Text scored by the reward model; placeholders {prompt} {response} {preference}
+        pub reward_template: String, default = "Human: {prompt}\nAssistant: {response}".to_string()
+        /// File whose text replaces reward_template (empty = unused)
+        pub reward_template_file: String, default = String::new()
+        /// Whether {prompt} in the reward text carries the preference: auto (only per-row preferences), always or never
+        pub reward_preference: String, default = "auto".to_string()
+        /// Texts per reward request
+        pub reward_batch_size: usize, default = 32
+        /// Most reward requests in flight at once
+        pub reward_max_in_flight: usize, default = 32
+        /// Prompt column; empty = `prompt` if present, else `instruction`
+        pub prompt_column: String, default = String::new()
+        /// Id column; if absent from the table, a stable id is derived from the prompt text
+        pub id_column: String, default = "id".to_string()
+        /// Preference column; empty = `preference` if present, else default_preference for all rows
+        pub preference_column: String, default = String::new()
+        /// Preference used when the table has no preference column (empty = none)
+        pub default_preference: String, default = DEFAULT_PREFERENCE.to_string()
+        /// Whether the sampling prompt is prompt + "\n\n" + preference (false = the prompt alone)
+        pub preference_in_prompt: bool, default = true
+        /// PRS layer widths like 8/4/4 (must sum to n); empty = ceil(n/2)/floor(n/2)
+        pub widths: String, default = String::new()
+        /// PRS: generate feedback on the best-so-far before each refinement layer
+        pub feedback: bool, default = true
+        /// File replacing the built-in feedback template ({question} {answer} {preference})
+        pub feedback_template_file: String, default = String::new()
+        /// File replacing the built-in revise template ({question} {answer} {preference} {feedback})
+        pub revise_template_file: String, default = String::new()
+        /// File replacing the built-in revise-without-feedback template ({question} {answer} {preference})
+        pub revise_no_feedback_template_file: String, default = String::new()
+    }
+}
+
+/// Settings of the prs plugin (`prs.*`): [`PrsSettings`] registered under the `prs` prefix,
+/// so that `SHOW ALL` and `information_schema.df_settings` list them as `prs.<name>`.
+#[derive(Debug, Clone, Default)]
+pub struct PrsConfig(pub PrsSettings);
+
+impl std::ops::Deref for PrsConfig {
+    type Target = PrsSettings;
+    fn deref(&self) -> &PrsSettings {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PrsConfig {
+    fn deref_mut(&mut self) -> &mut PrsSettings {
+        &mut self.0
+    }
+}
+
+impl ExtensionOptions for PrsConfig {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+    fn set(&mut self, key: &str, value: &str) -> datafusion::error::Result<()> {
+        self.set_checked(key, value, "SET prs.*")
+            .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))
+    }
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.0
+            .entries()
+            .into_iter()
+            .map(|mut e| {
+                e.key = format!("{}.{}", Self::PREFIX, e.key);
+                e
+            })
+            .collect()
+    }
+}
+
+impl ConfigExtension for PrsConfig {
+    const PREFIX: &'static str = "prs";
+}
+
+impl PrsConfig {
+    /// All setting names, in declaration order.
+    pub fn keys() -> Vec<String> {
+        PrsSettings::default()
+            .entries()
+            .into_iter()
+            .map(|e| e.key)
+            .collect()
+    }
+
+    /// The environment variable that feeds a setting: `PRS_<NAME>`.
+    pub fn env_name(key: &str) -> String {
+        format!("PRS_{}", key.to_ascii_uppercase())
+    }
+
+    /// Set one setting by name, with an error naming the valid keys when it does not exist.
+    pub fn set_checked(&mut self, key: &str, value: &str, origin: &str) -> Result<()> {
+        let key = key.trim();
+        let key = key.strip_prefix("prs.").unwrap_or(key);
+        let keys = Self::keys();
+        if !keys.iter().any(|k| k == key) {
+            return Err(PrsError::UnknownOption {
+                function: origin.to_string(),
+                key: key.to_string(),
+                valid: keys.join(", "),
+            });
+        }
+        ExtensionOptions::set(&mut self.0, key, value)
+            .map_err(|e| PrsError::setting(key, value, format!("{e} (from {origin})")))
+    }
+
+    /// Defaults overlaid with every `PRS_<NAME>` environment variable that is set.
+    pub fn from_env() -> Result<Self> {
+        let mut cfg = PrsConfig::default();
+        cfg.apply_env()?;
+        Ok(cfg)
+    }
+
+    /// Overlay `PRS_<NAME>` environment variables onto this config.
+    pub fn apply_env(&mut self) -> Result<()> {
+        for key in Self::keys() {
+            let env = Self::env_name(&key);
+            if let Ok(value) = std::env::var(&env) {
+                self.set_checked(&key, &value, &format!("environment variable {env}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parse `key=value, key=value` options (the third argument of the table functions) onto a
+    /// copy of this config. Values may be quoted with double quotes to hold commas.
+    pub fn with_options(&self, options: &str, function: &str) -> Result<Self> {
+        let mut cfg = self.clone();
+        for (key, value) in parse_options(options, function)? {
+            cfg.set_checked(&key, &value, &format!("the options of {function}"))?;
+        }
+        Ok(cfg)
+    }
+
+    /// The config of a session: its `prs` extension if installed, otherwise defaults + env.
+    pub fn from_session(options: &datafusion::config::ConfigOptions) -> Result<Self> {
+        match options.extensions.get::<PrsConfig>() {
+            Some(cfg) => Ok(cfg.clone()),
+            None => PrsConfig::from_env(),
+        }
+    }
+}
+
+/// Split `a=1, b="x, y"` into pairs. Empty input gives no pairs.
+pub fn parse_options(options: &str, function: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = options.chars().peekable();
+    loop {
+        // key
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ',' {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        let key = key.trim().to_string();
+        match chars.next() {
+            None if key.is_empty() => return Ok(out),
+            Some(',') if key.is_empty() => continue,
+            Some('=') => {}
+            _ => {
+                return Err(PrsError::arg(
+                    function,
+                    format!("option {key:?} has no value; write options as 'key=value, key=value'"),
+                ))
+            }
+        }
+        if key.is_empty() {
+            return Err(PrsError::arg(
+                function,
+                "an option has an empty key; write options as 'key=value, key=value'",
+            ));
+        }
+        // value
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(n) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(PrsError::arg(
+                    function,
+                    format!("option {key:?}: unterminated double quote"),
+                ));
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            match chars.next() {
+                None | Some(',') => {}
+                Some(c) => {
+                    return Err(PrsError::arg(
+                        function,
+                        format!("option {key:?}: unexpected {c:?} after the quoted value"),
+                    ))
+                }
+            }
+        } else {
+            for c in chars.by_ref() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+            }
+            value = value.trim().to_string();
+        }
+        out.push((key, value));
+    }
+}
+
+/// A [`SessionConfig`] with the `prs` extension installed, fed by the environment.
+pub fn session_config() -> Result<SessionConfig> {
+    Ok(SessionConfig::new().with_option_extension(PrsConfig::from_env()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_override() {
+        let base = PrsConfig::default();
+        let cfg = base
+            .with_options(
+                "temperature=0.7, widths=8/4/4, feedback=false",
+                "prs_sample",
+            )
+            .unwrap();
+        assert_eq!(cfg.temperature, 0.7);
+        assert_eq!(cfg.widths, "8/4/4");
+        assert!(!cfg.feedback);
+        // the base is untouched
+        assert_eq!(base.temperature, 0.8);
+        assert!(base.feedback);
+    }
+
+    #[test]
+    fn quoted_values_keep_commas() {
+        let pairs = parse_options(r#"stop="a, b", seed = 3"#, "f").unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("stop".to_string(), "a, b".to_string()),
+                ("seed".to_string(), "3".to_string())
+            ]
+        );
+        assert!(parse_options("", "f").unwrap().is_empty());
+        assert!(parse_options(" , ", "f").unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_lists_valid_ones() {
+        let err = PrsConfig::default()
+            .with_options("temprature=0.7", "prs_sample")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("temprature"), "{err}");
+        assert!(err.contains("temperature"), "{err}");
+        assert!(err.contains("widths"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_and_syntax_are_errors() {
+        let err = PrsConfig::default()
+            .with_options("temperature=hot", "prs_sample")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prs.temperature"), "{err}");
+        assert!(parse_options("temperature", "f").is_err());
+        assert!(parse_options("=3", "f").is_err());
+        assert!(parse_options("stop=\"abc", "f").is_err());
+    }
+
+    #[test]
+    fn keys_have_env_names() {
+        assert!(PrsConfig::keys().contains(&"policy_url".to_string()));
+        assert_eq!(PrsConfig::env_name("policy_url"), "PRS_POLICY_URL");
+        // no secrets among settings
+        assert!(!PrsConfig::keys().iter().any(|k| k.contains("key")));
+    }
+}

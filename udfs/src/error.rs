@@ -1,0 +1,111 @@
+//! Typed errors of the plugin. Every error says what was wrong, where, and what to do;
+//! they convert into [`DataFusionError`] so SQL users see the same text.
+
+use datafusion::error::DataFusionError;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = PrsError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrsError {
+    /// A setting or per-call option has a value we cannot use.
+    #[error("invalid setting prs.{key} = {value:?}: {reason}")]
+    InvalidSetting {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A per-call option key that does not exist.
+    #[error("unknown setting {key:?} (in {function}); valid settings: {valid}")]
+    UnknownOption {
+        function: String,
+        key: String,
+        valid: String,
+    },
+
+    /// Wrong arguments to a table function or UDF.
+    #[error("{function}: {reason}")]
+    InvalidArgument { function: String, reason: String },
+
+    /// An endpoint that must be configured is not.
+    #[error("no {endpoint} endpoint configured: set prs.{setting} (SQL `SET prs.{setting} = 'http://host:port/...'`), the environment variable {env}, or the CLI flag --{flag}")]
+    MissingEndpoint {
+        endpoint: &'static str,
+        setting: &'static str,
+        env: &'static str,
+        flag: &'static str,
+    },
+
+    /// The input table cannot be used.
+    #[error("input {source_name}: {reason}")]
+    Input { source_name: String, reason: String },
+
+    /// A template file or template text is unusable.
+    #[error("template {name}: {reason}")]
+    Template { name: String, reason: String },
+
+    /// The endpoint could not be reached (connection refused, DNS, timeout...).
+    #[error("{endpoint} endpoint {url} could not be reached: {reason}; check that the server is running and prs.{setting} is right")]
+    Unreachable {
+        endpoint: &'static str,
+        url: String,
+        setting: &'static str,
+        reason: String,
+    },
+
+    /// The endpoint answered with an HTTP error status.
+    #[error("{endpoint} endpoint {url} answered HTTP {status}: {message}")]
+    Status {
+        endpoint: &'static str,
+        url: String,
+        status: u16,
+        message: String,
+    },
+
+    /// The endpoint answered 2xx with a body we cannot use.
+    #[error("{endpoint} endpoint {url} answered with an unexpected body: {reason}")]
+    BadResponse {
+        endpoint: &'static str,
+        url: String,
+        reason: String,
+    },
+
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+impl PrsError {
+    pub(crate) fn setting(key: &str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        PrsError::InvalidSetting {
+            key: key.to_string(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn arg(function: &str, reason: impl Into<String>) -> Self {
+        PrsError::InvalidArgument {
+            function: function.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<PrsError> for DataFusionError {
+    fn from(e: PrsError) -> Self {
+        match e {
+            PrsError::DataFusion(e) => e,
+            PrsError::InvalidSetting { .. }
+            | PrsError::UnknownOption { .. }
+            | PrsError::InvalidArgument { .. }
+            | PrsError::MissingEndpoint { .. }
+            | PrsError::Template { .. }
+            | PrsError::Input { .. } => DataFusionError::Plan(e.to_string()),
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! `SampleExec`: the execution node of a sampling call. A unary node over the input scan; each
+//! input partition's prompts are sampled concurrently and rows stream out as prompts finish.
+//! Dropping the stream (e.g. `LIMIT`) drops the in-flight requests.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, SendableRecordBatchStream,
+};
+use futures::{stream, StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::sampler::PromptInput;
+use crate::schema::{to_batch, PromptResult};
+use crate::table_function::SampleSpec;
+
+/// Finished prompts gathered into one output batch when they are ready together.
+const PROMPTS_PER_BATCH: usize = 32;
+
+#[derive(Debug)]
+pub struct SampleExec {
+    input: Arc<dyn ExecutionPlan>,
+    spec: Arc<SampleSpec>,
+    /// Full output schema.
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl SampleExec {
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        spec: Arc<SampleSpec>,
+        schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+    ) -> DfResult<Self> {
+        let projected = match &projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
+        };
+        let partitions = input.output_partitioning().partition_count();
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(projected),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(SampleExec {
+            input,
+            spec,
+            schema,
+            projection,
+            props: Arc::new(props),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl DisplayAs for SampleExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.spec.sampler;
+        let widths: Vec<String> = s.widths.iter().map(|w| w.to_string()).collect();
+        write!(
+            f,
+            "SampleExec: method={}, n={}, widths={}, feedback={}, policy={} model={}, reward={} protocol={}",
+            s.method.as_str(),
+            s.widths.iter().sum::<usize>(),
+            widths.join("/"),
+            s.feedback,
+            self.spec.policy.base_url(),
+            self.spec.policy.configured_model().unwrap_or("(from /models)"),
+            self.spec.reward.base_url(),
+            self.spec.reward.protocol().as_str(),
+        )
+    }
+}
+
+/// Counters shown by EXPLAIN ANALYZE.
+struct Counters {
+    prompts: Count,
+    policy_requests: Count,
+    reward_texts: Count,
+    prompt_tokens: Count,
+    completion_tokens: Count,
+}
+
+impl ExecutionPlan for SampleExec {
+    fn name(&self) -> &str {
+        "SampleExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let [child] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("SampleExec takes one child".into()))?;
+        Ok(Arc::new(SampleExec::try_new(
+            child,
+            self.spec.clone(),
+            self.schema.clone(),
+            self.projection.clone(),
+        )?))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let spec = self.spec.clone();
+        let schema = self.schema.clone();
+        let projection = self.projection.clone();
+        let out_schema = self.props.eq_properties.schema().clone();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let m = |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
+        let counters = Arc::new(Counters {
+            prompts: m("prompts"),
+            policy_requests: m("policy_requests"),
+            reward_texts: m("reward_texts"),
+            prompt_tokens: m("prompt_tokens"),
+            completion_tokens: m("completion_tokens"),
+        });
+
+        let extract_spec = spec.clone();
+        let jobs = input
+            .map(move |batch| prompts_of(&extract_spec, &batch?))
+            .map_ok(|jobs| stream::iter(jobs.into_iter().map(Ok::<_, DataFusionError>)))
+            .try_flatten();
+        let concurrency = spec.prompt_concurrency;
+        let results = jobs
+            .map_ok(move |(id, input)| {
+                let spec = spec.clone();
+                let counters = counters.clone();
+                async move { sample_one(&spec, &counters, id, input).await }
+            })
+            .try_buffer_unordered(concurrency);
+        let batches = results
+            .try_ready_chunks(PROMPTS_PER_BATCH)
+            .map_err(|e| e.1)
+            .and_then(move |chunk| {
+                let schema = schema.clone();
+                let projection = projection.clone();
+                let baseline = baseline.clone();
+                async move {
+                    let batch = to_batch(&schema, &chunk)?;
+                    let batch = match &projection {
+                        Some(p) => batch.project(p)?,
+                        None => batch,
+                    };
+                    baseline.record_output(batch.num_rows());
+                    Ok(batch)
+                }
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, batches)))
+    }
+}
+
+async fn sample_one(
+    spec: &SampleSpec,
+    counters: &Counters,
+    id: ScalarValue,
+    input: PromptInput,
+) -> DfResult<PromptResult> {
+    let (candidates, stats) = spec.sampler.sample(&input).await?;
+    counters.prompts.add(1);
+    counters.policy_requests.add(stats.policy_requests as usize);
+    counters.reward_texts.add(stats.reward_texts as usize);
+    counters.prompt_tokens.add(stats.prompt_tokens as usize);
+    counters
+        .completion_tokens
+        .add(stats.completion_tokens as usize);
+    let called = stats.policy_requests > 0;
+    let policy_model = if called {
+        Some(spec.sampler.policy.model().await?)
+    } else {
+        None
+    };
+    Ok(PromptResult {
+        id,
+        prompt: input.prompt,
+        preference: input.preference,
+        method: spec.sampler.method,
+        policy_model,
+        reward_model: called.then(|| spec.sampler.reward.model_label()),
+        candidates,
+    })
+}
+
+fn text_column(batch: &RecordBatch, name: &str) -> DfResult<ArrayRef> {
+    let col = batch.column_by_name(name).ok_or_else(|| {
+        DataFusionError::Execution(format!("input column {name:?} missing from the scan"))
+    })?;
+    Ok(cast(col, &DataType::Utf8)?)
+}
+
+/// A stable id for a prompt without one: the first 16 hex digits of SHA-256 of its text.
+pub fn derived_id(prompt: &str) -> String {
+    let d = Sha256::digest(prompt.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The prompts of one input batch.
+fn prompts_of(spec: &SampleSpec, batch: &RecordBatch) -> DfResult<Vec<(ScalarValue, PromptInput)>> {
+    let cols = &spec.columns;
+    let prompts = text_column(batch, &cols.prompt)?;
+    let prompts = prompts.as_string::<i32>();
+    let prefs = match &cols.preference {
+        Some(p) => Some(text_column(batch, p)?),
+        None => None,
+    };
+    let ids = match &cols.id {
+        Some(name) => Some(batch.column_by_name(name).cloned().ok_or_else(|| {
+            DataFusionError::Execution(format!("input column {name:?} missing from the scan"))
+        })?),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let prompt = prompts
+            .is_valid(row)
+            .then(|| prompts.value(row).to_string());
+        let (id, id_text) = match &ids {
+            Some(arr) => {
+                let v = ScalarValue::try_from_array(arr, row)?;
+                let text = if v.is_null() {
+                    derived_id(prompt.as_deref().unwrap_or(""))
+                } else {
+                    scalar_text(&v)
+                };
+                (v, text)
+            }
+            None => {
+                let text = derived_id(prompt.as_deref().unwrap_or(""));
+                (ScalarValue::Utf8(Some(text.clone())), text)
+            }
+        };
+        let row_pref = prefs.as_ref().and_then(|p| {
+            let p = p.as_string::<i32>();
+            (p.is_valid(row) && !p.value(row).trim().is_empty()).then(|| p.value(row).to_string())
+        });
+        let (preference, per_row) = match row_pref {
+            Some(p) => (Some(p), true),
+            None => (spec.default_preference.clone(), false),
+        };
+        out.push((
+            id,
+            PromptInput {
+                id_text,
+                prompt,
+                preference,
+                preference_per_row: per_row,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The id as plain text (no quotes), for seeds.
+fn scalar_text(v: &ScalarValue) -> String {
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        other => other.to_string(),
+    }
+}

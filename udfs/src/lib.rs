@@ -1,0 +1,57 @@
+//! # datafusion-prs
+//!
+//! Sampling for LLM alignment data as DataFusion SQL:
+//!
+//! * `random_sample(source, n [, options])`: best-of-N random sampling;
+//! * `prs_sample(source, n [, options])`: PRS, preference-guided reflective sampling (a tree of
+//!   samples where each layer revises the best-so-far using the policy's own feedback);
+//! * `reward(prompt, response [, preference])`: score any rows through the reward endpoint.
+//!
+//! Register everything on a context with [`register`]; settings live in [`PrsConfig`] (`prs.*`).
+//!
+//! Module map: [`config`] (settings), [`table_function`] (SQL glue of the sampling functions),
+//! [`exec`] (their execution node), [`sampler`] (the algorithms), [`client`] (policy and reward
+//! HTTP clients), [`schema`] (output rows), [`templates`], [`reward_udf`], [`source`] (input
+//! tables).
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod reward_udf;
+pub mod sampler;
+pub mod schema;
+pub mod source;
+pub mod table_function;
+pub mod templates;
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+
+pub use config::{session_config, PrsConfig};
+pub use error::PrsError;
+pub use sampler::Method;
+
+/// Register `random_sample`, `prs_sample` and `reward` on `ctx`.
+///
+/// Settings come from the context's `prs` config extension when it has one (see
+/// [`session_config`]), otherwise from defaults and `PRS_*` environment variables.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udtf(
+        Method::Random.function_name(),
+        Arc::new(table_function::SampleFunction::new(Method::Random)),
+    );
+    ctx.register_udtf(
+        Method::Prs.function_name(),
+        Arc::new(table_function::SampleFunction::new(Method::Prs)),
+    );
+    ctx.register_udf(reward_udf::reward_udf());
+}
+
+/// A new context with the `prs` settings (fed by the environment) and all functions registered.
+pub fn new_context() -> Result<SessionContext, PrsError> {
+    let ctx = SessionContext::new_with_config(session_config()?);
+    register(&ctx);
+    Ok(ctx)
+}

@@ -1,0 +1,166 @@
+//! `reward(prompt, response [, preference])`: score existing rows through the reward endpoint.
+//!
+//! An async scalar UDF: each batch it receives is scored in reward batches sent concurrently.
+//! Rows whose prompt or response is null get a null reward and cause no request.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray, Float64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+
+use crate::client::RewardClient;
+use crate::config::PrsConfig;
+use crate::sampler::RewardPreference;
+use crate::templates::Templates;
+
+/// The `reward` function, ready to register.
+pub fn reward_udf() -> ScalarUDF {
+    AsyncScalarUDF::new(Arc::new(RewardUdf::new())).into_scalar_udf()
+}
+
+type CachedClient = Option<(String, Arc<RewardClient>, Templates)>;
+
+#[derive(Debug)]
+pub struct RewardUdf {
+    signature: Signature,
+    /// The client for the last settings seen, reused across batches (connection pool).
+    client: Mutex<CachedClient>,
+}
+
+impl PartialEq for RewardUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+impl Eq for RewardUdf {}
+impl std::hash::Hash for RewardUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "prs-reward".hash(state)
+    }
+}
+
+impl Default for RewardUdf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RewardUdf {
+    pub fn new() -> Self {
+        RewardUdf {
+            signature: Signature::one_of(
+                vec![TypeSignature::String(2), TypeSignature::String(3)],
+                // calls a server: never constant-fold or deduplicate it
+                Volatility::Volatile,
+            ),
+            client: Mutex::new(None),
+        }
+    }
+
+    fn client(&self, cfg: &PrsConfig) -> DfResult<(Arc<RewardClient>, Templates)> {
+        let key = format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            cfg.reward_url,
+            cfg.reward_protocol,
+            cfg.reward_model,
+            cfg.reward_batch_size,
+            cfg.reward_max_in_flight,
+            cfg.connect_timeout_secs,
+            cfg.request_timeout_secs,
+            cfg.reward_template,
+            cfg.reward_template_file,
+        );
+        let mut guard = self
+            .client
+            .lock()
+            .map_err(|_| DataFusionError::Internal("reward client cache poisoned".into()))?;
+        if let Some((k, c, t)) = guard.as_ref() {
+            if *k == key {
+                return Ok((c.clone(), t.clone()));
+            }
+        }
+        let client = Arc::new(RewardClient::new(cfg)?);
+        let templates = Templates::from_config(cfg)?;
+        *guard = Some((key, client.clone(), templates.clone()));
+        Ok((client, templates))
+    }
+}
+
+impl ScalarUDFImpl for RewardUdf {
+    fn name(&self) -> &str {
+        "reward"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Err(DataFusionError::Internal(
+            "reward() is asynchronous and runs through invoke_async_with_args".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for RewardUdf {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let cfg = PrsConfig::from_session(&args.config_options)?;
+        let (client, templates) = self.client(&cfg)?;
+        let mode = RewardPreference::parse(&cfg.reward_preference)?;
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| {
+                let arr = a.to_array(rows)?;
+                Ok(cast(&arr, &DataType::Utf8)?)
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let prompt = arrays[0].as_string::<i32>();
+        let response = arrays[1].as_string::<i32>();
+        let preference = arrays.get(2).map(|a| a.as_string::<i32>());
+
+        let mut texts = Vec::with_capacity(rows);
+        let mut which = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if prompt.is_null(row) || response.is_null(row) {
+                continue;
+            }
+            let pref = preference
+                .filter(|p| p.is_valid(row))
+                .map(|p| p.value(row))
+                .filter(|p| !p.trim().is_empty());
+            let x = prompt.value(row);
+            // a preference given as an argument is a per-row preference
+            let prompt_text = match (mode, pref) {
+                (RewardPreference::Never, _) | (_, None) => x.to_string(),
+                (_, Some(z)) => format!("{x}\n\n{z}"),
+            };
+            texts.push(templates.reward.render(&[
+                ("prompt", &prompt_text),
+                ("response", response.value(row)),
+                ("preference", pref.unwrap_or("")),
+            ]));
+            which.push(row);
+        }
+        let scores = client.score(&texts).await?;
+        let mut out = vec![None; rows];
+        for (row, score) in which.into_iter().zip(scores) {
+            out[row] = Some(score);
+        }
+        Ok(ColumnarValue::Array(Arc::new(Float64Array::from(out))))
+    }
+}

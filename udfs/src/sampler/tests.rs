@@ -1,0 +1,258 @@
+use std::sync::Mutex;
+
+use super::*;
+use crate::config::PrsConfig;
+
+/// A policy that records every request and answers `min(n, cap)` choices.
+struct FakePolicy {
+    cap: usize,
+    calls: Mutex<Vec<(String, usize, i64)>>,
+}
+
+#[async_trait]
+impl Policy for FakePolicy {
+    async fn complete(&self, text: &str, n: usize, seed: i64) -> Result<(Vec<Choice>, Usage)> {
+        let k = self.calls.lock().unwrap().len();
+        self.calls.lock().unwrap().push((text.to_string(), n, seed));
+        let choices = (0..n.min(self.cap))
+            .map(|i| Choice {
+                text: format!("answer-{k}-{i}"),
+                finish_reason: Some("stop".into()),
+            })
+            .collect();
+        Ok((
+            choices,
+            Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+            },
+        ))
+    }
+    async fn model(&self) -> Result<String> {
+        Ok("fake".into())
+    }
+}
+
+/// A reward that scores by a hash of the text and records what it returned.
+#[derive(Default)]
+struct FakeReward {
+    scored: Mutex<Vec<(String, f64)>>,
+}
+
+fn fake_score(text: &str) -> f64 {
+    let h = text
+        .bytes()
+        .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+    (h % 1000) as f64 / 10.0
+}
+
+#[async_trait]
+impl Reward for FakeReward {
+    async fn score(&self, texts: &[String]) -> Result<Vec<f64>> {
+        let out: Vec<f64> = texts.iter().map(|t| fake_score(t)).collect();
+        let mut s = self.scored.lock().unwrap();
+        for (t, v) in texts.iter().zip(&out) {
+            s.push((t.clone(), *v));
+        }
+        Ok(out)
+    }
+    fn model_label(&self) -> String {
+        "fake-rm".into()
+    }
+}
+
+fn sampler(
+    method: Method,
+    widths: Vec<usize>,
+    feedback: bool,
+    cap: usize,
+) -> (Sampler, Arc<FakePolicy>, Arc<FakeReward>) {
+    let policy = Arc::new(FakePolicy {
+        cap,
+        calls: Mutex::new(vec![]),
+    });
+    let reward = Arc::new(FakeReward::default());
+    let s = Sampler {
+        method,
+        widths,
+        feedback,
+        max_choices_per_request: 4,
+        run_seed: 7,
+        preference_in_prompt: true,
+        reward_preference: RewardPreference::Auto,
+        templates: Templates::from_config(&PrsConfig::default()).unwrap(),
+        policy: policy.clone(),
+        reward: reward.clone(),
+    };
+    (s, policy, reward)
+}
+
+fn input() -> PromptInput {
+    PromptInput {
+        id_text: "42".into(),
+        prompt: Some("Name a colour.".into()),
+        preference: Some("I like short answers.".into()),
+        preference_per_row: true,
+    }
+}
+
+#[tokio::test]
+async fn random_sampling_shape_and_best() {
+    let (s, policy, reward) = sampler(Method::Random, vec![6], true, 100);
+    let (c, stats) = s.sample(&input()).await.unwrap();
+    assert_eq!(c.len(), 6);
+    assert_eq!(
+        c.iter().map(|c| c.sample_index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    assert!(c
+        .iter()
+        .all(|c| c.layer == 0 && c.parent_index.is_none() && c.feedback.is_none()));
+    // 6 samples at most 4 per request: two requests, n=4 then n=2, with the prompt + preference
+    let calls = policy.calls.lock().unwrap().clone();
+    let mut ns: Vec<usize> = calls.iter().map(|c| c.1).collect();
+    ns.sort();
+    assert_eq!(ns, vec![2, 4]);
+    assert!(calls
+        .iter()
+        .all(|c| c.0 == "Name a colour.\n\nI like short answers."));
+    assert_eq!(stats.policy_requests, 2);
+    // each stored reward is the one returned for that response's text
+    let scored = reward.scored.lock().unwrap().clone();
+    for cand in &c {
+        let resp = cand.response.as_deref().unwrap();
+        let hit = scored
+            .iter()
+            .find(|(t, _)| t.ends_with(&format!("Assistant: {resp}")))
+            .unwrap();
+        assert_eq!(Some(hit.1), cand.reward);
+        // per-row preference goes into the reward prompt (auto)
+        assert!(hit
+            .0
+            .starts_with("Human: Name a colour.\n\nI like short answers.\nAssistant: "));
+    }
+    let best: Vec<_> = c.iter().filter(|c| c.is_best).collect();
+    assert_eq!(best.len(), 1);
+    let max = c.iter().filter_map(|c| c.reward).fold(f64::MIN, f64::max);
+    assert_eq!(best[0].reward, Some(max));
+}
+
+#[tokio::test]
+async fn prs_call_graph() {
+    let (s, policy, _reward) = sampler(Method::Prs, vec![3, 3], true, 100);
+    let (c, _) = s.sample(&input()).await.unwrap();
+    assert_eq!(c.len(), 6);
+    let calls = policy.calls.lock().unwrap().clone();
+    // layer 0 request, one feedback request (n=1), one layer-1 request
+    assert_eq!(calls.len(), 3);
+    let layer0: Vec<_> = c.iter().filter(|c| c.layer == 0).collect();
+    let best0 = layer0
+        .iter()
+        .max_by(|a, b| a.reward.partial_cmp(&b.reward).unwrap())
+        .unwrap();
+    let best_text = best0.response.clone().unwrap();
+    let (fb_req, fb_n, _) = &calls[1];
+    assert_eq!(*fb_n, 1);
+    assert!(fb_req.contains(&best_text), "feedback request holds y0*");
+    assert!(fb_req.contains("I like short answers."));
+    let feedback = "answer-1-0"; // the fake's reply to the second call
+    let (rev_req, rev_n, _) = &calls[2];
+    assert_eq!(*rev_n, 3);
+    assert!(rev_req.contains(&best_text) && rev_req.contains(feedback));
+    for cand in c.iter().filter(|c| c.layer == 1) {
+        assert_eq!(cand.parent_index, Some(best0.sample_index));
+        assert_eq!(cand.feedback.as_deref(), Some(feedback));
+    }
+    assert_eq!(
+        c.iter().map(|c| c.sample_index).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    assert_eq!(c.iter().filter(|c| c.is_best).count(), 1);
+}
+
+#[tokio::test]
+async fn prs_without_feedback_and_deeper_trees() {
+    let (s, policy, _) = sampler(Method::Prs, vec![2, 1, 1], false, 100);
+    let (c, _) = s.sample(&input()).await.unwrap();
+    assert_eq!(c.len(), 4);
+    assert_eq!(
+        c.iter().map(|c| c.layer).collect::<Vec<_>>(),
+        vec![0, 0, 1, 2]
+    );
+    assert!(c.iter().all(|c| c.feedback.is_none()));
+    // no feedback calls: one request per layer
+    assert_eq!(policy.calls.lock().unwrap().len(), 3);
+    // layer 2 revises the best of layers 0 and 1
+    let best01 = c[..3]
+        .iter()
+        .max_by(|a, b| {
+            a.reward
+                .partial_cmp(&b.reward)
+                .unwrap()
+                .then(b.sample_index.cmp(&a.sample_index))
+        })
+        .unwrap();
+    assert_eq!(c[3].parent_index, Some(best01.sample_index));
+}
+
+#[tokio::test]
+async fn tops_up_when_server_ignores_n() {
+    let (s, policy, _) = sampler(Method::Random, vec![3], true, 1);
+    let (c, stats) = s.sample(&input()).await.unwrap();
+    assert_eq!(c.len(), 3);
+    let calls = policy.calls.lock().unwrap().clone();
+    assert_eq!(calls.iter().map(|c| c.1).collect::<Vec<_>>(), vec![3, 2, 1]);
+    // each top-up uses the seed of the first sample it asks for
+    let seeds: Vec<i64> = calls.iter().map(|c| c.2).collect();
+    assert_eq!(
+        seeds,
+        (0..3)
+            .map(|i| derive_seed(7, "42", 0, i))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(c.iter().map(|c| c.seed.unwrap()).collect::<Vec<_>>(), seeds);
+    assert_eq!(stats.policy_requests, 3);
+}
+
+#[tokio::test]
+async fn empty_prompt_makes_no_calls() {
+    let (s, policy, _) = sampler(Method::Prs, vec![2, 2], true, 100);
+    for p in [None, Some("  ".to_string())] {
+        let (c, _) = s
+            .sample(&PromptInput {
+                prompt: p,
+                ..input()
+            })
+            .await
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(c[0].error.as_deref().unwrap().contains("null or empty"));
+        assert!(!c[0].is_best);
+    }
+    assert!(policy.calls.lock().unwrap().is_empty());
+}
+
+#[test]
+fn seeds_are_deterministic_and_distinct() {
+    assert_eq!(derive_seed(1, "a", 0, 0), derive_seed(1, "a", 0, 0));
+    let all = [
+        derive_seed(1, "a", 0, 0),
+        derive_seed(2, "a", 0, 0),
+        derive_seed(1, "b", 0, 0),
+        derive_seed(1, "a", 1, 0),
+        derive_seed(1, "a", 0, 1),
+    ];
+    for i in 0..all.len() {
+        assert!((0..=i32::MAX as i64).contains(&all[i]));
+        for j in 0..i {
+            assert_ne!(all[i], all[j]);
+        }
+    }
+}
+
+#[test]
+fn default_widths_split_n() {
+    assert_eq!(default_widths(16), vec![8, 8]);
+    assert_eq!(default_widths(5), vec![3, 2]);
+    assert_eq!(default_widths(1), vec![1]);
+}

@@ -1,0 +1,177 @@
+//! The output schema of `prs_sample` / `random_sample`, and turning candidates into Arrow.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+
+use crate::error::Result;
+use crate::sampler::{Candidate, Method};
+
+/// Output column names, in order.
+pub const COLUMNS: [&str; 16] = [
+    "prompt_id",
+    "prompt",
+    "preference",
+    "method",
+    "layer",
+    "sample_index",
+    "parent_index",
+    "feedback",
+    "response",
+    "reward",
+    "is_best",
+    "finish_reason",
+    "seed",
+    "policy_model",
+    "reward_model",
+    "error",
+];
+
+/// One row per candidate. `prompt_id` keeps the type of the input's id column (Utf8 when the
+/// id is derived from the prompt text).
+pub fn output_schema(id_type: &DataType) -> SchemaRef {
+    let utf8 = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        Field::new("prompt_id", id_type.clone(), true),
+        utf8("prompt", true),
+        utf8("preference", true),
+        utf8("method", false),
+        Field::new("layer", DataType::Int32, false),
+        Field::new("sample_index", DataType::Int32, false),
+        Field::new("parent_index", DataType::Int32, true),
+        utf8("feedback", true),
+        utf8("response", true),
+        Field::new("reward", DataType::Float64, true),
+        Field::new("is_best", DataType::Boolean, false),
+        utf8("finish_reason", true),
+        Field::new("seed", DataType::Int64, true),
+        utf8("policy_model", true),
+        utf8("reward_model", true),
+        utf8("error", true),
+    ]))
+}
+
+/// A finished prompt: its input and its candidates.
+#[derive(Debug, Clone)]
+pub struct PromptResult {
+    pub id: ScalarValue,
+    pub prompt: Option<String>,
+    pub preference: Option<String>,
+    pub method: Method,
+    pub policy_model: Option<String>,
+    pub reward_model: Option<String>,
+    pub candidates: Vec<Candidate>,
+}
+
+/// Build one batch (full schema) from finished prompts.
+pub fn to_batch(schema: &SchemaRef, results: &[PromptResult]) -> Result<RecordBatch> {
+    let rows: usize = results.iter().map(|r| r.candidates.len()).sum();
+    let mut ids = Vec::with_capacity(rows);
+    let mut prompt = StringBuilder::new();
+    let mut preference = StringBuilder::new();
+    let mut method = StringBuilder::new();
+    let mut layer = Int32Builder::with_capacity(rows);
+    let mut sample_index = Int32Builder::with_capacity(rows);
+    let mut parent_index = Int32Builder::with_capacity(rows);
+    let mut feedback = StringBuilder::new();
+    let mut response = StringBuilder::new();
+    let mut reward = Float64Builder::with_capacity(rows);
+    let mut is_best = BooleanBuilder::with_capacity(rows);
+    let mut finish_reason = StringBuilder::new();
+    let mut seed = Int64Builder::with_capacity(rows);
+    let mut policy_model = StringBuilder::new();
+    let mut reward_model = StringBuilder::new();
+    let mut error = StringBuilder::new();
+    for r in results {
+        for c in &r.candidates {
+            ids.push(r.id.clone());
+            prompt.append_option(r.prompt.as_deref());
+            preference.append_option(r.preference.as_deref());
+            method.append_value(r.method.as_str());
+            layer.append_value(c.layer);
+            sample_index.append_value(c.sample_index);
+            parent_index.append_option(c.parent_index);
+            feedback.append_option(c.feedback.as_deref());
+            response.append_option(c.response.as_deref());
+            reward.append_option(c.reward);
+            is_best.append_value(c.is_best);
+            finish_reason.append_option(c.finish_reason.as_deref());
+            seed.append_option(c.seed);
+            policy_model.append_option(r.policy_model.as_deref());
+            reward_model.append_option(r.reward_model.as_deref());
+            error.append_option(c.error.as_deref());
+        }
+    }
+    let id_type = schema.field(0).data_type();
+    let ids = if ids.is_empty() {
+        datafusion::arrow::array::new_empty_array(id_type)
+    } else {
+        ScalarValue::iter_to_array(ids)?
+    };
+    let columns: Vec<ArrayRef> = vec![
+        ids,
+        Arc::new(prompt.finish()),
+        Arc::new(preference.finish()),
+        Arc::new(method.finish()),
+        Arc::new(layer.finish()),
+        Arc::new(sample_index.finish()),
+        Arc::new(parent_index.finish()),
+        Arc::new(feedback.finish()),
+        Arc::new(response.finish()),
+        Arc::new(reward.finish()),
+        Arc::new(is_best.finish()),
+        Arc::new(finish_reason.finish()),
+        Arc::new(seed.finish()),
+        Arc::new(policy_model.finish()),
+        Arc::new(reward_model.finish()),
+        Arc::new(error.finish()),
+    ];
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_match() {
+        let s = output_schema(&DataType::Int64);
+        let names: Vec<_> = s.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, COLUMNS);
+    }
+
+    #[test]
+    fn batch_keeps_id_type_and_values() {
+        let s = output_schema(&DataType::Int64);
+        let r = PromptResult {
+            id: ScalarValue::Int64(Some(9)),
+            prompt: Some("p".into()),
+            preference: None,
+            method: Method::Random,
+            policy_model: Some("m".into()),
+            reward_model: Some("r".into()),
+            candidates: vec![
+                Candidate {
+                    sample_index: 0,
+                    reward: Some(1.0),
+                    ..Default::default()
+                },
+                Candidate {
+                    sample_index: 1,
+                    reward: Some(2.0),
+                    is_best: true,
+                    ..Default::default()
+                },
+            ],
+        };
+        let b = to_batch(&s, &[r]).unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.column(0).data_type(), &DataType::Int64);
+        assert_eq!(to_batch(&s, &[]).unwrap().num_rows(), 0);
+    }
+}

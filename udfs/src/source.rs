@@ -1,0 +1,232 @@
+//! Resolving the first argument of the sampling functions: a Parquet file, directory or glob,
+//! or the name of a table registered in the session. Planning reads only the schema.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::session_state::SessionState;
+
+use crate::config::PrsConfig;
+use crate::error::{PrsError, Result};
+
+/// Which input columns a call reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputColumns {
+    pub prompt: String,
+    /// `None`: ids are derived from the prompt text.
+    pub id: Option<String>,
+    /// `None`: every row gets the default preference.
+    pub preference: Option<String>,
+    /// Type of the output `prompt_id`.
+    pub id_type: DataType,
+}
+
+fn err(source: &str, reason: impl Into<String>) -> PrsError {
+    PrsError::Input {
+        source_name: source.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Run an async catalog or listing call from the synchronous planning hook: on a scoped thread
+/// with its own small runtime, so it works whatever runtime (if any) the caller is on.
+fn run_blocking<F, T>(fut: F) -> Result<T>
+where
+    F: Future<Output = Result<T>> + Send,
+    T: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| err("(planning)", format!("cannot start a runtime: {e}")))?;
+                rt.block_on(fut)
+            })
+            .join()
+            .map_err(|_| err("(planning)", "schema lookup thread panicked"))?
+    })
+}
+
+fn looks_like_path(source: &str) -> bool {
+    source.contains('/')
+        || source.contains('\\')
+        || source.contains('*')
+        || source.ends_with(".parquet")
+        || Path::new(source).exists()
+}
+
+/// The provider for `source`.
+pub fn resolve(session: &dyn Session, source: &str) -> Result<Arc<dyn TableProvider>> {
+    let source = source.trim();
+    if source.is_empty() {
+        return Err(err(
+            "''",
+            "the source is empty; give a Parquet path or a table name",
+        ));
+    }
+    let state = session
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .ok_or_else(|| {
+            err(
+                source,
+                "this host's session is not a DataFusion SessionState",
+            )
+        })?
+        .clone();
+    if !looks_like_path(source) {
+        let schema = state.schema_for_ref(source);
+        let name = datafusion::common::TableReference::from(source)
+            .table()
+            .to_string();
+        if let Ok(schema) = schema {
+            let found =
+                run_blocking(async move { schema.table(&name).await.map_err(PrsError::from) })?;
+            if let Some(table) = found {
+                return Ok(table);
+            }
+        }
+        return Err(err(
+            source,
+            "no table of that name is registered and no such file exists; give a Parquet file, \
+             directory or glob, or register the table first (CREATE EXTERNAL TABLE ... STORED AS PARQUET)",
+        ));
+    }
+    let is_glob = source.contains('*') || source.contains('?') || source.contains('[');
+    let path = Path::new(source);
+    if !is_glob && !path.exists() {
+        return Err(err(source, "file or directory not found"));
+    }
+    let mut url_text = source.to_string();
+    if path.is_dir() && !url_text.ends_with('/') {
+        url_text.push('/');
+    }
+    let url = ListingTableUrl::parse(&url_text)
+        .map_err(|e| err(source, format!("not a usable path: {e}")))?;
+    // A single file is read whatever its extension; directories and globs take *.parquet.
+    let ext = if path.is_file() { "" } else { ".parquet" };
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(ext);
+    let source_owned = source.to_string();
+    let (options, url, schema) = run_blocking(async move {
+        let schema = options
+            .infer_schema(&state, &url)
+            .await
+            .map_err(|e| describe_read_error(&source_owned, e))?;
+        Ok((options, url, schema))
+    })?;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+fn describe_read_error(source: &str, e: datafusion::error::DataFusionError) -> PrsError {
+    let text = e.to_string();
+    if text.contains("No files found") {
+        err(source, "no Parquet files found there")
+    } else if text.contains("magic") || text.contains("Parquet") || text.contains("parquet") {
+        err(source, format!("not a readable Parquet file ({text})"))
+    } else {
+        err(source, text)
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// Pick the prompt, id and preference columns of `schema` according to the settings.
+pub fn columns(source: &str, schema: &SchemaRef, cfg: &PrsConfig) -> Result<InputColumns> {
+    let found = || {
+        schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} ({})", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let has = |name: &str| schema.field_with_name(name).ok();
+    let prompt = if cfg.prompt_column.trim().is_empty() {
+        ["prompt", "instruction"]
+            .into_iter()
+            .find(|c| has(c).is_some())
+            .ok_or_else(|| {
+                err(
+                    source,
+                    format!(
+                        "no prompt column: expected `prompt` or `instruction` (or set prs.prompt_column); columns found: {}",
+                        found()
+                    ),
+                )
+            })?
+            .to_string()
+    } else {
+        let c = cfg.prompt_column.trim();
+        has(c).ok_or_else(|| {
+            err(
+                source,
+                format!(
+                    "prompt column {c:?} (prs.prompt_column) not found; columns found: {}",
+                    found()
+                ),
+            )
+        })?;
+        c.to_string()
+    };
+    if let Some(f) = has(&prompt) {
+        if !is_text(f.data_type()) {
+            return Err(err(
+                source,
+                format!(
+                    "prompt column {prompt:?} is {}, not a string",
+                    f.data_type()
+                ),
+            ));
+        }
+    }
+    let id_name = cfg.id_column.trim();
+    let (id, id_type) = match has(id_name).filter(|_| !id_name.is_empty()) {
+        Some(f) => (Some(id_name.to_string()), f.data_type().clone()),
+        None => (None, DataType::Utf8),
+    };
+    let preference = if cfg.preference_column.trim().is_empty() {
+        has("preference").map(|_| "preference".to_string())
+    } else {
+        let c = cfg.preference_column.trim();
+        has(c).ok_or_else(|| {
+            err(
+                source,
+                format!(
+                    "preference column {c:?} (prs.preference_column) not found; columns found: {}",
+                    found()
+                ),
+            )
+        })?;
+        Some(c.to_string())
+    };
+    if let Some(p) = &preference {
+        if let Some(f) = has(p) {
+            if !is_text(f.data_type()) {
+                return Err(err(
+                    source,
+                    format!("preference column {p:?} is {}, not a string", f.data_type()),
+                ));
+            }
+        }
+    }
+    Ok(InputColumns {
+        prompt,
+        id,
+        preference,
+        id_type,
+    })
+}

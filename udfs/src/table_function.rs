@@ -1,0 +1,278 @@
+//! `random_sample(source, n [, options])` and `prs_sample(source, n [, options])`.
+//!
+//! The call runs at planning (also for EXPLAIN / DESCRIBE): it checks the arguments and
+//! settings, reads the input schema and returns a [`SampleTable`] with a fixed output schema.
+//! No endpoint is called until the plan executes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::TableType;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::client::{PolicyClient, RewardClient};
+use crate::config::PrsConfig;
+use crate::error::{PrsError, Result};
+use crate::exec::SampleExec;
+use crate::sampler::{default_widths, Method, RewardPreference, Sampler};
+use crate::schema::output_schema;
+use crate::source::{self, InputColumns};
+use crate::templates::Templates;
+
+/// The table function for one sampling method.
+#[derive(Debug)]
+pub struct SampleFunction {
+    method: Method,
+}
+
+impl SampleFunction {
+    pub fn new(method: Method) -> Self {
+        SampleFunction { method }
+    }
+}
+
+fn literal_string(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Literal(ScalarValue::Utf8(Some(s)), _)
+        | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _)
+        | Expr::Literal(ScalarValue::Utf8View(Some(s)), _) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn literal_n(e: &Expr, function: &str) -> Result<i64> {
+    let bad = |what: String| {
+        PrsError::arg(
+            function,
+            format!("n (the second argument) must be a positive integer literal, got {what}"),
+        )
+    };
+    match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Int8(Some(x)) => Ok(*x as i64),
+            ScalarValue::Int16(Some(x)) => Ok(*x as i64),
+            ScalarValue::Int32(Some(x)) => Ok(*x as i64),
+            ScalarValue::Int64(Some(x)) => Ok(*x),
+            ScalarValue::UInt8(Some(x)) => Ok(*x as i64),
+            ScalarValue::UInt16(Some(x)) => Ok(*x as i64),
+            ScalarValue::UInt32(Some(x)) => Ok(*x as i64),
+            ScalarValue::UInt64(Some(x)) => i64::try_from(*x).map_err(|_| bad(x.to_string())),
+            other => Err(bad(format!("{other} ({})", other.data_type()))),
+        },
+        other => Err(bad(format!("the expression {other}"))),
+    }
+}
+
+/// Parse `8/4/4` into widths that must sum to `n`, each at least 1.
+pub fn parse_widths(text: &str, n: usize, function: &str) -> Result<Vec<usize>> {
+    if text.trim().is_empty() {
+        return Ok(default_widths(n));
+    }
+    let widths = text
+        .split('/')
+        .map(|w| w.trim().parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| {
+            PrsError::setting(
+                "widths",
+                text,
+                "expected layer widths like 8/4/4 (positive integers separated by /)",
+            )
+        })?;
+    if widths.contains(&0) {
+        return Err(PrsError::setting(
+            "widths",
+            text,
+            "every layer needs at least 1 sample",
+        ));
+    }
+    let sum: usize = widths.iter().sum();
+    if sum != n {
+        return Err(PrsError::setting(
+            "widths",
+            text,
+            format!("the widths sum to {sum} but {function} was asked for n = {n}"),
+        ));
+    }
+    Ok(widths)
+}
+
+impl SampleFunction {
+    fn plan(&self, args: &TableFunctionArgs) -> Result<SampleTable> {
+        let f = self.method.function_name();
+        let exprs = args.exprs();
+        if !(2..=3).contains(&exprs.len()) {
+            return Err(PrsError::arg(
+                f,
+                format!(
+                    "expected {f}(source, n [, options]), got {} argument(s)",
+                    exprs.len()
+                ),
+            ));
+        }
+        let source_name = literal_string(&exprs[0]).ok_or_else(|| {
+            PrsError::arg(
+                f,
+                "the source (first argument) must be a string literal: a Parquet path, glob or table name",
+            )
+        })?;
+        let n = literal_n(&exprs[1], f)?;
+        let options = match exprs.get(2) {
+            None => String::new(),
+            Some(e) => literal_string(e).ok_or_else(|| {
+                PrsError::arg(f, "options (third argument) must be a string literal like 'temperature=0.7, widths=8/8'")
+            })?,
+        };
+        let cfg =
+            PrsConfig::from_session(args.session().config_options())?.with_options(&options, f)?;
+        if n <= 0 {
+            return Err(PrsError::arg(f, format!("n must be at least 1, got {n}")));
+        }
+        let n = n as usize;
+        if n > cfg.max_n {
+            return Err(PrsError::arg(
+                f,
+                format!(
+                    "n = {n} is above prs.max_n = {} (raise it with SET prs.max_n = ... if you mean it)",
+                    cfg.max_n
+                ),
+            ));
+        }
+        let widths = match self.method {
+            Method::Random => vec![n],
+            Method::Prs => parse_widths(&cfg.widths, n, f)?,
+        };
+        let templates = Templates::from_config(&cfg)?;
+        let input = source::resolve(args.session(), &source_name)?;
+        let columns = source::columns(&source_name, &input.schema(), &cfg)?;
+        let policy = Arc::new(PolicyClient::new(&cfg, templates.prompt.clone())?);
+        let reward = Arc::new(RewardClient::new(&cfg)?);
+        let sampler = Sampler {
+            method: self.method,
+            widths,
+            feedback: cfg.feedback,
+            max_choices_per_request: cfg.max_choices_per_request.max(1),
+            run_seed: cfg.seed,
+            preference_in_prompt: cfg.preference_in_prompt,
+            reward_preference: RewardPreference::parse(&cfg.reward_preference)?,
+            templates,
+            policy: policy.clone(),
+            reward: reward.clone(),
+        };
+        let default_preference =
+            Some(cfg.default_preference.clone()).filter(|p| !p.trim().is_empty());
+        Ok(SampleTable {
+            schema: output_schema(&columns.id_type),
+            input,
+            spec: Arc::new(SampleSpec {
+                source: source_name,
+                columns,
+                default_preference,
+                prompt_concurrency: cfg.prompt_concurrency.max(1),
+                sampler: Arc::new(sampler),
+                policy,
+                reward,
+            }),
+        })
+    }
+}
+
+impl TableFunctionImpl for SampleFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        Ok(Arc::new(self.plan(&args)?))
+    }
+}
+
+/// What a planned sampling call does, shared by its provider and execution node.
+#[derive(Debug)]
+pub struct SampleSpec {
+    pub source: String,
+    pub columns: InputColumns,
+    pub default_preference: Option<String>,
+    pub prompt_concurrency: usize,
+    pub sampler: Arc<Sampler>,
+    pub policy: Arc<PolicyClient>,
+    pub reward: Arc<RewardClient>,
+}
+
+/// The provider a sampling call returns.
+#[derive(Debug)]
+pub struct SampleTable {
+    schema: SchemaRef,
+    input: Arc<dyn TableProvider>,
+    spec: Arc<SampleSpec>,
+}
+
+#[async_trait]
+impl TableProvider for SampleTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let in_schema = self.input.schema();
+        let cols = &self.spec.columns;
+        let mut wanted = vec![cols.prompt.as_str()];
+        wanted.extend(cols.id.as_deref());
+        wanted.extend(cols.preference.as_deref());
+        let mut indices = Vec::new();
+        for name in wanted {
+            let i = in_schema.index_of(name)?;
+            if !indices.contains(&i) {
+                indices.push(i);
+            }
+        }
+        let input = self.input.scan(state, Some(&indices), &[], None).await?;
+        Ok(Arc::new(SampleExec::try_new(
+            input,
+            self.spec.clone(),
+            self.schema.clone(),
+            projection.cloned(),
+        )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths_rules() {
+        assert_eq!(parse_widths("", 16, "prs_sample").unwrap(), vec![8, 8]);
+        assert_eq!(
+            parse_widths("8/4/4", 16, "prs_sample").unwrap(),
+            vec![8, 4, 4]
+        );
+        let e = parse_widths("8/4", 16, "prs_sample")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sum to 12") && e.contains("n = 16"), "{e}");
+        assert!(parse_widths("8/0/8", 16, "prs_sample").is_err());
+        assert!(parse_widths("8/x", 16, "prs_sample").is_err());
+    }
+}

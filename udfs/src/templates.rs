@@ -1,0 +1,280 @@
+//! Prompt templates: the project's own defaults, replaceable by files, filled in one pass.
+//!
+//! Placeholders are `{name}`. Substitution scans the template once, so text that a user or a
+//! model wrote (a prompt holding `{answer}`, a response holding `{feedback}`) is inserted
+//! verbatim and never expanded again. Braces that do not name a known placeholder stay as is.
+
+use crate::config::PrsConfig;
+use crate::error::{PrsError, Result};
+
+/// Built-in feedback template: the policy judges the best answer so far against the preference.
+pub const FEEDBACK_TEMPLATE: &str = "\
+You are reviewing an assistant's answer for a particular user. Judge it fairly and point out \
+concretely how it could better serve this user's stated preference. Write short bullet points; \
+each one should name a part of the answer and say how to change it.
+
+### Question
+{question}
+
+### Answer under review
+{answer}
+
+### The user's preference
+{preference}
+
+### Feedback (bullet points)
+";
+
+/// Built-in revise template (with feedback).
+pub const REVISE_TEMPLATE: &str = "\
+Improve the answer below so that it serves the user's preference better. Use the feedback as \
+guidance. Reply with the improved answer only, without any remarks about the changes.
+
+### Question
+{question}
+
+### Current answer
+{answer}
+
+### The user's preference
+{preference}
+
+### Feedback
+{feedback}
+
+### Improved answer
+";
+
+/// Built-in revise template (PRS without feedback).
+pub const REVISE_NO_FEEDBACK_TEMPLATE: &str = "\
+Improve the answer below so that it serves the user's preference better. Reply with the \
+improved answer only, without any remarks about the changes.
+
+### Question
+{question}
+
+### Current answer
+{answer}
+
+### The user's preference
+{preference}
+
+### Improved answer
+";
+
+/// A parsed template: literal pieces and placeholders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    name: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Slot(String),
+}
+
+impl Template {
+    /// Parse `text`, recognising only the placeholders in `known`; `required` must all occur.
+    pub fn parse(name: &str, text: &str, known: &[&str], required: &[&str]) -> Result<Self> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            literal.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find('}') {
+                Some(close) if known.contains(&&after[..close]) => {
+                    if !literal.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut literal)));
+                    }
+                    parts.push(Part::Slot(after[..close].to_string()));
+                    rest = &after[close + 1..];
+                }
+                _ => {
+                    literal.push('{');
+                    rest = after;
+                }
+            }
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        for req in required {
+            if !parts.iter().any(|p| matches!(p, Part::Slot(s) if s == req)) {
+                return Err(PrsError::Template {
+                    name: name.to_string(),
+                    reason: format!(
+                        "it has no {{{req}}} placeholder (placeholders it may use: {})",
+                        known
+                            .iter()
+                            .map(|k| format!("{{{k}}}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                });
+            }
+        }
+        Ok(Template {
+            name: name.to_string(),
+            parts,
+        })
+    }
+
+    /// Fill the placeholders in one pass; a placeholder without a value becomes empty.
+    pub fn render(&self, values: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Slot(s) => {
+                    if let Some((_, v)) = values.iter().find(|(k, _)| k == s) {
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Every template a sampling call uses, read and checked at planning.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    /// Wraps the user text for policy_api=completions.
+    pub prompt: Template,
+    pub feedback: Template,
+    pub revise: Template,
+    pub revise_no_feedback: Template,
+    pub reward: Template,
+}
+
+fn text_or_file(setting: &str, file: &str, inline: &str) -> Result<String> {
+    if file.is_empty() {
+        return Ok(inline.to_string());
+    }
+    std::fs::read_to_string(file).map_err(|e| PrsError::Template {
+        name: setting.to_string(),
+        reason: format!("cannot read file {file:?}: {e}"),
+    })
+}
+
+const SAMPLE_SLOTS: &[&str] = &["question", "answer", "preference", "feedback"];
+
+impl Templates {
+    pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
+        let prompt = text_or_file(
+            "prs.prompt_template_file",
+            &cfg.prompt_template_file,
+            &cfg.prompt_template,
+        )?;
+        let feedback = text_or_file(
+            "prs.feedback_template_file",
+            &cfg.feedback_template_file,
+            FEEDBACK_TEMPLATE,
+        )?;
+        let revise = text_or_file(
+            "prs.revise_template_file",
+            &cfg.revise_template_file,
+            REVISE_TEMPLATE,
+        )?;
+        let revise_nf = text_or_file(
+            "prs.revise_no_feedback_template_file",
+            &cfg.revise_no_feedback_template_file,
+            REVISE_NO_FEEDBACK_TEMPLATE,
+        )?;
+        let reward = text_or_file(
+            "prs.reward_template_file",
+            &cfg.reward_template_file,
+            &cfg.reward_template,
+        )?;
+        Ok(Templates {
+            prompt: Template::parse("prs.prompt_template", &prompt, &["prompt"], &["prompt"])?,
+            feedback: Template::parse("feedback", &feedback, SAMPLE_SLOTS, &["answer"])?,
+            revise: Template::parse("revise", &revise, SAMPLE_SLOTS, &["answer", "feedback"])?,
+            revise_no_feedback: Template::parse(
+                "revise_no_feedback",
+                &revise_nf,
+                SAMPLE_SLOTS,
+                &["answer"],
+            )?,
+            reward: Template::parse(
+                "prs.reward_template",
+                &reward,
+                &["prompt", "response", "preference"],
+                &["response"],
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pass_never_reexpands_user_text() {
+        let t = Template::parse(
+            "t",
+            "Q: {question}\nA: {answer}\nF: {feedback}",
+            SAMPLE_SLOTS,
+            &[],
+        )
+        .unwrap();
+        let out = t.render(&[
+            ("question", "what is {answer}?"),
+            ("answer", "it is {feedback}"),
+            ("feedback", "fine"),
+        ]);
+        assert_eq!(out, "Q: what is {answer}?\nA: it is {feedback}\nF: fine");
+    }
+
+    #[test]
+    fn unknown_braces_stay_literal() {
+        let t = Template::parse(
+            "t",
+            "json {\"a\": 1} {prompt} {other} {",
+            &["prompt"],
+            &["prompt"],
+        )
+        .unwrap();
+        assert_eq!(t.render(&[("prompt", "x")]), "json {\"a\": 1} x {other} {");
+    }
+
+    #[test]
+    fn required_placeholder_missing_is_an_error() {
+        let err = Template::parse("revise", "no slots here", SAMPLE_SLOTS, &["answer"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("{answer}"), "{err}");
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let t = Templates::from_config(&PrsConfig::default()).unwrap();
+        let r = t.reward.render(&[("prompt", "hi"), ("response", "yo")]);
+        assert_eq!(r, "Human: hi\nAssistant: yo");
+        let f = t.revise.render(&[
+            ("question", "Q"),
+            ("answer", "A"),
+            ("preference", "P"),
+            ("feedback", "F"),
+        ]);
+        assert!(f.contains("Q") && f.contains("A") && f.contains("P") && f.contains("F"));
+    }
+
+    #[test]
+    fn missing_template_file_is_an_error() {
+        let cfg = PrsConfig::default()
+            .with_options("feedback_template_file=/no/such/file.txt", "test")
+            .unwrap();
+        let err = Templates::from_config(&cfg).unwrap_err().to_string();
+        assert!(err.contains("/no/such/file.txt"), "{err}");
+    }
+}
