@@ -12,6 +12,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::config::ExtensionOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
+use datafusion_prs::stats::{JobStats, StatsSnapshot};
 use datafusion_prs::PrsConfig;
 
 use crate::sim;
@@ -36,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run SQL statements (SET, CREATE, COPY ... TO, SELECT), separated by `;`
-    Sql(SqlArgs),
+    Sql(Box<SqlArgs>),
     /// Run the built-in SIMULATOR of a policy server (/v1) and a reward server (/pooling, /classify, /get_reward, /predict)
     Sim {
         #[arg(long, default_value = "127.0.0.1")]
@@ -45,7 +46,11 @@ pub enum Command {
         port: u16,
     },
     /// List every setting with its current value (defaults + environment), env variable and description
-    Settings,
+    Settings {
+        /// Print the README's markdown table of settings and their defaults instead
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +63,9 @@ pub struct SqlArgs {
     /// Start the built-in simulator on 127.0.0.1 and point the policy and reward URLs at it
     #[arg(long)]
     pub sim: bool,
+    /// Write the job summary (counters, errors by kind, exit code) as JSON to this file
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
     /// Widest cell printed in result tables (longer text is cut with …; 0 = no limit)
     #[arg(long, default_value_t = 60)]
     pub max_width: usize,
@@ -117,13 +125,7 @@ impl SettingArgs {
 /// Run the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Sql(args) => match run_sql(&args).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("Error: {e}");
-                1
-            }
-        },
+        Command::Sql(args) => run_sql(&args).await,
         Command::Sim { host, port } => {
             let addr: SocketAddr = match format!("{host}:{port}").parse() {
                 Ok(a) => a,
@@ -150,7 +152,11 @@ pub async fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Settings => match PrsConfig::from_env() {
+        Command::Settings { markdown: true } => {
+            print!("{}", settings_markdown());
+            exit::OK
+        }
+        Command::Settings { markdown: false } => match PrsConfig::from_env() {
             Ok(cfg) => {
                 for entry in cfg.entries() {
                     let name = entry.key.trim_start_matches("prs.");
@@ -162,17 +168,143 @@ pub async fn run(cli: Cli) -> i32 {
                         entry.description
                     );
                 }
-                0
+                exit::OK
             }
             Err(e) => {
                 eprintln!("Error: {e}");
-                1
+                exit::ERROR
             }
         },
     }
 }
 
-async fn run_sql(args: &SqlArgs) -> Result<(), String> {
+/// The settings as the README's markdown table (defaults, not the environment).
+pub fn settings_markdown() -> String {
+    let mut out = String::from("| setting | env | default | meaning |\n|---|---|---|---|\n");
+    for entry in PrsConfig::default().entries() {
+        let name = entry.key.trim_start_matches("prs.");
+        let value = entry.value.unwrap_or_default();
+        let value = if value.is_empty() {
+            "(empty)".to_string()
+        } else {
+            format!("`{}`", value.replace('\n', "\\n").replace('|', "\\|"))
+        };
+        out.push_str(&format!(
+            "| `prs.{name}` | `{}` | {value} | {} |\n",
+            PrsConfig::env_name(name),
+            entry.description.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+/// Exit codes of `prs sql`.
+pub mod exit {
+    /// Every statement ran and no more candidates failed than `prs.max_failed_share` allows.
+    pub const OK: i32 = 0;
+    /// A statement failed (bad SQL, bad input or settings, or an endpoint error with on_error=fail).
+    pub const ERROR: i32 = 1;
+    /// Bad command-line usage (from clap).
+    pub const USAGE: i32 = 2;
+    /// The job ran, but the share of failed candidates is above `prs.max_failed_share`.
+    pub const TOO_MANY_FAILURES: i32 = 3;
+}
+
+/// The job summary printed to stderr and written by `--summary-json`.
+#[derive(Debug, serde::Serialize)]
+pub struct Summary {
+    pub exit_code: i32,
+    pub error: Option<String>,
+    pub wall_secs: f64,
+    pub failed_share: f64,
+    pub max_failed_share: f64,
+    #[serde(flatten)]
+    pub stats: StatsSnapshot,
+}
+
+impl Summary {
+    fn print(&self) {
+        let s = &self.stats;
+        eprintln!(
+            "prs: {} prompts ({} from checkpoint), {} candidates, {} failed ({:.1}%), {} retries, \
+             {} policy + {} reward requests, {} prompt + {} completion tokens, {:.1}s",
+            s.prompts,
+            s.prompts_from_checkpoint,
+            s.candidates,
+            s.failed_candidates,
+            100.0 * self.failed_share,
+            s.retries,
+            s.policy_requests,
+            s.reward_requests,
+            s.prompt_tokens,
+            s.completion_tokens,
+            self.wall_secs
+        );
+        if !s.errors.is_empty() {
+            let kinds: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            eprintln!("prs: failed candidates by kind: {}", kinds.join(", "));
+        }
+        if self.exit_code == exit::TOO_MANY_FAILURES {
+            eprintln!(
+                "prs: failed share {:.4} is above prs.max_failed_share = {} (exit {})",
+                self.failed_share,
+                self.max_failed_share,
+                exit::TOO_MANY_FAILURES
+            );
+        }
+    }
+}
+
+async fn run_sql(args: &SqlArgs) -> i32 {
+    let started = std::time::Instant::now();
+    let mut ctx_out = None;
+    let result = run_sql_inner(args, &mut ctx_out).await;
+    let stats = ctx_out
+        .as_ref()
+        .map(|c: &SessionContext| JobStats::of(c.state().config()).snapshot())
+        .unwrap_or_default();
+    let max_failed_share = ctx_out
+        .as_ref()
+        .and_then(|c| PrsConfig::from_session(c.state().config_options()).ok())
+        .map(|c| c.max_failed_share)
+        .unwrap_or(0.0);
+    let failed_share = if stats.candidates == 0 {
+        0.0
+    } else {
+        stats.failed_candidates as f64 / stats.candidates as f64
+    };
+    let exit_code = match &result {
+        Err(e) => {
+            eprintln!("Error: {e}");
+            exit::ERROR
+        }
+        Ok(()) if failed_share > max_failed_share => exit::TOO_MANY_FAILURES,
+        Ok(()) => exit::OK,
+    };
+    let summary = Summary {
+        exit_code,
+        error: result.err(),
+        wall_secs: started.elapsed().as_secs_f64(),
+        failed_share,
+        max_failed_share,
+        stats,
+    };
+    if summary.stats.prompts > 0 {
+        summary.print();
+    }
+    if let Some(path) = &args.summary_json {
+        let written = serde_json::to_vec_pretty(&summary)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("Error: cannot write --summary-json {}: {e}", path.display());
+            return exit::ERROR;
+        }
+    }
+    summary.exit_code
+}
+
+async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> Result<(), String> {
     let mut script = String::new();
     if let Some(sql) = &args.sql {
         script.push_str(sql);
@@ -205,14 +337,17 @@ async fn run_sql(args: &SqlArgs) -> Result<(), String> {
         None
     };
     let ctx = context(cfg);
+    *ctx_out = Some(ctx.clone());
     run_script(&ctx, &script, args.max_width).await
 }
 
-/// A context with the given settings and every prs function registered.
+/// A context with the given settings, a [`JobStats`] to count into, and every prs function
+/// registered.
 pub fn context(cfg: PrsConfig) -> SessionContext {
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_option_extension(cfg);
+    JobStats::install(&mut config);
     // `FROM 'file.parquet'` works as in datafusion-cli
     let ctx = SessionContext::new_with_config(config).enable_url_table();
     datafusion_prs::register(&ctx);

@@ -2,229 +2,16 @@
 //! seeds, the PRS call graph, rewards stored per response, the `n` top-up, all four reward
 //! protocols, and endpoint errors.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Once};
 
-use axum::extract::{Json, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
-use datafusion::prelude::SessionContext;
 use datafusion_prs::sampler::derive_seed;
-use datafusion_prs::PrsConfig;
-use serde_json::{json, Value};
+use serde_json::json;
 
-const API_KEY: &str = "sk-test-very-secret-0123";
-
-fn set_key() {
-    static ONCE: Once = Once::new();
-    // Only this test binary reads the variable; set it once before any client exists.
-    ONCE.call_once(|| std::env::set_var("PRS_POLICY_API_KEY", API_KEY));
-}
-
-#[derive(Clone, Debug)]
-struct Req {
-    path: String,
-    auth: Option<String>,
-    body: Value,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    /// honour n
-    Normal,
-    /// return one choice whatever n is (like some real servers)
-    IgnoreN,
-    /// return n + 1 choices
-    TooMany,
-    /// answer 400 with a FastAPI-style detail
-    Reject,
-    /// reward: return one score too few
-    ShortScores,
-}
-
-#[derive(Clone)]
-struct Fake {
-    log: Arc<Mutex<Vec<Req>>>,
-    mode: Mode,
-    /// text scored -> score returned
-    scores: Arc<Mutex<HashMap<String, f64>>>,
-}
-
-fn score_of(text: &str) -> f64 {
-    let h = text.bytes().fold(1469598103934665603u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(1099511628211)
-    });
-    (h % 100_000) as f64 / 1000.0 - 50.0
-}
-
-fn user_text(body: &Value) -> String {
-    body.pointer("/messages/0/content")
-        .or_else(|| body.get("prompt"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-async fn handle(
-    State(f): State<Fake>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Option<Json<Value>>,
-) -> Response {
-    let path = uri.path().to_string();
-    let body = body.map(|b| b.0).unwrap_or(Value::Null);
-    f.log.lock().unwrap().push(Req {
-        path: path.clone(),
-        auth: headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        body: body.clone(),
-    });
-    if f.mode == Mode::Reject {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"detail": "Server is pinned to '/tmp/model'"})),
-        )
-            .into_response();
-    }
-    match path.as_str() {
-        "/v1/models" => Json(json!({"data": [{"id": "fake-model"}]})).into_response(),
-        "/v1/chat/completions" | "/v1/completions" => {
-            let n = body["n"].as_u64().unwrap_or(1) as usize;
-            let seed = body["seed"].as_i64().unwrap_or(0);
-            let count = match f.mode {
-                Mode::IgnoreN => 1,
-                Mode::TooMany => n + 1,
-                _ => n,
-            };
-            let text = user_text(&body);
-            let tag = if text.contains("Feedback (bullet points)") {
-                "FEEDBACK"
-            } else {
-                "ANSWER"
-            };
-            let choices: Vec<Value> = (0..count)
-                .map(|i| {
-                    let t = format!("{tag} seed={seed} i={i}");
-                    if path.ends_with("chat/completions") {
-                        json!({"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"})
-                    } else {
-                        json!({"index": i, "text": t, "finish_reason": "length"})
-                    }
-                })
-                .collect();
-            Json(json!({"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 4}}))
-                .into_response()
-        }
-        "/pooling" | "/classify" | "/get_reward" | "/predict" => {
-            let texts: Vec<String> = ["input", "query", "inputs"]
-                .iter()
-                .find_map(|k| body.get(*k))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|v| v.as_str().unwrap_or_default().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut scores: Vec<f64> = texts.iter().map(|t| score_of(t)).collect();
-            {
-                let mut m = f.scores.lock().unwrap();
-                for (t, s) in texts.iter().zip(&scores) {
-                    m.insert(t.clone(), *s);
-                }
-            }
-            if f.mode == Mode::ShortScores {
-                scores.pop();
-            }
-            match path.as_str() {
-                "/pooling" => Json(json!({"data": scores.iter().map(|s| json!({"data": [0.0, s]})).collect::<Vec<_>>()})),
-                "/classify" => Json(json!({"data": scores.iter().map(|s| json!({"probs": [s, 1.0 - s]})).collect::<Vec<_>>()})),
-                "/get_reward" => Json(json!({"rewards": scores})),
-                _ => Json(json!(scores.iter().map(|s| json!([{"score": s, "label": "LABEL_0"}])).collect::<Vec<_>>())),
-            }
-            .into_response()
-        }
-        _ => (StatusCode::NOT_FOUND, "no route").into_response(),
-    }
-}
-
-async fn start(mode: Mode) -> (String, Fake) {
-    let fake = Fake {
-        log: Arc::new(Mutex::new(vec![])),
-        mode,
-        scores: Arc::new(Mutex::new(HashMap::new())),
-    };
-    let app = Router::new()
-        .route("/v1/models", get(handle))
-        .fallback(post(handle))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), fake)
-}
-
-fn requests(f: &Fake, suffix: &str) -> Vec<Req> {
-    f.log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.path.ends_with(suffix))
-        .cloned()
-        .collect()
-}
-
-/// A context pointed at the fakes, with a two-prompt table `p`.
-async fn context(policy: &str, reward: &str, extra: &[(&str, &str)]) -> SessionContext {
-    set_key();
-    let mut cfg = PrsConfig::default();
-    cfg.set_checked("policy_url", &format!("{policy}/v1"), "test")
-        .unwrap();
-    cfg.set_checked("reward_url", reward, "test").unwrap();
-    for (k, v) in extra {
-        cfg.set_checked(k, v, "test").unwrap();
-    }
-    let ctx = prs::cli::context(cfg);
-    ctx.sql(
-        "CREATE TABLE p (id BIGINT, prompt VARCHAR, preference VARCHAR) AS VALUES \
-         (10, 'What is rust?', 'Be brief.'), (20, 'Name a {answer} bird.', NULL)",
-    )
-    .await
-    .unwrap();
-    ctx
-}
-
-async fn rows(ctx: &SessionContext, sql: &str) -> RecordBatch {
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
-}
-
-async fn query_error(ctx: &SessionContext, sql: &str) -> String {
-    match ctx.sql(sql).await {
-        Err(e) => e.to_string(),
-        Ok(df) => df
-            .collect()
-            .await
-            .expect_err("query should fail")
-            .to_string(),
-    }
-}
-
-fn strings(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
-    let a = b.column_by_name(name).unwrap();
-    let a =
-        datafusion::arrow::compute::cast(a, &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
-    a.as_string::<i32>()
-        .iter()
-        .map(|v| v.map(str::to_string))
-        .collect()
-}
+use common::*;
 
 #[tokio::test]
 async fn request_bodies_seeds_and_rewards() {
@@ -418,7 +205,7 @@ async fn tops_up_when_the_server_ignores_n() {
 #[tokio::test]
 async fn more_choices_than_asked_is_an_error() {
     let (url, _fake) = start(Mode::TooMany).await;
-    let ctx = context(&url, &url, &[]).await;
+    let ctx = context(&url, &url, &[("on_error", "fail")]).await;
     let e = query_error(&ctx, "SELECT * FROM random_sample('p', 2)").await;
     assert!(e.contains("asked for n=2 choices, got 3"), "{e}");
 }
@@ -507,7 +294,7 @@ async fn completions_api_uses_the_prompt_template() {
 #[tokio::test]
 async fn endpoint_errors_carry_the_server_message() {
     let (url, _fake) = start(Mode::Reject).await;
-    let ctx = context(&url, &url, &[("policy_model", "m")]).await;
+    let ctx = context(&url, &url, &[("policy_model", "m"), ("on_error", "fail")]).await;
     let e = query_error(&ctx, "SELECT * FROM prs_sample('p', 2)").await;
     assert!(
         e.contains("answered HTTP 400: Server is pinned to '/tmp/model'"),
@@ -517,7 +304,7 @@ async fn endpoint_errors_carry_the_server_message() {
 
     let (good, _) = start(Mode::Normal).await;
     let (short, _) = start(Mode::ShortScores).await;
-    let ctx = context(&good, &short, &[]).await;
+    let ctx = context(&good, &short, &[("on_error", "fail")]).await;
     let e = query_error(&ctx, "SELECT * FROM random_sample('p', 2)").await;
     assert!(e.contains("sent 2 texts, got 1 scores"), "{e}");
 
@@ -525,7 +312,7 @@ async fn endpoint_errors_carry_the_server_message() {
     let ctx = context(
         "http://127.0.0.1:9",
         &good,
-        &[("connect_timeout_secs", "2")],
+        &[("connect_timeout_secs", "2"), ("on_error", "fail")],
     )
     .await;
     let started = std::time::Instant::now();

@@ -55,6 +55,18 @@ extensions_options! {
         pub connect_timeout_secs: u64, default = 10
         /// Seconds allowed for one request, end to end
         pub request_timeout_secs: u64, default = 600
+        /// Attempts per request, the first included (transient failures only are retried)
+        pub retry_attempts: usize, default = 6
+        /// First retry delay in milliseconds (doubles each time, with jitter)
+        pub retry_initial_delay_ms: u64, default = 500
+        /// Longest wait between two attempts in milliseconds (a server's Retry-After may ask for more, up to a minute)
+        pub retry_max_delay_ms: u64, default = 30000
+        /// Most seconds spent waiting between the attempts of one request
+        pub retry_deadline_secs: u64, default = 600
+        /// What a candidate that still fails after retries becomes: `row` (a row with `error` set, reward null) or `fail` (the query fails)
+        pub on_error: String, default = "row".to_string()
+        /// CLI: exit with status 3 when the share of failed candidates is above this (0 = any failure)
+        pub max_failed_share: f64, default = 0.0
         /// Reward endpoint base URL, e.g. http://host:8001
         pub reward_url: String, default = String::new()
         /// Reward model name sent to vllm-pooling / vllm-classify

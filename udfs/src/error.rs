@@ -61,6 +61,8 @@ pub enum PrsError {
         url: String,
         status: u16,
         message: String,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<std::time::Duration>,
     },
 
     /// The endpoint answered 2xx with a body we cannot use.
@@ -79,6 +81,37 @@ pub enum PrsError {
 }
 
 impl PrsError {
+    /// Worth retrying: throttling, server errors, connection failures, timeouts, garbage bodies.
+    /// 400, 401, 403, 404, 422 and every configuration error are permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PrsError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            PrsError::Unreachable { .. } | PrsError::BadResponse { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// How long the server asked us to wait.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PrsError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short, stable name for the kind of failure, for job summaries.
+    pub fn kind(&self) -> String {
+        match self {
+            PrsError::Status {
+                endpoint, status, ..
+            } => format!("{endpoint}_http_{status}"),
+            PrsError::Unreachable { endpoint, .. } => format!("{endpoint}_unreachable"),
+            PrsError::BadResponse { endpoint, .. } => format!("{endpoint}_bad_response"),
+            PrsError::MissingEndpoint { .. } | PrsError::InvalidSetting { .. } => "config".into(),
+            _ => "other".into(),
+        }
+    }
+
     pub(crate) fn setting(key: &str, value: impl Into<String>, reason: impl Into<String>) -> Self {
         PrsError::InvalidSetting {
             key: key.to_string(),

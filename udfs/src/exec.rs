@@ -98,6 +98,7 @@ struct Counters {
     reward_texts: Count,
     prompt_tokens: Count,
     completion_tokens: Count,
+    failed_candidates: Count,
 }
 
 impl ExecutionPlan for SampleExec {
@@ -156,6 +157,7 @@ impl ExecutionPlan for SampleExec {
             reward_texts: m("reward_texts"),
             prompt_tokens: m("prompt_tokens"),
             completion_tokens: m("completion_tokens"),
+            failed_candidates: m("failed_candidates"),
         });
 
         let extract_spec = spec.clone();
@@ -206,6 +208,9 @@ async fn sample_one(
     counters
         .completion_tokens
         .add(stats.completion_tokens as usize);
+    counters.failed_candidates.add(stats.error_kinds.len());
+    spec.stats
+        .add_prompt(candidates.len() as u64, &stats.error_kinds, false);
     let called = stats.policy_requests > 0;
     let policy_model = if called {
         Some(spec.sampler.policy.model().await?)

@@ -22,6 +22,7 @@ pub mod reward_udf;
 pub mod sampler;
 pub mod schema;
 pub mod source;
+pub mod stats;
 pub mod table_function;
 pub mod templates;
 

@@ -87,7 +87,7 @@ impl RewardUdf {
                 return Ok((c.clone(), t.clone()));
             }
         }
-        let client = Arc::new(RewardClient::new(cfg)?);
+        let client = Arc::new(RewardClient::new(cfg, Arc::default())?);
         let templates = Templates::from_config(cfg)?;
         *guard = Some((key, client.clone(), templates.clone()));
         Ok((client, templates))

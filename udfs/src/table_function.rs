@@ -19,9 +19,10 @@ use crate::client::{PolicyClient, RewardClient};
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
 use crate::exec::SampleExec;
-use crate::sampler::{default_widths, Method, RewardPreference, Sampler};
+use crate::sampler::{default_widths, Method, OnError, RewardPreference, Sampler};
 use crate::schema::output_schema;
 use crate::source::{self, InputColumns};
+use crate::stats::JobStats;
 use crate::templates::Templates;
 
 /// The table function for one sampling method.
@@ -150,8 +151,13 @@ impl SampleFunction {
         let templates = Templates::from_config(&cfg)?;
         let input = source::resolve(args.session(), &source_name)?;
         let columns = source::columns(&source_name, &input.schema(), &cfg)?;
-        let policy = Arc::new(PolicyClient::new(&cfg, templates.prompt.clone())?);
-        let reward = Arc::new(RewardClient::new(&cfg)?);
+        let stats = JobStats::of(args.session().config());
+        let policy = Arc::new(PolicyClient::new(
+            &cfg,
+            templates.prompt.clone(),
+            stats.clone(),
+        )?);
+        let reward = Arc::new(RewardClient::new(&cfg, stats.clone())?);
         let sampler = Sampler {
             method: self.method,
             widths,
@@ -160,6 +166,7 @@ impl SampleFunction {
             run_seed: cfg.seed,
             preference_in_prompt: cfg.preference_in_prompt,
             reward_preference: RewardPreference::parse(&cfg.reward_preference)?,
+            on_error: OnError::parse(&cfg.on_error)?,
             templates,
             policy: policy.clone(),
             reward: reward.clone(),
@@ -175,6 +182,7 @@ impl SampleFunction {
                 default_preference,
                 prompt_concurrency: cfg.prompt_concurrency.max(1),
                 sampler: Arc::new(sampler),
+                stats,
                 policy,
                 reward,
             }),
@@ -198,6 +206,7 @@ pub struct SampleSpec {
     pub sampler: Arc<Sampler>,
     pub policy: Arc<PolicyClient>,
     pub reward: Arc<RewardClient>,
+    pub stats: Arc<JobStats>,
 }
 
 /// The provider a sampling call returns.

@@ -3,14 +3,49 @@
 pub mod policy;
 pub mod reward;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use reqwest::Url;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
+use crate::stats::JobStats;
+
+/// How failed requests are retried (from the `retry_*` settings).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    pub attempts: usize,
+    pub initial: Duration,
+    pub max_delay: Duration,
+    pub deadline: Duration,
+}
+
+impl RetryPolicy {
+    pub fn from_config(cfg: &PrsConfig) -> Self {
+        RetryPolicy {
+            attempts: cfg.retry_attempts.max(1),
+            initial: Duration::from_millis(cfg.retry_initial_delay_ms),
+            max_delay: Duration::from_millis(
+                cfg.retry_max_delay_ms.max(cfg.retry_initial_delay_ms),
+            ),
+            deadline: Duration::from_secs(cfg.retry_deadline_secs),
+        }
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.attempts - 1)
+            .with_total_delay(Some(self.deadline))
+    }
+}
 
 pub use policy::{Choice, PolicyClient, Usage};
 pub use reward::{RewardClient, RewardProtocol};
@@ -26,6 +61,8 @@ pub(crate) struct Endpoint {
     pub http: reqwest::Client,
     /// Bearer token, from the environment only. Never printed.
     api_key: Option<String>,
+    retry: RetryPolicy,
+    pub stats: Arc<JobStats>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -68,6 +105,7 @@ impl Endpoint {
         url: &str,
         api_key_env: &str,
         cfg: &PrsConfig,
+        stats: Arc<JobStats>,
     ) -> Result<Self> {
         let base = parse_base_url(setting, url)?;
         let http = reqwest::Client::builder()
@@ -85,6 +123,8 @@ impl Endpoint {
             base,
             http,
             api_key,
+            retry: RetryPolicy::from_config(cfg),
+            stats,
         })
     }
 
@@ -100,12 +140,37 @@ impl Endpoint {
         }
     }
 
+    /// Run `op` (one request and the reading of its answer) with retries: transient failures
+    /// are retried with exponential backoff and jitter, honouring `Retry-After`, up to
+    /// `retry_attempts` attempts and `retry_deadline_secs` of waiting.
+    pub async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let max_delay = self.retry.max_delay.max(Duration::from_secs(60));
+        op.retry(self.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(PrsError::is_transient)
+            .adjust(move |e: &PrsError, planned| {
+                // `None` means no retry is left; keep it that way
+                planned.map(|d| e.retry_after().map(|r| r.min(max_delay)).unwrap_or(d))
+            })
+            .notify(|e: &PrsError, wait| {
+                self.stats.add_retry();
+                tracing::debug!(endpoint = self.kind, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
+            })
+            .await
+    }
+
+    /// One GET, no retry (wrap in [`Endpoint::with_retry`]).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = self.url(path);
         let req = self.authorize(self.http.get(&url));
         self.send(req, url).await
     }
 
+    /// One POST, no retry (wrap in [`Endpoint::with_retry`]).
     pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
         let url = self.url(path);
         let req = self.authorize(self.http.post(&url).json(body));
@@ -117,15 +182,26 @@ impl Endpoint {
         req: reqwest::RequestBuilder,
         url: String,
     ) -> Result<T> {
+        tracing::trace!(endpoint = self.kind, %url, "request");
         let resp = req.send().await.map_err(|e| self.unreachable(&url, &e))?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
         let bytes = resp.bytes().await.map_err(|e| self.unreachable(&url, &e))?;
         if !status.is_success() {
+            let message = error_message(&bytes);
+            tracing::debug!(endpoint = self.kind, %url, status = status.as_u16(), %message, "endpoint error");
             return Err(PrsError::Status {
                 endpoint: self.kind,
                 url,
                 status: status.as_u16(),
-                message: error_message(&bytes),
+                message,
+                retry_after,
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| PrsError::BadResponse {

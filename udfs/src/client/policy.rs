@@ -9,6 +9,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::Endpoint;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
+use crate::stats::JobStats;
 use crate::templates::Template;
 
 /// One generated sample.
@@ -150,7 +151,7 @@ pub struct PolicyClient {
 }
 
 impl PolicyClient {
-    pub fn new(cfg: &PrsConfig, prompt_template: Template) -> Result<Self> {
+    pub fn new(cfg: &PrsConfig, prompt_template: Template, stats: Arc<JobStats>) -> Result<Self> {
         if cfg.policy_url.trim().is_empty() {
             return Err(PrsError::MissingEndpoint {
                 endpoint: "policy",
@@ -165,6 +166,7 @@ impl PolicyClient {
             &cfg.policy_url,
             "PRS_POLICY_API_KEY",
             cfg,
+            stats,
         )?;
         let model = cfg.policy_model.trim();
         Ok(PolicyClient {
@@ -194,7 +196,10 @@ impl PolicyClient {
                 if let Some(m) = &self.configured_model {
                     return Ok(m.clone());
                 }
-                let list: ModelList = self.endpoint.get_json("models").await?;
+                let list: ModelList = self
+                    .endpoint
+                    .with_retry(|| self.endpoint.get_json("models"))
+                    .await?;
                 list.data.into_iter().next().map(|m| m.id).ok_or_else(|| {
                     self.endpoint.bad_response(
                         "models",
@@ -251,7 +256,23 @@ impl PolicyClient {
             .acquire()
             .await
             .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
-        let resp: CompletionResponse = self.endpoint.post_json(path, &body).await?;
+        self.endpoint
+            .with_retry(|| self.request_once(path, &body, n))
+            .await
+    }
+
+    async fn request_once(
+        &self,
+        path: &str,
+        body: &Value,
+        n: usize,
+    ) -> Result<(Vec<Choice>, Usage)> {
+        self.endpoint.stats.add_policy_request();
+        let resp: CompletionResponse = self.endpoint.post_json(path, body).await?;
+        let usage = resp.usage.unwrap_or_default();
+        self.endpoint
+            .stats
+            .add_tokens(usage.prompt_tokens, usage.completion_tokens);
         if resp.choices.len() > n {
             return Err(self.endpoint.bad_response(
                 path,
@@ -272,7 +293,7 @@ impl PolicyClient {
                 finish_reason: c.finish_reason,
             });
         }
-        Ok((out, resp.usage.unwrap_or_default()))
+        Ok((out, usage))
     }
 }
 
@@ -292,7 +313,9 @@ mod tests {
     fn missing_url_names_setting_and_env() {
         let cfg = PrsConfig::default();
         let t = Template::parse("p", "{prompt}", &["prompt"], &[]).unwrap();
-        let err = PolicyClient::new(&cfg, t).unwrap_err().to_string();
+        let err = PolicyClient::new(&cfg, t, Arc::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("prs.policy_url") && err.contains("PRS_POLICY_URL"),
             "{err}"

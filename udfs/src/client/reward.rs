@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use super::Endpoint;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
+use crate::stats::JobStats;
 
 /// How to talk to the reward server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +150,7 @@ pub struct RewardClient {
 }
 
 impl RewardClient {
-    pub fn new(cfg: &PrsConfig) -> Result<Self> {
+    pub fn new(cfg: &PrsConfig, stats: Arc<JobStats>) -> Result<Self> {
         if cfg.reward_url.trim().is_empty() {
             return Err(PrsError::MissingEndpoint {
                 endpoint: "reward",
@@ -173,6 +174,7 @@ impl RewardClient {
                 &cfg.reward_url,
                 "PRS_REWARD_API_KEY",
                 cfg,
+                stats,
             )?,
             protocol: RewardProtocol::parse(&cfg.reward_protocol)?,
             model: (!model.is_empty()).then(|| model.to_string()),
@@ -214,10 +216,16 @@ impl RewardClient {
             .acquire()
             .await
             .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
-        let resp: Value = self.endpoint.post_json(path, &body).await?;
-        self.protocol
-            .scores(&resp, texts.len())
-            .map_err(|reason| self.endpoint.bad_response(path, reason))
+        // a body that is not what the protocol promises is retried like a failed request
+        self.endpoint
+            .with_retry(|| async {
+                self.endpoint.stats.add_reward_request();
+                let resp: Value = self.endpoint.post_json(path, &body).await?;
+                self.protocol
+                    .scores(&resp, texts.len())
+                    .map_err(|reason| self.endpoint.bad_response(path, reason))
+            })
+            .await
     }
 }
 

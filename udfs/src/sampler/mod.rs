@@ -102,6 +102,25 @@ impl RewardPreference {
     }
 }
 
+/// What a candidate that still fails after retries becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// A row with `error` set and a null reward; the query goes on.
+    Row,
+    /// The query fails.
+    Fail,
+}
+
+impl OnError {
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "row" => Ok(Self::Row),
+            "fail" => Ok(Self::Fail),
+            _ => Err(PrsError::setting("on_error", value, "expected row or fail")),
+        }
+    }
+}
+
 /// One prompt to sample for.
 #[derive(Debug, Clone)]
 pub struct PromptInput {
@@ -129,12 +148,14 @@ pub struct Candidate {
 }
 
 /// Counters of the endpoint work one prompt cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkStats {
     pub policy_requests: u64,
     pub reward_texts: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The kind of error of each failed candidate.
+    pub error_kinds: Vec<String>,
 }
 
 /// Everything a sampling call needs, shared by all prompts of a query.
@@ -147,6 +168,7 @@ pub struct Sampler {
     pub run_seed: u64,
     pub preference_in_prompt: bool,
     pub reward_preference: RewardPreference,
+    pub on_error: OnError,
     pub templates: Templates,
     pub policy: Arc<dyn Policy>,
     pub reward: Arc<dyn Reward>,
@@ -174,7 +196,10 @@ impl Sampler {
                         error: Some("prompt is null or empty; no request was made".into()),
                         ..Candidate::default()
                     }],
-                    WorkStats::default(),
+                    WorkStats {
+                        error_kinds: vec!["empty_prompt".into()],
+                        ..WorkStats::default()
+                    },
                 ))
             }
         };

@@ -33,10 +33,13 @@ impl Policy for FakePolicy {
     }
 }
 
-/// A reward that scores by a hash of the text and records what it returned.
+/// A reward that scores by a hash of the text and records what it returned; it fails the
+/// call numbered `fail_call` (0-based) with a server error.
 #[derive(Default)]
 struct FakeReward {
     scored: Mutex<Vec<(String, f64)>>,
+    calls: Mutex<usize>,
+    fail_call: Option<usize>,
 }
 
 fn fake_score(text: &str) -> f64 {
@@ -49,6 +52,20 @@ fn fake_score(text: &str) -> f64 {
 #[async_trait]
 impl Reward for FakeReward {
     async fn score(&self, texts: &[String]) -> Result<Vec<f64>> {
+        let call = {
+            let mut c = self.calls.lock().unwrap();
+            *c += 1;
+            *c - 1
+        };
+        if Some(call) == self.fail_call {
+            return Err(PrsError::Status {
+                endpoint: "reward",
+                url: "http://rm/pooling".into(),
+                status: 503,
+                message: "overloaded".into(),
+                retry_after: None,
+            });
+        }
         let out: Vec<f64> = texts.iter().map(|t| fake_score(t)).collect();
         let mut s = self.scored.lock().unwrap();
         for (t, v) in texts.iter().zip(&out) {
@@ -80,6 +97,7 @@ fn sampler(
         run_seed: 7,
         preference_in_prompt: true,
         reward_preference: RewardPreference::Auto,
+        on_error: OnError::Row,
         templates: Templates::from_config(&PrsConfig::default()).unwrap(),
         policy: policy.clone(),
         reward: reward.clone(),
@@ -255,4 +273,34 @@ fn default_widths_split_n() {
     assert_eq!(default_widths(16), vec![8, 8]);
     assert_eq!(default_widths(5), vec![3, 2]);
     assert_eq!(default_widths(1), vec![1]);
+}
+
+#[tokio::test]
+async fn failed_rewards_are_null_and_best_is_among_scored() {
+    let (mut s, _, _) = sampler(Method::Prs, vec![3, 3], true, 100);
+    s.reward = Arc::new(FakeReward {
+        fail_call: Some(1),
+        ..FakeReward::default()
+    });
+    let (c, stats) = s.sample(&input()).await.unwrap();
+    assert_eq!(c.len(), 6);
+    for cand in &c[3..] {
+        assert!(cand.reward.is_none() && cand.response.is_some());
+        assert!(cand
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("HTTP 503: overloaded"));
+    }
+    assert_eq!(stats.error_kinds, vec!["reward_http_503"; 3]);
+    let best: Vec<_> = c.iter().filter(|c| c.is_best).collect();
+    assert_eq!(best.len(), 1);
+    assert_eq!(best[0].layer, 0);
+
+    s.on_error = OnError::Fail;
+    s.reward = Arc::new(FakeReward {
+        fail_call: Some(0),
+        ..FakeReward::default()
+    });
+    assert!(s.sample(&input()).await.is_err());
 }

@@ -1,0 +1,273 @@
+//! Fake policy and reward servers on 127.0.0.1 for the integration tests, and helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
+
+use axum::body::Body;
+use axum::extract::{Json, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::prelude::SessionContext;
+use datafusion_prs::PrsConfig;
+use serde_json::{json, Value};
+
+pub const API_KEY: &str = "sk-test-very-secret-0123";
+
+pub fn set_key() {
+    static ONCE: Once = Once::new();
+    // Only this test binary reads the variable; set it once before any client exists.
+    ONCE.call_once(|| std::env::set_var("PRS_POLICY_API_KEY", API_KEY));
+}
+
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub path: String,
+    pub auth: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// honour n
+    Normal,
+    /// return one choice whatever n is (like some real servers)
+    IgnoreN,
+    /// return n + 1 choices
+    TooMany,
+    /// answer 400 with a FastAPI-style detail
+    Reject,
+    /// reward: return one score too few
+    ShortScores,
+    /// every 10th request fails: 429 with Retry-After, 500, 503, a dropped connection, or a
+    /// 200 with a garbage body, in turn
+    Flaky,
+    /// answer 401 to every request
+    Unauthorized,
+}
+
+#[derive(Clone)]
+pub struct Fake {
+    pub log: Arc<Mutex<Vec<Req>>>,
+    pub mode: Mode,
+    pub counter: Arc<AtomicU64>,
+    /// text scored -> score returned
+    pub scores: Arc<Mutex<HashMap<String, f64>>>,
+}
+
+pub fn score_of(text: &str) -> f64 {
+    let h = text.bytes().fold(1469598103934665603u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(1099511628211)
+    });
+    (h % 100_000) as f64 / 1000.0 - 50.0
+}
+
+pub fn user_text(body: &Value) -> String {
+    body.pointer("/messages/0/content")
+        .or_else(|| body.get("prompt"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn handle(
+    State(f): State<Fake>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
+    let path = uri.path().to_string();
+    let body = body.map(|b| b.0).unwrap_or(Value::Null);
+    f.log.lock().unwrap().push(Req {
+        path: path.clone(),
+        auth: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body: body.clone(),
+    });
+    let n = f.counter.fetch_add(1, Ordering::SeqCst);
+    if f.mode == Mode::Flaky && n % 10 == 7 {
+        return match (n / 10) % 5 {
+            0 => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "0")],
+                "slow down",
+            )
+                .into_response(),
+            1 => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": {"message": "boom"}})),
+            )
+                .into_response(),
+            2 => (StatusCode::SERVICE_UNAVAILABLE, "restarting").into_response(),
+            3 => {
+                // the connection is cut in the middle of the body
+                let broken = futures::stream::iter(vec![
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"choices\": [")),
+                    Err(std::io::Error::other("connection reset")),
+                ]);
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from_stream(broken))
+                    .unwrap()
+            }
+            _ => (StatusCode::OK, "<html>proxy error</html>").into_response(),
+        };
+    }
+    if f.mode == Mode::Unauthorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": "invalid api key"}})),
+        )
+            .into_response();
+    }
+    if f.mode == Mode::Reject {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"detail": "Server is pinned to '/tmp/model'"})),
+        )
+            .into_response();
+    }
+    match path.as_str() {
+        "/v1/models" => Json(json!({"data": [{"id": "fake-model"}]})).into_response(),
+        "/v1/chat/completions" | "/v1/completions" => {
+            let n = body["n"].as_u64().unwrap_or(1) as usize;
+            let seed = body["seed"].as_i64().unwrap_or(0);
+            let count = match f.mode {
+                Mode::IgnoreN => 1,
+                Mode::TooMany => n + 1,
+                _ => n,
+            };
+            let text = user_text(&body);
+            let tag = if text.contains("Feedback (bullet points)") {
+                "FEEDBACK"
+            } else {
+                "ANSWER"
+            };
+            let choices: Vec<Value> = (0..count)
+                .map(|i| {
+                    let t = format!("{tag} seed={seed} i={i}");
+                    if path.ends_with("chat/completions") {
+                        json!({"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"})
+                    } else {
+                        json!({"index": i, "text": t, "finish_reason": "length"})
+                    }
+                })
+                .collect();
+            Json(json!({"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 4}}))
+                .into_response()
+        }
+        "/pooling" | "/classify" | "/get_reward" | "/predict" => {
+            let texts: Vec<String> = ["input", "query", "inputs"]
+                .iter()
+                .find_map(|k| body.get(*k))
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut scores: Vec<f64> = texts.iter().map(|t| score_of(t)).collect();
+            {
+                let mut m = f.scores.lock().unwrap();
+                for (t, s) in texts.iter().zip(&scores) {
+                    m.insert(t.clone(), *s);
+                }
+            }
+            if f.mode == Mode::ShortScores {
+                scores.pop();
+            }
+            match path.as_str() {
+                "/pooling" => Json(json!({"data": scores.iter().map(|s| json!({"data": [0.0, s]})).collect::<Vec<_>>()})),
+                "/classify" => Json(json!({"data": scores.iter().map(|s| json!({"probs": [s, 1.0 - s]})).collect::<Vec<_>>()})),
+                "/get_reward" => Json(json!({"rewards": scores})),
+                _ => Json(json!(scores.iter().map(|s| json!([{"score": s, "label": "LABEL_0"}])).collect::<Vec<_>>())),
+            }
+            .into_response()
+        }
+        _ => (StatusCode::NOT_FOUND, "no route").into_response(),
+    }
+}
+
+pub async fn start(mode: Mode) -> (String, Fake) {
+    let fake = Fake {
+        log: Arc::new(Mutex::new(vec![])),
+        mode,
+        counter: Arc::new(AtomicU64::new(0)),
+        scores: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let app = Router::new()
+        .route("/v1/models", get(handle))
+        .fallback(post(handle))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), fake)
+}
+
+pub fn requests(f: &Fake, suffix: &str) -> Vec<Req> {
+    f.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path.ends_with(suffix))
+        .cloned()
+        .collect()
+}
+
+/// A context pointed at the fakes, with a two-prompt table `p`.
+pub async fn context(policy: &str, reward: &str, extra: &[(&str, &str)]) -> SessionContext {
+    set_key();
+    let mut cfg = PrsConfig::default();
+    // fast retries in tests
+    cfg.set_checked("retry_initial_delay_ms", "1", "test")
+        .unwrap();
+    cfg.set_checked("retry_max_delay_ms", "5", "test").unwrap();
+    cfg.set_checked("policy_url", &format!("{policy}/v1"), "test")
+        .unwrap();
+    cfg.set_checked("reward_url", reward, "test").unwrap();
+    for (k, v) in extra {
+        cfg.set_checked(k, v, "test").unwrap();
+    }
+    let ctx = prs::cli::context(cfg);
+    ctx.sql(
+        "CREATE TABLE p (id BIGINT, prompt VARCHAR, preference VARCHAR) AS VALUES \
+         (10, 'What is rust?', 'Be brief.'), (20, 'Name a {answer} bird.', NULL)",
+    )
+    .await
+    .unwrap();
+    ctx
+}
+
+pub async fn rows(ctx: &SessionContext, sql: &str) -> RecordBatch {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+pub async fn query_error(ctx: &SessionContext, sql: &str) -> String {
+    match ctx.sql(sql).await {
+        Err(e) => e.to_string(),
+        Ok(df) => df
+            .collect()
+            .await
+            .expect_err("query should fail")
+            .to_string(),
+    }
+}
+
+pub fn strings(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
+    let a = b.column_by_name(name).unwrap();
+    let a =
+        datafusion::arrow::compute::cast(a, &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
+    a.as_string::<i32>()
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect()
+}

@@ -1,0 +1,142 @@
+//! Jobs that survive: retries of transient failures, per-row errors, never a fake reward.
+
+mod common;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Float64Type;
+use datafusion::prelude::SessionContext;
+use datafusion_prs::stats::{JobStats, StatsSnapshot};
+
+use common::*;
+
+fn stats(ctx: &SessionContext) -> StatsSnapshot {
+    ctx.state()
+        .config()
+        .get_extension::<JobStats>()
+        .expect("the CLI context installs JobStats")
+        .snapshot()
+}
+
+async fn forty_prompts(ctx: &SessionContext) {
+    ctx.sql(
+        "CREATE TABLE many AS SELECT value AS id, 'Question number ' || CAST(value AS VARCHAR) || '?' AS prompt \
+         FROM generate_series(1, 40)",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn flaky_servers_still_give_every_row_its_own_reward() {
+    let (url, fake) = start(Mode::Flaky).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[("policy_model", "m"), ("reward_batch_size", "3")],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let b = rows(
+        &ctx,
+        "SELECT * FROM prs_sample('many', 6) ORDER BY prompt_id, sample_index",
+    )
+    .await;
+    assert_eq!(b.num_rows(), 240);
+    assert_eq!(
+        b.column_by_name("error").unwrap().null_count(),
+        240,
+        "{:?}",
+        strings(&b, "error").into_iter().flatten().next()
+    );
+    let rewards = b
+        .column_by_name("reward")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let responses = strings(&b, "response");
+    let prompts = strings(&b, "prompt");
+    let scores = fake.scores.lock().unwrap().clone();
+    for i in 0..b.num_rows() {
+        let text = format!(
+            "Human: {}\nAssistant: {}",
+            prompts[i].as_deref().unwrap(),
+            responses[i].as_deref().unwrap()
+        );
+        assert_eq!(scores.get(&text), Some(&rewards.value(i)), "row {i}");
+    }
+    let s = stats(&ctx);
+    // every 10th request failed, so there were retries, and none is left as an error
+    assert!(
+        s.retries
+            >= (fake.counter.load(std::sync::atomic::Ordering::SeqCst) / 10).saturating_sub(1),
+        "{s:?}"
+    );
+    assert!(s.retries > 5, "{s:?}");
+    assert_eq!(s.failed_candidates, 0);
+    assert_eq!(s.prompts, 40);
+}
+
+#[tokio::test]
+async fn permanent_errors_become_error_rows_or_fail() {
+    let (bad, fake) = start(Mode::Unauthorized).await;
+    let (good, _) = start(Mode::Normal).await;
+    let ctx = context(&bad, &good, &[("policy_model", "m")]).await;
+    let b = rows(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
+    // layer 0 fails for both prompts; layer 1 has nothing to refine
+    assert_eq!(b.num_rows(), 8);
+    let errors = strings(&b, "error");
+    assert!(errors.iter().all(|e| e.is_some()));
+    assert!(
+        errors
+            .iter()
+            .filter(|e| e.as_deref().unwrap().contains("HTTP 401: invalid api key"))
+            .count()
+            == 4
+    );
+    assert_eq!(b.column_by_name("reward").unwrap().null_count(), 8);
+    assert!(
+        b.column_by_name("is_best")
+            .unwrap()
+            .as_boolean()
+            .true_count()
+            == 0
+    );
+    // 401 is not retried: one request per prompt
+    assert_eq!(requests(&fake, "/chat/completions").len(), 2);
+    let s = stats(&ctx);
+    assert_eq!(s.retries, 0);
+    assert_eq!(s.failed_candidates, 8);
+    assert_eq!(s.errors.get("policy_http_401"), Some(&4));
+    assert_eq!(s.errors.get("no_candidate_to_refine"), Some(&4));
+
+    let ctx = context(&bad, &good, &[("policy_model", "m"), ("on_error", "fail")]).await;
+    let e = query_error(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
+    assert!(e.contains("HTTP 401: invalid api key"), "{e}");
+}
+
+#[tokio::test]
+async fn a_reward_that_cannot_be_read_is_null_never_zero() {
+    let (good, _) = start(Mode::Normal).await;
+    let (short, fake) = start(Mode::ShortScores).await;
+    let ctx = context(&good, &short, &[("retry_attempts", "3")]).await;
+    let b = rows(&ctx, "SELECT * FROM random_sample('p', 2)").await;
+    assert_eq!(b.num_rows(), 4);
+    assert_eq!(b.column_by_name("reward").unwrap().null_count(), 4);
+    assert_eq!(
+        b.column_by_name("response").unwrap().null_count(),
+        0,
+        "responses are kept"
+    );
+    assert!(strings(&b, "error")
+        .iter()
+        .all(|e| e.as_deref().unwrap().contains("sent 2 texts, got 1 scores")));
+    assert_eq!(
+        b.column_by_name("is_best")
+            .unwrap()
+            .as_boolean()
+            .true_count(),
+        0
+    );
+    // a garbage answer is retried: 3 attempts per prompt
+    assert_eq!(requests(&fake, "/pooling").len(), 6);
+    assert_eq!(stats(&ctx).errors.get("reward_bad_response"), Some(&4));
+}

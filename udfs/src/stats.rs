@@ -1,0 +1,105 @@
+//! Counters of the endpoint work of a session's queries, for job summaries.
+//!
+//! A [`JobStats`] can be installed in a session with [`JobStats::install`]; the sampling
+//! functions and the `reward` UDF then count into it. The per-query view is also in
+//! `EXPLAIN ANALYZE` (the execution node's metrics).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use datafusion::prelude::SessionConfig;
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+pub struct JobStats {
+    prompts: AtomicU64,
+    prompts_from_checkpoint: AtomicU64,
+    candidates: AtomicU64,
+    failed_candidates: AtomicU64,
+    retries: AtomicU64,
+    policy_requests: AtomicU64,
+    reward_requests: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A point-in-time copy of [`JobStats`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StatsSnapshot {
+    pub prompts: u64,
+    pub prompts_from_checkpoint: u64,
+    pub candidates: u64,
+    pub failed_candidates: u64,
+    pub retries: u64,
+    pub policy_requests: u64,
+    pub reward_requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// failed candidates by kind of error
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl JobStats {
+    /// Install a fresh instance in `config` and return it.
+    pub fn install(config: &mut SessionConfig) -> Arc<JobStats> {
+        let stats = Arc::new(JobStats::default());
+        config.set_extension(stats.clone());
+        stats
+    }
+
+    /// The session's instance, or a private one when none is installed.
+    pub fn of(config: &SessionConfig) -> Arc<JobStats> {
+        config.get_extension::<JobStats>().unwrap_or_default()
+    }
+
+    pub fn add_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add_policy_request(&self) {
+        self.policy_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add_reward_request(&self) {
+        self.reward_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add_tokens(&self, prompt: u64, completion: u64) {
+        self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(completion, Ordering::Relaxed);
+    }
+
+    /// A finished prompt with its candidates; `errors` are the kinds of its failed candidates.
+    pub fn add_prompt(&self, candidates: u64, errors: &[String], from_checkpoint: bool) {
+        self.prompts.fetch_add(1, Ordering::Relaxed);
+        if from_checkpoint {
+            self.prompts_from_checkpoint.fetch_add(1, Ordering::Relaxed);
+        }
+        self.candidates.fetch_add(candidates, Ordering::Relaxed);
+        self.failed_candidates
+            .fetch_add(errors.len() as u64, Ordering::Relaxed);
+        if !errors.is_empty() {
+            if let Ok(mut m) = self.errors.lock() {
+                for kind in errors {
+                    *m.entry(kind.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            prompts: g(&self.prompts),
+            prompts_from_checkpoint: g(&self.prompts_from_checkpoint),
+            candidates: g(&self.candidates),
+            failed_candidates: g(&self.failed_candidates),
+            retries: g(&self.retries),
+            policy_requests: g(&self.policy_requests),
+            reward_requests: g(&self.reward_requests),
+            prompt_tokens: g(&self.prompt_tokens),
+            completion_tokens: g(&self.completion_tokens),
+            errors: self.errors.lock().map(|m| m.clone()).unwrap_or_default(),
+        }
+    }
+}
