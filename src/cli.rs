@@ -328,6 +328,7 @@ async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> 
         cfg.policy_url = handle.policy_url();
         cfg.reward_url = handle.reward_url();
         cfg.policy_model = sim::SIM_MODEL.to_string();
+        cfg.reward_model = sim::SIM_REWARD_MODEL.to_string();
         eprintln!(
             "using the built-in simulator (not a real model) at {}",
             handle.addr

@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 
 /// The model id the simulator serves.
 pub const SIM_MODEL: &str = "prs-sim-policy";
+/// The name `--sim` gives the simulated reward model.
+pub const SIM_REWARD_MODEL: &str = "prs-sim-reward";
 
 #[derive(Clone, Debug)]
 struct Sim {
@@ -86,9 +88,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn models(State(sim): State<Sim>) -> Json<Value> {
-    Json(
-        json!({"object": "list", "data": [{"id": sim.model, "object": "model", "owned_by": "prs-sim"}]}),
-    )
+    Json(json!({"object": "list", "data": [
+        {"id": sim.model, "object": "model", "owned_by": "prs-sim"},
+        {"id": SIM_REWARD_MODEL, "object": "model", "owned_by": "prs-sim"}
+    ]}))
 }
 
 async fn chat(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {

@@ -101,7 +101,7 @@ async fn request_bodies_seeds_and_rewards() {
 #[tokio::test]
 async fn prs_call_graph_over_http() {
     let (url, fake) = start(Mode::Normal).await;
-    let ctx = context(&url, &url, &[("policy_model", "m")]).await;
+    let ctx = context(&url, &url, &[("policy_model", "m"), ("preflight", "false")]).await;
     let b = rows(
         &ctx,
         "SELECT * FROM prs_sample('p', 4) WHERE prompt_id = 10 ORDER BY sample_index",
@@ -168,7 +168,7 @@ async fn prs_call_graph_over_http() {
 #[tokio::test]
 async fn tops_up_when_the_server_ignores_n() {
     let (url, fake) = start(Mode::IgnoreN).await;
-    let ctx = context(&url, &url, &[]).await;
+    let ctx = context(&url, &url, &[("preflight", "false")]).await;
     let b = rows(
         &ctx,
         "SELECT * FROM random_sample('p', 4) WHERE prompt_id = 10 ORDER BY sample_index",
@@ -231,7 +231,11 @@ async fn all_four_reward_protocols() {
         .await;
         let b = rows(&ctx, "SELECT response, reward FROM random_sample('p', 3)").await;
         assert_eq!(b.num_rows(), 6);
-        let calls = requests(&fake, path);
+        // (the preflight check scores one "ping" text first)
+        let calls: Vec<Req> = requests(&fake, path)
+            .into_iter()
+            .filter(|c| !c.body[key][0].as_str().unwrap().contains("ping"))
+            .collect();
         // 3 texts per prompt in batches of 2: 2 requests per prompt
         assert_eq!(calls.len(), 4, "{protocol}");
         for c in &calls {
@@ -304,7 +308,12 @@ async fn endpoint_errors_carry_the_server_message() {
 
     let (good, _) = start(Mode::Normal).await;
     let (short, _) = start(Mode::ShortScores).await;
-    let ctx = context(&good, &short, &[("on_error", "fail")]).await;
+    let ctx = context(
+        &good,
+        &short,
+        &[("on_error", "fail"), ("preflight", "false")],
+    )
+    .await;
     let e = query_error(&ctx, "SELECT * FROM random_sample('p', 2)").await;
     assert!(e.contains("sent 2 texts, got 1 scores"), "{e}");
 

@@ -79,7 +79,12 @@ async fn flaky_servers_still_give_every_row_its_own_reward() {
 async fn permanent_errors_become_error_rows_or_fail() {
     let (bad, fake) = start(Mode::Unauthorized).await;
     let (good, _) = start(Mode::Normal).await;
-    let ctx = context(&bad, &good, &[("policy_model", "m")]).await;
+    let ctx = context(
+        &bad,
+        &good,
+        &[("policy_model", "m"), ("preflight", "false")],
+    )
+    .await;
     let b = rows(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
     // layer 0 fails for both prompts; layer 1 has nothing to refine
     assert_eq!(b.num_rows(), 8);
@@ -117,7 +122,12 @@ async fn permanent_errors_become_error_rows_or_fail() {
 async fn a_reward_that_cannot_be_read_is_null_never_zero() {
     let (good, _) = start(Mode::Normal).await;
     let (short, fake) = start(Mode::ShortScores).await;
-    let ctx = context(&good, &short, &[("retry_attempts", "3")]).await;
+    let ctx = context(
+        &good,
+        &short,
+        &[("retry_attempts", "3"), ("preflight", "false")],
+    )
+    .await;
     let b = rows(&ctx, "SELECT * FROM random_sample('p', 2)").await;
     assert_eq!(b.num_rows(), 4);
     assert_eq!(b.column_by_name("reward").unwrap().null_count(), 4);
@@ -139,4 +149,38 @@ async fn a_reward_that_cannot_be_read_is_null_never_zero() {
     // a garbage answer is retried: 3 attempts per prompt
     assert_eq!(requests(&fake, "/pooling").len(), 6);
     assert_eq!(stats(&ctx).errors.get("reward_bad_response"), Some(&4));
+}
+
+#[tokio::test]
+async fn preflight_fails_fast_with_what_is_wrong() {
+    let (good, fake) = start(Mode::Normal).await;
+    let (bad, _) = start(Mode::Unauthorized).await;
+
+    // 401 on GET /models: no sampling request is made
+    let ctx = context(&bad, &good, &[]).await;
+    let e = query_error(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
+    assert!(
+        e.contains("preflight check failed: policy endpoint")
+            && e.contains("/v1/models answered HTTP 401: invalid api key"),
+        "{e}"
+    );
+
+    // a model the server does not serve
+    let ctx = context(&good, &good, &[("policy_model", "nope")]).await;
+    let e = query_error(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
+    assert!(e.contains("model \"nope\" (prs.policy_model) not found; the server lists fake-model, m, my-model, rm"), "{e}");
+    let ctx = context(&good, &good, &[("reward_model", "other-rm")]).await;
+    let e = query_error(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
+    assert!(
+        e.contains("model \"other-rm\" (prs.reward_model) not found"),
+        "{e}"
+    );
+    assert!(requests(&fake, "/chat/completions").is_empty());
+
+    // unreachable: within seconds
+    let started = std::time::Instant::now();
+    let ctx = context("http://127.0.0.1:9", &good, &[]).await;
+    let e = query_error(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
+    assert!(e.contains("preflight check failed: policy endpoint http://127.0.0.1:9/v1/models could not be reached"), "{e}");
+    assert!(started.elapsed().as_secs() < 5);
 }

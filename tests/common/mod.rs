@@ -134,7 +134,10 @@ async fn handle(
             .into_response();
     }
     match path.as_str() {
-        "/v1/models" => Json(json!({"data": [{"id": "fake-model"}]})).into_response(),
+        "/v1/models" => Json(
+            json!({"data": [{"id": "fake-model"}, {"id": "m"}, {"id": "my-model"}, {"id": "rm"}]}),
+        )
+        .into_response(),
         "/v1/chat/completions" | "/v1/completions" => {
             let n = body["n"].as_u64().unwrap_or(1) as usize;
             let seed = body["seed"].as_i64().unwrap_or(0);

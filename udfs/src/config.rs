@@ -67,6 +67,10 @@ extensions_options! {
         pub on_error: String, default = "row".to_string()
         /// CLI: exit with status 3 when the share of failed candidates is above this (0 = any failure)
         pub max_failed_share: f64, default = 0.0
+        /// Before the first request, check that the endpoints answer and the configured models exist
+        pub preflight: bool, default = true
+        /// Directory for durable per-prompt checkpoints (empty = off); re-running a query serves finished prompts from it
+        pub checkpoint_dir: String, default = String::new()
         /// Reward endpoint base URL, e.g. http://host:8001
         pub reward_url: String, default = String::new()
         /// Reward model name sent to vllm-pooling / vllm-classify

@@ -73,6 +73,10 @@ pub enum PrsError {
         reason: String,
     },
 
+    /// A check before any work found an endpoint unusable.
+    #[error("preflight check failed: {0} (prs.preflight = false skips this check)")]
+    Preflight(String),
+
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
 

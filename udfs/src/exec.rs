@@ -22,11 +22,13 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties, SendableRecordBatchStream,
 };
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, FutureExt, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::prompt_key;
 use crate::sampler::PromptInput;
 use crate::schema::{to_batch, PromptResult};
+use crate::single_flight::ExecGuard;
 use crate::table_function::SampleSpec;
 
 /// Finished prompts gathered into one output batch when they are ready together.
@@ -41,6 +43,7 @@ pub struct SampleExec {
     projection: Option<Vec<usize>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    _flight: ExecGuard,
 }
 
 impl SampleExec {
@@ -63,6 +66,7 @@ impl SampleExec {
         );
         Ok(SampleExec {
             input,
+            _flight: spec.flight.register_exec(),
             spec,
             schema,
             projection,
@@ -99,6 +103,7 @@ struct Counters {
     prompt_tokens: Count,
     completion_tokens: Count,
     failed_candidates: Count,
+    from_checkpoint: Count,
 }
 
 impl ExecutionPlan for SampleExec {
@@ -144,6 +149,9 @@ impl ExecutionPlan for SampleExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
+        if let Some(checkpoint) = &self.spec.checkpoint {
+            checkpoint.prepare()?;
+        }
         let input = self.input.execute(partition, context)?;
         let spec = self.spec.clone();
         let schema = self.schema.clone();
@@ -158,6 +166,7 @@ impl ExecutionPlan for SampleExec {
             prompt_tokens: m("prompt_tokens"),
             completion_tokens: m("completion_tokens"),
             failed_candidates: m("failed_candidates"),
+            from_checkpoint: m("prompts_from_checkpoint"),
         });
 
         let extract_spec = spec.clone();
@@ -170,7 +179,29 @@ impl ExecutionPlan for SampleExec {
             .map_ok(move |(id, input)| {
                 let spec = spec.clone();
                 let counters = counters.clone();
-                async move { sample_one(&spec, &counters, id, input).await }
+                async move {
+                    let key = prompt_key(&spec.fingerprint, &input);
+                    let flight = spec.flight.clone();
+                    let work = {
+                        let key = key.clone();
+                        move || {
+                            async move {
+                                produce(spec, counters, key, id, input)
+                                    .await
+                                    .map(Arc::new)
+                                    .map_err(Arc::new)
+                            }
+                            .boxed()
+                        }
+                    };
+                    flight
+                        .run(key, work)
+                        .await
+                        .map_err(|e| match Arc::try_unwrap(e) {
+                            Ok(e) => e,
+                            Err(shared) => DataFusionError::Shared(shared),
+                        })
+                }
             })
             .try_buffer_unordered(concurrency);
         let batches = results
@@ -194,12 +225,36 @@ impl ExecutionPlan for SampleExec {
     }
 }
 
-async fn sample_one(
-    spec: &SampleSpec,
-    counters: &Counters,
+/// One prompt's rows: from the checkpoint when it holds them, else sampled (and then stored).
+async fn produce(
+    spec: Arc<SampleSpec>,
+    counters: Arc<Counters>,
+    key: String,
     id: ScalarValue,
     input: PromptInput,
 ) -> DfResult<PromptResult> {
+    if spec.checkpoint.is_some() {
+        let (s, k) = (spec.clone(), key.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            s.checkpoint.as_ref().and_then(|c| c.load(&k, &s.schema))
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if let Some(result) = loaded {
+            counters.prompts.add(1);
+            counters.from_checkpoint.add(1);
+            spec.stats
+                .add_prompt(result.candidates.len() as u64, &[], true);
+            return Ok(result);
+        }
+    }
+    if input
+        .prompt
+        .as_deref()
+        .is_some_and(|p| !p.trim().is_empty())
+    {
+        spec.preflight().await?;
+    }
     let (candidates, stats) = spec.sampler.sample(&input).await?;
     counters.prompts.add(1);
     counters.policy_requests.add(stats.policy_requests as usize);
@@ -209,15 +264,13 @@ async fn sample_one(
         .completion_tokens
         .add(stats.completion_tokens as usize);
     counters.failed_candidates.add(stats.error_kinds.len());
-    spec.stats
-        .add_prompt(candidates.len() as u64, &stats.error_kinds, false);
     let called = stats.policy_requests > 0;
     let policy_model = if called {
         Some(spec.sampler.policy.model().await?)
     } else {
         None
     };
-    Ok(PromptResult {
+    let result = PromptResult {
         id,
         prompt: input.prompt,
         preference: input.preference,
@@ -225,7 +278,22 @@ async fn sample_one(
         policy_model,
         reward_model: called.then(|| spec.sampler.reward.model_label()),
         candidates,
-    })
+    };
+    // only complete prompts are kept: a re-run retries the failed ones
+    let complete = called && result.candidates.iter().all(|c| c.error.is_none());
+    if complete && spec.checkpoint.is_some() {
+        let s = spec.clone();
+        let stored = result.clone();
+        tokio::task::spawn_blocking(move || match &s.checkpoint {
+            Some(c) => c.store(&key, &s.schema, &stored),
+            None => Ok(()),
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+    }
+    spec.stats
+        .add_prompt(result.candidates.len() as u64, &stats.error_kinds, false);
+    Ok(result)
 }
 
 fn text_column(batch: &RecordBatch, name: &str) -> DfResult<ArrayRef> {

@@ -14,6 +14,7 @@
 //! HTTP clients), [`schema`] (output rows), [`templates`], [`reward_udf`], [`source`] (input
 //! tables).
 
+pub mod checkpoint;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod exec;
 pub mod reward_udf;
 pub mod sampler;
 pub mod schema;
+pub mod single_flight;
 pub mod source;
 pub mod stats;
 pub mod table_function;

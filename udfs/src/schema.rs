@@ -69,8 +69,11 @@ pub struct PromptResult {
 }
 
 /// Build one batch (full schema) from finished prompts.
-pub fn to_batch(schema: &SchemaRef, results: &[PromptResult]) -> Result<RecordBatch> {
-    let rows: usize = results.iter().map(|r| r.candidates.len()).sum();
+pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
+    schema: &SchemaRef,
+    results: &[R],
+) -> Result<RecordBatch> {
+    let rows: usize = results.iter().map(|r| r.borrow().candidates.len()).sum();
     let mut ids = Vec::with_capacity(rows);
     let mut prompt = StringBuilder::new();
     let mut preference = StringBuilder::new();
@@ -88,6 +91,7 @@ pub fn to_batch(schema: &SchemaRef, results: &[PromptResult]) -> Result<RecordBa
     let mut reward_model = StringBuilder::new();
     let mut error = StringBuilder::new();
     for r in results {
+        let r = r.borrow();
         for c in &r.candidates {
             ids.push(r.id.clone());
             prompt.append_option(r.prompt.as_deref());
@@ -134,6 +138,69 @@ pub fn to_batch(schema: &SchemaRef, results: &[PromptResult]) -> Result<RecordBa
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// Read back one prompt's rows (full schema) written by [`to_batch`].
+pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
+    let bad = |what: &str| crate::error::PrsError::Input {
+        source_name: "checkpoint".into(),
+        reason: format!("column {what} has an unexpected type"),
+    };
+    if batch.num_rows() == 0 {
+        return Err(bad("(no rows)"));
+    }
+    let col = |i: usize| batch.column(i);
+    let text = |i: usize| col(i).as_string_opt::<i32>().ok_or_else(|| bad(COLUMNS[i]));
+    let int32 = |i: usize| {
+        col(i)
+            .as_primitive_opt::<Int32Type>()
+            .ok_or_else(|| bad(COLUMNS[i]))
+    };
+    let opt_text = |a: &datafusion::arrow::array::StringArray, r: usize| {
+        a.is_valid(r).then(|| a.value(r).to_string())
+    };
+    let (prompt, preference, method) = (text(1)?, text(2)?, text(3)?);
+    let (layer, sample_index, parent_index) = (int32(4)?, int32(5)?, int32(6)?);
+    let (feedback, response) = (text(7)?, text(8)?);
+    let reward = col(9)
+        .as_primitive_opt::<Float64Type>()
+        .ok_or_else(|| bad("reward"))?;
+    let is_best = col(10).as_boolean_opt().ok_or_else(|| bad("is_best"))?;
+    let finish_reason = text(11)?;
+    let seed = col(12)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| bad("seed"))?;
+    let (policy_model, reward_model, error) = (text(13)?, text(14)?, text(15)?);
+    let method = match method.value(0) {
+        "random" => Method::Random,
+        "prs" => Method::Prs,
+        _ => return Err(bad("method")),
+    };
+    let candidates = (0..batch.num_rows())
+        .map(|r| Candidate {
+            layer: layer.value(r),
+            sample_index: sample_index.value(r),
+            parent_index: parent_index.is_valid(r).then(|| parent_index.value(r)),
+            feedback: opt_text(feedback, r),
+            response: opt_text(response, r),
+            reward: reward.is_valid(r).then(|| reward.value(r)),
+            is_best: is_best.value(r),
+            finish_reason: opt_text(finish_reason, r),
+            seed: seed.is_valid(r).then(|| seed.value(r)),
+            error: opt_text(error, r),
+        })
+        .collect();
+    Ok(PromptResult {
+        id: ScalarValue::try_from_array(col(0), 0)?,
+        prompt: opt_text(prompt, 0),
+        preference: opt_text(preference, 0),
+        method,
+        policy_model: opt_text(policy_model, 0),
+        reward_model: opt_text(reward_model, 0),
+        candidates,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,9 +236,13 @@ mod tests {
                 },
             ],
         };
-        let b = to_batch(&s, &[r]).unwrap();
+        let b = to_batch(&s, std::slice::from_ref(&r)).unwrap();
         assert_eq!(b.num_rows(), 2);
+        let back = from_batch(&b).unwrap();
+        assert_eq!(back.id, r.id);
+        assert_eq!(back.candidates, r.candidates);
+        assert_eq!(back.policy_model, r.policy_model);
         assert_eq!(b.column(0).data_type(), &DataType::Int64);
-        assert_eq!(to_batch(&s, &[]).unwrap().num_rows(), 0);
+        assert_eq!(to_batch::<PromptResult>(&s, &[]).unwrap().num_rows(), 0);
     }
 }

@@ -15,12 +15,14 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::checkpoint::{hash_parts, Checkpoint};
 use crate::client::{PolicyClient, RewardClient};
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
 use crate::exec::SampleExec;
 use crate::sampler::{default_widths, Method, OnError, RewardPreference, Sampler};
 use crate::schema::output_schema;
+use crate::single_flight::{flight_for, Flight};
 use crate::source::{self, InputColumns};
 use crate::stats::JobStats;
 use crate::templates::Templates;
@@ -173,8 +175,13 @@ impl SampleFunction {
         };
         let default_preference =
             Some(cfg.default_preference.clone()).filter(|p| !p.trim().is_empty());
+        let description = call_description(&cfg, &sampler, &columns.id_type);
+        let fingerprint = hash_parts(&[&description.to_string()]);
+        let checkpoint = (!cfg.checkpoint_dir.trim().is_empty())
+            .then(|| Checkpoint::new(cfg.checkpoint_dir.trim(), &fingerprint, description));
+        let schema = output_schema(&columns.id_type);
         Ok(SampleTable {
-            schema: output_schema(&columns.id_type),
+            schema: schema.clone(),
             input,
             spec: Arc::new(SampleSpec {
                 source: source_name,
@@ -185,6 +192,11 @@ impl SampleFunction {
                 stats,
                 policy,
                 reward,
+                flight: flight_for(&fingerprint),
+                preflight: cfg.preflight.then(tokio::sync::OnceCell::new),
+                fingerprint,
+                checkpoint,
+                schema,
             }),
         })
     }
@@ -207,6 +219,74 @@ pub struct SampleSpec {
     pub policy: Arc<PolicyClient>,
     pub reward: Arc<RewardClient>,
     pub stats: Arc<JobStats>,
+    /// Hash of everything that determines a prompt's output.
+    pub fingerprint: String,
+    pub checkpoint: Option<Checkpoint>,
+    pub flight: Arc<Flight>,
+    /// Full output schema.
+    pub schema: SchemaRef,
+    /// Present when the preflight check is on; holds its outcome once it ran.
+    pub preflight: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
+}
+
+impl SampleSpec {
+    /// Run the preflight check once per call (before its first request); later callers get the
+    /// same outcome.
+    pub async fn preflight(&self) -> Result<()> {
+        let Some(cell) = &self.preflight else {
+            return Ok(());
+        };
+        let inner = |e: PrsError| match e {
+            PrsError::Preflight(m) => m,
+            other => other.to_string(),
+        };
+        cell.get_or_init(|| async {
+            self.policy.preflight().await.map_err(inner)?;
+            self.reward.preflight().await.map_err(inner)
+        })
+        .await
+        .clone()
+        .map_err(PrsError::Preflight)
+    }
+}
+
+/// Everything that determines a prompt's output under this call, as JSON: hashed into the
+/// call fingerprint and written to the checkpoint's `call.json`. No secrets: keys are not
+/// settings. Without `policy_model` the model is whatever the URL serves, so the URL stands in.
+fn call_description(
+    cfg: &PrsConfig,
+    s: &Sampler,
+    id_type: &datafusion::arrow::datatypes::DataType,
+) -> serde_json::Value {
+    let t = &s.templates;
+    serde_json::json!({
+        "version": 1,
+        "method": s.method.as_str(),
+        "widths": s.widths,
+        "feedback": s.feedback,
+        "preference_in_prompt": s.preference_in_prompt,
+        "reward_preference": cfg.reward_preference.trim().to_ascii_lowercase(),
+        "seed": s.run_seed,
+        "max_choices_per_request": s.max_choices_per_request,
+        "policy_api": cfg.policy_api.trim().to_ascii_lowercase(),
+        "policy_model": if cfg.policy_model.trim().is_empty() { format!("(first model of {})", cfg.policy_url.trim()) } else { cfg.policy_model.trim().to_string() },
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "top_k": cfg.top_k,
+        "presence_penalty": cfg.presence_penalty,
+        "max_tokens": cfg.max_tokens,
+        "stop": cfg.stop,
+        "reward_protocol": cfg.reward_protocol.trim().to_ascii_lowercase(),
+        "reward_model": s.reward.model_label(),
+        "templates": {
+            "prompt": t.prompt.source(),
+            "feedback": t.feedback.source(),
+            "revise": t.revise.source(),
+            "revise_no_feedback": t.revise_no_feedback.source(),
+            "reward": t.reward.source(),
+        },
+        "id_type": id_type.to_string(),
+    })
 }
 
 /// The provider a sampling call returns.

@@ -66,6 +66,7 @@ improved answer only, without any remarks about the changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     name: String,
+    source: String,
     parts: Vec<Part>,
 }
 
@@ -119,6 +120,7 @@ impl Template {
         }
         Ok(Template {
             name: name.to_string(),
+            source: text.to_string(),
             parts,
         })
     }
@@ -141,6 +143,11 @@ impl Template {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The template text as given.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 }
 

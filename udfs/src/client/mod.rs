@@ -163,6 +163,21 @@ impl Endpoint {
             .await
     }
 
+    /// For preflight checks: one attempt, and one more after a short pause if it was transient.
+    pub async fn twice<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match op().await {
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                op().await
+            }
+            other => other,
+        }
+    }
+
     /// One GET, no retry (wrap in [`Endpoint::with_retry`]).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = self.url(path);

@@ -211,6 +211,30 @@ impl PolicyClient {
             .cloned()
     }
 
+    /// Check that the server answers `GET {base}/models` and lists the configured model.
+    pub async fn preflight(&self) -> Result<()> {
+        let list: ModelList = self
+            .endpoint
+            .twice(|| self.endpoint.get_json("models"))
+            .await
+            .map_err(|e| PrsError::Preflight(e.to_string()))?;
+        let ids: Vec<String> = list.data.into_iter().map(|m| m.id).collect();
+        match &self.configured_model {
+            Some(m) if !ids.contains(m) => {
+                Err(PrsError::Preflight(format!(
+                "policy endpoint {}: model {m:?} (prs.policy_model) not found; the server lists {}",
+                self.endpoint.url("models"),
+                if ids.is_empty() { "no models".to_string() } else { ids.join(", ") }
+            )))
+            }
+            None if ids.is_empty() => Err(PrsError::Preflight(format!(
+                "policy endpoint {} lists no models; set prs.policy_model",
+                self.endpoint.url("models")
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// One request for `n` samples of `user_text` with `seed`. Returns what the server gave
     /// (possibly fewer than `n`; more is an error) and its token usage.
     pub async fn complete(

@@ -198,6 +198,54 @@ impl RewardClient {
             .unwrap_or_else(|| format!("{}@{}", self.protocol.as_str(), self.base_url()))
     }
 
+    /// Check that the server scores one text with the configured protocol, and for vLLM with a
+    /// configured model, that `GET {url}/v1/models` lists it.
+    pub async fn preflight(&self) -> Result<()> {
+        if let (Some(model), RewardProtocol::VllmPooling | RewardProtocol::VllmClassify) =
+            (&self.model, self.protocol)
+        {
+            let list: Value = self
+                .endpoint
+                .twice(|| self.endpoint.get_json("v1/models"))
+                .await
+                .map_err(|e| PrsError::Preflight(e.to_string()))?;
+            let ids: Vec<&str> = list
+                .get("data")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| m.get("id").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !ids.contains(&model.as_str()) {
+                return Err(PrsError::Preflight(format!(
+                    "reward endpoint {}: model {model:?} (prs.reward_model) not found; the server lists {}",
+                    self.endpoint.url("v1/models"),
+                    if ids.is_empty() { "no models".to_string() } else { ids.join(", ") }
+                )));
+            }
+        }
+        let probe = vec!["Human: ping\nAssistant: pong".to_string()];
+        let path = self.protocol.path();
+        let body = self.protocol.body(self.model.as_deref(), &probe);
+        self.endpoint
+            .twice(|| async {
+                let resp: Value = self.endpoint.post_json(path, &body).await?;
+                self.protocol
+                    .scores(&resp, 1)
+                    .map_err(|reason| self.endpoint.bad_response(path, reason))
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                PrsError::Preflight(format!(
+                    "{e} (is prs.reward_protocol = {} right?)",
+                    self.protocol.as_str()
+                ))
+            })
+    }
+
     /// Score texts, in order: batches of `reward_batch_size`, sent concurrently.
     pub async fn score(&self, texts: &[String]) -> Result<Vec<f64>> {
         if texts.is_empty() {

@@ -133,7 +133,7 @@ pub struct PromptInput {
 }
 
 /// One output candidate.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Candidate {
     pub layer: i32,
     pub sample_index: i32,
