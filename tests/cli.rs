@@ -277,3 +277,106 @@ fn readme_settings_table_is_current() {
         assert!(table.contains(&format!("`prs.{key}`")));
     }
 }
+
+#[test]
+fn api_keys_never_leak() {
+    let dir = workdir();
+    let key = "sk-planted-secret-4f9a1c";
+    let summary = dir.path().join("summary.json");
+    let env = [
+        ("PRS_POLICY_API_KEY", key),
+        ("PRS_REWARD_API_KEY", key),
+        ("PRS_LOG", "trace"),
+    ];
+    let scripts = [
+        "EXPLAIN SELECT * FROM prs_sample('data/prompts.parquet', 2)",
+        "SHOW ALL",
+        "SELECT * FROM information_schema.df_settings",
+        "SELECT * FROM prs_sample('data/prompts.parquet', 2)",
+        "SELECT reward(prompt, 'x') FROM 'data/prompts.parquet'",
+        "SELECT * FROM prs_sample('data/prompts.parquet', 2, 'policy_model=missing')",
+        "SELECT * FROM prs_sample('data/missing.parquet', 2)",
+    ];
+    for sql in scripts {
+        let out = prs(
+            dir.path(),
+            &[
+                "sql",
+                "--sim",
+                "--max-width",
+                "0",
+                "--summary-json",
+                summary.to_str().unwrap(),
+                sql,
+            ],
+            &env,
+        );
+        let all = text(&out);
+        assert!(!all.is_empty());
+        assert!(!all.contains(key), "{sql} leaked the key:\n{all}");
+        let json = std::fs::read_to_string(&summary).unwrap();
+        assert!(!json.contains(key));
+    }
+    // the trace log did record requests (so the check above looked at real logs)
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--sim",
+            "SELECT count(*) FROM random_sample('data/prompts.parquet', 1)",
+        ],
+        &env,
+    );
+    assert!(text(&out).contains("TRACE"), "{}", text(&out));
+}
+
+#[test]
+fn failed_share_sets_the_exit_code() {
+    let dir = workdir();
+    // every candidate fails: the reward protocol does not match what the URL serves
+    let sql = "SELECT count(*) FROM random_sample('data/prompts.parquet', 1)";
+    let base = [
+        "sql",
+        "--policy-url",
+        "http://127.0.0.1:9/v1",
+        "--reward-url",
+        "http://127.0.0.1:9",
+    ];
+    let summary = dir.path().join("s.json");
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--set",
+        "preflight=false",
+        "--set",
+        "retry_attempts=1",
+        "--summary-json",
+        summary.to_str().unwrap(),
+        sql,
+    ]);
+    let out = prs(dir.path(), &args, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("24 prompts")
+            && t.contains("24 failed (100.0%)")
+            && t.contains("policy_unreachable=24"),
+        "{t}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(json["exit_code"], 3);
+    assert_eq!(json["failed_candidates"], 24);
+    assert_eq!(json["errors"]["policy_unreachable"], 24);
+
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend([
+        "--set",
+        "preflight=false",
+        "--set",
+        "retry_attempts=1",
+        "--set",
+        "max_failed_share=1",
+        sql,
+    ]);
+    assert_eq!(prs(dir.path(), &args, &[]).status.code(), Some(0));
+}

@@ -48,6 +48,8 @@ pub enum Mode {
     Flaky,
     /// answer 401 to every request
     Unauthorized,
+    /// like Normal, but each request takes 25 ms
+    Slow,
 }
 
 #[derive(Clone)]
@@ -91,6 +93,9 @@ async fn handle(
         body: body.clone(),
     });
     let n = f.counter.fetch_add(1, Ordering::SeqCst);
+    if f.mode == Mode::Slow {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     if f.mode == Mode::Flaky && n % 10 == 7 {
         return match (n / 10) % 5 {
             0 => (

@@ -28,7 +28,6 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::prompt_key;
 use crate::sampler::PromptInput;
 use crate::schema::{to_batch, PromptResult};
-use crate::single_flight::ExecGuard;
 use crate::table_function::SampleSpec;
 
 /// Finished prompts gathered into one output batch when they are ready together.
@@ -43,7 +42,6 @@ pub struct SampleExec {
     projection: Option<Vec<usize>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
-    _flight: ExecGuard,
 }
 
 impl SampleExec {
@@ -66,7 +64,6 @@ impl SampleExec {
         );
         Ok(SampleExec {
             input,
-            _flight: spec.flight.register_exec(),
             spec,
             schema,
             projection,
@@ -153,6 +150,8 @@ impl ExecutionPlan for SampleExec {
             checkpoint.prepare()?;
         }
         let input = self.input.execute(partition, context)?;
+        // counts open streams of this call, so results are shared while two are open
+        let flight_guard = self.spec.flight.register_exec();
         let spec = self.spec.clone();
         let schema = self.schema.clone();
         let projection = self.projection.clone();
@@ -221,6 +220,9 @@ impl ExecutionPlan for SampleExec {
                     Ok(batch)
                 }
             });
+        let batches = batches.inspect(move |_| {
+            let _held = &flight_guard;
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, batches)))
     }
 }

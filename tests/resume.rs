@@ -1,0 +1,295 @@
+//! Durable resume and single-flight: re-runs serve finished prompts from the checkpoint with
+//! zero requests, torn files are redone, new settings never reuse old results, a killed CLI
+//! loses at most the prompts in flight, and a call referenced twice samples once.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+
+use common::*;
+
+fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(parquet_files(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn generation_requests(f: &Fake) -> usize {
+    requests(f, "/chat/completions").len()
+}
+
+fn clear(f: &Fake) {
+    f.log.lock().unwrap().clear();
+}
+
+const SAMPLE: &str = "SELECT * FROM prs_sample('p', 4) ORDER BY prompt_id, sample_index";
+
+fn table(b: &RecordBatch) -> String {
+    pretty_format_batches(std::slice::from_ref(b))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn rerun_serves_finished_prompts_with_zero_requests() {
+    let (url, fake) = start(Mode::Normal).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().to_str().unwrap();
+    let first = rows(
+        &context(&url, &url, &[("checkpoint_dir", ck)]).await,
+        SAMPLE,
+    )
+    .await;
+    assert_eq!(parquet_files(dir.path()).len(), 2, "one file per prompt");
+    assert!(generation_requests(&fake) > 0);
+
+    clear(&fake);
+    let again = rows(
+        &context(&url, &url, &[("checkpoint_dir", ck)]).await,
+        SAMPLE,
+    )
+    .await;
+    assert_eq!(table(&first), table(&again));
+    assert!(
+        fake.log.lock().unwrap().is_empty(),
+        "no request at all, not even preflight"
+    );
+
+    // a torn file is ignored and only its prompt is sampled again
+    let files = parquet_files(dir.path());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files[0])
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    clear(&fake);
+    let repaired = rows(
+        &context(&url, &url, &[("checkpoint_dir", ck)]).await,
+        SAMPLE,
+    )
+    .await;
+    assert_eq!(table(&first), table(&repaired));
+    assert_eq!(
+        generation_requests(&fake),
+        3,
+        "layer 0, feedback and layer 1 of one prompt"
+    );
+
+    // a file holding another prompt's rows (copied over) is detected by its key
+    std::fs::copy(&files[1], &files[0]).unwrap();
+    clear(&fake);
+    let again = rows(
+        &context(&url, &url, &[("checkpoint_dir", ck)]).await,
+        SAMPLE,
+    )
+    .await;
+    assert_eq!(table(&first), table(&again));
+    assert_eq!(generation_requests(&fake), 3);
+
+    // a setting that changes outputs changes the fingerprint: nothing stale is served
+    clear(&fake);
+    let other = rows(
+        &context(
+            &url,
+            &url,
+            &[("checkpoint_dir", ck), ("temperature", "0.3")],
+        )
+        .await,
+        SAMPLE,
+    )
+    .await;
+    assert_eq!(other.num_rows(), 8);
+    assert_eq!(generation_requests(&fake), 6);
+    let dirs = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(dirs, 2, "one directory per configuration");
+    // ... while a setting that does not (concurrency) reuses the checkpoint
+    clear(&fake);
+    rows(
+        &context(
+            &url,
+            &url,
+            &[("checkpoint_dir", ck), ("prompt_concurrency", "1")],
+        )
+        .await,
+        SAMPLE,
+    )
+    .await;
+    assert_eq!(generation_requests(&fake), 0);
+}
+
+#[tokio::test]
+async fn prompts_with_failures_are_not_kept() {
+    let (good, _) = start(Mode::Normal).await;
+    let (short, _) = start(Mode::ShortScores).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().to_str().unwrap();
+    let ctx = context(
+        &good,
+        &short,
+        &[
+            ("checkpoint_dir", ck),
+            ("retry_attempts", "1"),
+            ("preflight", "false"),
+        ],
+    )
+    .await;
+    let b = rows(&ctx, SAMPLE).await;
+    assert_eq!(b.num_rows(), 8);
+    assert!(parquet_files(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn unwritable_checkpoint_dir_is_a_clear_error() {
+    let (url, fake) = start(Mode::Normal).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let ck = file.join("checkpoints");
+    let ctx = context(&url, &url, &[("checkpoint_dir", ck.to_str().unwrap())]).await;
+    let e = query_error(&ctx, SAMPLE).await;
+    assert!(
+        e.contains("prs.checkpoint_dir") && e.contains("cannot create the directory"),
+        "{e}"
+    );
+    assert!(fake.log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_call_referenced_twice_samples_once() {
+    let (url, fake) = start(Mode::Normal).await;
+    let ctx = context(&url, &url, &[("preflight", "false")]).await;
+    rows(&ctx, "SELECT count(*) FROM prs_sample('p', 4)").await;
+    let once = generation_requests(&fake);
+    assert_eq!(once, 6);
+
+    for sql in [
+        "SELECT count(*) FROM prs_sample('p', 4) a JOIN prs_sample('p', 4) b \
+         ON a.prompt_id = b.prompt_id AND a.sample_index = b.sample_index AND a.response = b.response",
+        "WITH s AS (SELECT * FROM prs_sample('p', 4)) \
+         SELECT count(*) FROM s a JOIN s b ON a.prompt_id = b.prompt_id AND a.sample_index = b.sample_index AND a.reward = b.reward",
+        "SELECT count(*) FROM (SELECT * FROM prs_sample('p', 4) UNION ALL SELECT * FROM prs_sample('p', 4))",
+    ] {
+        clear(&fake);
+        let b = rows(&ctx, sql).await;
+        let n = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+        assert!(n == 8 || n == 16, "{sql}: {n}");
+        assert_eq!(generation_requests(&fake), once, "{sql}");
+    }
+    // a different call is not shared
+    clear(&fake);
+    rows(&ctx, "SELECT count(*) FROM prs_sample('p', 4) a JOIN prs_sample('p', 4, 'seed=5') b ON a.prompt_id = b.prompt_id").await;
+    assert_eq!(generation_requests(&fake), 2 * once);
+}
+
+/// The CLI killed with SIGKILL at several points, then re-run to the end: the output equals an
+/// uninterrupted run's, and prompts finished before a kill are never requested again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_rerun_loses_nothing_finished() {
+    let (url, fake) = start(Mode::Slow).await;
+    let work = tempfile::tempdir().unwrap();
+    let prompts = work.path().join("many.parquet");
+    SessionContext::new()
+        .sql(&format!(
+            "COPY (SELECT value AS id, 'Prompt number ' || CAST(value AS VARCHAR) AS prompt FROM generate_series(1, 40)) TO '{}'",
+            prompts.display()
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let ck = work.path().join("ck");
+    let run = |out: &str, ck: &Path| {
+        let sql = format!(
+            "COPY (SELECT * FROM prs_sample('{}', 4)) TO '{out}'",
+            prompts.display()
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prs"));
+        cmd.current_dir(work.path())
+            .args([
+                "sql",
+                "--policy-url",
+                &format!("{url}/v1"),
+                "--reward-url",
+                &url,
+            ])
+            .args(["--set", &format!("checkpoint_dir={}", ck.display())])
+            .args(["--set", "prompt_concurrency=4", &sql])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    let finished_prompts = |ck: &Path| -> Vec<String> {
+        if !ck.exists() {
+            return vec![];
+        }
+        parquet_files(ck)
+            .into_iter()
+            .map(|f| {
+                let bytes = std::fs::read(f).unwrap();
+                let text = String::from_utf8_lossy(&bytes).to_string();
+                // the prompt text is stored plainly in the file
+                let i = text.find("Prompt number ").unwrap();
+                let tail: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == ' ')
+                    .collect();
+                tail.trim_end().to_string()
+            })
+            .collect()
+    };
+    for kill_after_ms in [300u64, 500, 700] {
+        let mut child = run("out.parquet", &ck).spawn().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(kill_after_ms)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let done = finished_prompts(&ck);
+        clear(&fake);
+        // the next run (killed again or not) never asks for a finished prompt
+        let mut next = run("out.parquet", &ck).spawn().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        next.kill().unwrap();
+        next.wait().unwrap();
+        for r in requests(&fake, "/chat/completions") {
+            let t = user_text(&r.body);
+            for p in &done {
+                assert!(
+                    !t.contains(&format!("{p}\n")) && !t.ends_with(p.as_str()),
+                    "{p} was finished but requested again"
+                );
+            }
+        }
+    }
+    let status = run("out.parquet", &ck).status().unwrap();
+    assert!(status.success());
+    let status = run("clean.parquet", &work.path().join("ck-clean"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ctx = SessionContext::new();
+    let q = |f: &str| {
+        format!(
+            "SELECT prompt_id, sample_index, layer, parent_index, response, reward, is_best, seed, feedback FROM '{}' ORDER BY prompt_id, sample_index",
+            work.path().join(f).display()
+        )
+    };
+    let ctx = ctx.enable_url_table();
+    let a = rows(&ctx, &q("out.parquet")).await;
+    let b = rows(&ctx, &q("clean.parquet")).await;
+    assert_eq!(a.num_rows(), 160);
+    assert_eq!(table(&a), table(&b));
+}
