@@ -1,5 +1,6 @@
 //! The `prs` command line: run SQL jobs, run the simulator, list settings.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,12 @@ pub enum Command {
         host: String,
         #[arg(long, default_value_t = 8000)]
         port: u16,
+        /// Model a continuous-batching engine: generation and scoring take time (see the flags
+        /// below); without it every answer is instant
+        #[arg(long)]
+        engine: bool,
+        #[command(flatten)]
+        engine_config: crate::sim::engine::EngineConfig,
     },
     /// List every setting with its current value (defaults + environment), env variable and description
     Settings {
@@ -63,6 +70,9 @@ pub struct SqlArgs {
     /// Start the built-in simulator on 127.0.0.1 and point the policy and reward URLs at it
     #[arg(long)]
     pub sim: bool,
+    /// No progress bar (it is also off when stderr is not a terminal)
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Write the job summary (counters, errors by kind, exit code) as JSON to this file
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
@@ -126,7 +136,12 @@ impl SettingArgs {
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Sql(args) => run_sql(&args).await,
-        Command::Sim { host, port } => {
+        Command::Sim {
+            host,
+            port,
+            engine,
+            engine_config,
+        } => {
             let addr: SocketAddr = match format!("{host}:{port}").parse() {
                 Ok(a) => a,
                 Err(e) => {
@@ -134,7 +149,7 @@ pub async fn run(cli: Cli) -> i32 {
                     return 2;
                 }
             };
-            match sim::start(addr).await {
+            match sim::start_with(addr, engine.then_some(engine_config)).await {
                 Ok(handle) => {
                     eprintln!(
                         "prs simulator (NOT a real model) listening on {}\n  policy: {}  (model {})\n  reward: {}  (vllm-pooling, vllm-classify, openrlhf, tei)",
@@ -218,6 +233,8 @@ pub struct Summary {
     pub wall_secs: f64,
     pub failed_share: f64,
     pub max_failed_share: f64,
+    /// Peak resident memory of the process (Linux; 0 elsewhere).
+    pub peak_rss_mb: f64,
     #[serde(flatten)]
     pub stats: StatsSnapshot,
 }
@@ -227,7 +244,7 @@ impl Summary {
         let s = &self.stats;
         eprintln!(
             "prs: {} prompts ({} from checkpoint), {} candidates, {} failed ({:.1}%), {} retries, \
-             {} policy + {} reward requests, {} prompt + {} completion tokens, {:.1}s",
+             {} policy + {} reward requests, {} prompt + {} completion tokens, {:.1}s, peak RSS {:.0} MiB",
             s.prompts,
             s.prompts_from_checkpoint,
             s.candidates,
@@ -238,7 +255,8 @@ impl Summary {
             s.reward_requests,
             s.prompt_tokens,
             s.completion_tokens,
-            self.wall_secs
+            self.wall_secs,
+            self.peak_rss_mb
         );
         if !s.errors.is_empty() {
             let kinds: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -253,6 +271,20 @@ impl Summary {
             );
         }
     }
+}
+
+/// VmHWM of this process in MiB, from /proc (0 where there is none).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
 }
 
 async fn run_sql(args: &SqlArgs) -> i32 {
@@ -287,6 +319,7 @@ async fn run_sql(args: &SqlArgs) -> i32 {
         wall_secs: started.elapsed().as_secs_f64(),
         failed_share,
         max_failed_share,
+        peak_rss_mb: peak_rss_mb(),
         stats,
     };
     if summary.stats.prompts > 0 {
@@ -339,7 +372,49 @@ async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> 
     };
     let ctx = context(cfg);
     *ctx_out = Some(ctx.clone());
-    run_script(&ctx, &script, args.max_width).await
+    let show_progress = !args.quiet && std::io::stderr().is_terminal();
+    let progress = show_progress.then(|| progress_bar(JobStats::of(ctx.state().config())));
+    let result = run_script(&ctx, &script, args.max_width).await;
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    result
+}
+
+/// A progress line on stderr fed by the job counters: prompts, candidates/s, tokens/s, errors.
+fn progress_bar(
+    stats: std::sync::Arc<JobStats>,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let shown = bar.clone();
+    let started = std::time::Instant::now();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let s = stats.snapshot();
+            if s.prompts == 0 && s.policy_requests == 0 {
+                continue;
+            }
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            shown.set_message(format!(
+                "{} prompts, {} candidates ({:.0}/s), {:.0} tokens/s, {} failed, {} retries",
+                s.prompts,
+                s.candidates,
+                s.candidates as f64 / secs,
+                s.completion_tokens as f64 / secs,
+                s.failed_candidates,
+                s.retries
+            ));
+        }
+    });
+    (bar, ticker)
 }
 
 /// A context with the given settings, a [`JobStats`] to count into, and every prs function

@@ -184,3 +184,45 @@ async fn preflight_fails_fast_with_what_is_wrong() {
     assert!(e.contains("preflight check failed: policy endpoint http://127.0.0.1:9/v1/models could not be reached"), "{e}");
     assert!(started.elapsed().as_secs() < 5);
 }
+
+#[tokio::test]
+async fn explain_analyze_shows_requests_retries_tokens_and_waits() {
+    let (url, _fake) = start(Mode::Flaky).await;
+    let ctx = context(&url, &url, &[("policy_model", "m")]).await;
+    forty_prompts(&ctx).await;
+    let b = rows(
+        &ctx,
+        "EXPLAIN ANALYZE SELECT count(*) FROM prs_sample('many', 4)",
+    )
+    .await;
+    let plan = strings(&b, "plan")
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let metric = |name: &str| -> String {
+        let i = plan
+            .find(&format!(" {name}="))
+            .unwrap_or_else(|| panic!("{name} missing: {plan}"));
+        plan[i + name.len() + 2..]
+            .split([',', ']'])
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(metric("prompts"), "40");
+    assert_eq!(metric("policy_requests"), "120");
+    assert_ne!(metric("retries"), "0");
+    assert_eq!(metric("failed_candidates"), "0");
+    assert!(
+        metric("completion_tokens").ends_with('K')
+            || metric("completion_tokens").parse::<u64>().unwrap() > 0
+    );
+    for wait in ["policy_wait", "reward_wait"] {
+        let v = metric(wait);
+        assert!(
+            v.ends_with("ms") || v.ends_with("µs") || v.ends_with('s'),
+            "{wait}={v}"
+        );
+    }
+}

@@ -3,7 +3,9 @@
 //! Dropping the stream (e.g. `LIMIT`) drops the in-flight requests.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
@@ -15,7 +17,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -28,6 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::prompt_key;
 use crate::sampler::PromptInput;
 use crate::schema::{to_batch, PromptResult};
+use crate::stats::{CallCounters, CALL_COUNTERS};
 use crate::table_function::SampleSpec;
 
 /// Finished prompts gathered into one output batch when they are ready together.
@@ -101,6 +104,9 @@ struct Counters {
     completion_tokens: Count,
     failed_candidates: Count,
     from_checkpoint: Count,
+    retries: Count,
+    policy_wait: Time,
+    reward_wait: Time,
 }
 
 impl ExecutionPlan for SampleExec {
@@ -166,6 +172,9 @@ impl ExecutionPlan for SampleExec {
             completion_tokens: m("completion_tokens"),
             failed_candidates: m("failed_candidates"),
             from_checkpoint: m("prompts_from_checkpoint"),
+            retries: m("retries"),
+            policy_wait: MetricBuilder::new(&self.metrics).subset_time("policy_wait", partition),
+            reward_wait: MetricBuilder::new(&self.metrics).subset_time("reward_wait", partition),
         });
 
         let extract_spec = spec.clone();
@@ -257,7 +266,19 @@ async fn produce(
     {
         spec.preflight().await?;
     }
-    let (candidates, stats) = spec.sampler.sample(&input).await?;
+    let calls = Arc::new(CallCounters::default());
+    let (candidates, stats) = CALL_COUNTERS
+        .scope(calls.clone(), spec.sampler.sample(&input))
+        .await?;
+    counters
+        .retries
+        .add(calls.retries.load(Ordering::Relaxed) as usize);
+    counters.policy_wait.add_duration(Duration::from_nanos(
+        calls.policy_wait_ns.load(Ordering::Relaxed),
+    ));
+    counters.reward_wait.add_duration(Duration::from_nanos(
+        calls.reward_wait_ns.load(Ordering::Relaxed),
+    ));
     counters.prompts.add(1);
     counters.policy_requests.add(stats.policy_requests as usize);
     counters.reward_texts.add(stats.reward_texts as usize);

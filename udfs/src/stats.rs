@@ -11,6 +11,34 @@ use std::sync::{Arc, Mutex};
 use datafusion::prelude::SessionConfig;
 use serde::Serialize;
 
+/// Counters of the requests made while sampling one prompt, gathered through a task-local so
+/// that the clients need not know which query node they work for.
+#[derive(Debug, Default)]
+pub struct CallCounters {
+    pub retries: AtomicU64,
+    pub policy_wait_ns: AtomicU64,
+    pub reward_wait_ns: AtomicU64,
+}
+
+tokio::task_local! {
+    /// Set by the execution node around each prompt's work.
+    pub static CALL_COUNTERS: Arc<CallCounters>;
+}
+
+/// Count a retry against the current prompt's node, if any.
+pub(crate) fn note_retry() {
+    let _ = CALL_COUNTERS.try_with(|c| c.retries.fetch_add(1, Ordering::Relaxed));
+}
+
+/// Count time spent on a request (retries and their waits included) of `endpoint`.
+pub(crate) fn note_wait(endpoint: &str, took: std::time::Duration) {
+    let ns = took.as_nanos() as u64;
+    let _ = CALL_COUNTERS.try_with(|c| match endpoint {
+        "policy" => c.policy_wait_ns.fetch_add(ns, Ordering::Relaxed),
+        _ => c.reward_wait_ns.fetch_add(ns, Ordering::Relaxed),
+    });
+}
+
 #[derive(Debug, Default)]
 pub struct JobStats {
     prompts: AtomicU64,

@@ -149,7 +149,9 @@ impl Endpoint {
         Fut: Future<Output = Result<T>>,
     {
         let max_delay = self.retry.max_delay.max(Duration::from_secs(60));
-        op.retry(self.retry.backoff())
+        let started = std::time::Instant::now();
+        let out = op
+            .retry(self.retry.backoff())
             .sleep(tokio::time::sleep)
             .when(PrsError::is_transient)
             .adjust(move |e: &PrsError, planned| {
@@ -158,9 +160,12 @@ impl Endpoint {
             })
             .notify(|e: &PrsError, wait| {
                 self.stats.add_retry();
+                crate::stats::note_retry();
                 tracing::debug!(endpoint = self.kind, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
             })
-            .await
+            .await;
+        crate::stats::note_wait(self.kind, started.elapsed());
+        out
     }
 
     /// For preflight checks: one attempt, and one more after a short pause if it was transient.

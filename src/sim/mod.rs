@@ -8,8 +8,11 @@
 //! * reward, at the root: `POST /pooling` (vLLM), `POST /classify` (vLLM), `POST /get_reward`
 //!   (OpenRLHF), `POST /predict` (TEI).
 
+pub mod engine;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{Json, State};
 use axum::http::StatusCode;
@@ -24,13 +27,15 @@ pub const SIM_MODEL: &str = "prs-sim-policy";
 /// The name `--sim` gives the simulated reward model.
 pub const SIM_REWARD_MODEL: &str = "prs-sim-reward";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Sim {
     model: String,
+    /// When set, generation and scoring take the time this engine model says.
+    engine: Option<Arc<engine::Engine>>,
 }
 
-/// The simulator's routes.
-pub fn router() -> Router {
+/// The simulator's routes; `engine` adds a continuous-batching time model (else instant).
+pub fn router(engine: Option<engine::EngineConfig>) -> Router {
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
@@ -41,6 +46,7 @@ pub fn router() -> Router {
         .route("/predict", post(predict))
         .with_state(Sim {
             model: SIM_MODEL.to_string(),
+            engine: engine.map(|cfg| Arc::new(engine::Engine::start(cfg))),
         })
 }
 
@@ -69,10 +75,19 @@ impl Drop for SimHandle {
 
 /// Start the simulator on `addr` (port 0 picks a free port) in the background.
 pub async fn start(addr: SocketAddr) -> std::io::Result<SimHandle> {
+    start_with(addr, None).await
+}
+
+/// Start the simulator, optionally with the continuous-batching engine model.
+pub async fn start_with(
+    addr: SocketAddr,
+    engine: Option<engine::EngineConfig>,
+) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    let app = router(engine);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router()).await {
+        if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("simulator stopped: {e}");
         }
     });
@@ -102,17 +117,17 @@ async fn chat(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
         .iter()
         .filter_map(|m| m.get("content").and_then(Value::as_str))
         .collect();
-    generate(&sim, &body, &text.join("\n"), true)
+    generate(&sim, &body, &text.join("\n"), true).await
 }
 
 async fn completions(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
     let Some(prompt) = body.get("prompt").and_then(Value::as_str) else {
         return error(StatusCode::BAD_REQUEST, "prompt must be a string");
     };
-    generate(&sim, &body, prompt, false)
+    generate(&sim, &body, prompt, false).await
 }
 
-fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response {
+async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response {
     if let Some(m) = body.get("model").and_then(Value::as_str) {
         if m != sim.model {
             return error(
@@ -133,10 +148,27 @@ fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response {
         .get("max_tokens")
         .and_then(Value::as_u64)
         .unwrap_or(256) as usize;
+    let prompt_tokens = prompt.split_whitespace().count();
+    let lengths: Vec<Option<usize>> = (0..n)
+        .map(|i| {
+            sim.engine.as_ref().map(|e| {
+                let u = (fnv(prompt) ^ (seed as u64).rotate_left(17) ^ i.wrapping_mul(0x9e37_79b9))
+                    % 1_000_000;
+                e.config().length((u + 1) as f64 / 1_000_000.0)
+            })
+        })
+        .collect();
+    if let Some(engine) = &sim.engine {
+        let runs = lengths
+            .iter()
+            .map(|l| engine.generate(l.unwrap_or(1).min(max_tokens.max(1)), prompt_tokens));
+        futures::future::join_all(runs).await;
+    }
     let mut completion_tokens = 0;
     let choices: Vec<Value> = (0..n)
         .map(|i| {
-            let (text, words, truncated) = sim_text(prompt, seed, i, max_tokens);
+            let (text, words, truncated) =
+                sim_text(prompt, seed, i, max_tokens, lengths[i as usize]);
             completion_tokens += words;
             let finish = if truncated { "length" } else { "stop" };
             if chat {
@@ -146,7 +178,6 @@ fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response {
             }
         })
         .collect();
-    let prompt_tokens = prompt.split_whitespace().count();
     Json(json!({
         "id": format!("sim-{seed}"),
         "object": if chat { "chat.completion" } else { "text_completion" },
@@ -208,9 +239,15 @@ const FILLER: &[&str] = &[
     "note",
 ];
 
-/// Deterministic text for (prompt, seed, choice): 12–80 words, half of them taken from the
-/// prompt. Returns (text, words, truncated by max_tokens).
-fn sim_text(prompt: &str, seed: i64, choice: u64, max_tokens: usize) -> (String, usize, bool) {
+/// Deterministic text for (prompt, seed, choice): `length` words (default 12–80), half of them
+/// taken from the prompt. Returns (text, words, truncated by max_tokens).
+fn sim_text(
+    prompt: &str,
+    seed: i64,
+    choice: u64,
+    max_tokens: usize,
+    length: Option<usize>,
+) -> (String, usize, bool) {
     let mut rng = Rng(fnv(prompt)
         ^ (seed as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)
         ^ choice.wrapping_mul(0x9e37));
@@ -218,7 +255,7 @@ fn sim_text(prompt: &str, seed: i64, choice: u64, max_tokens: usize) -> (String,
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.len() >= 4)
         .collect();
-    let wanted = 12 + rng.below(69);
+    let wanted = length.unwrap_or_else(|| 12 + rng.below(69));
     let len = wanted.min(max_tokens.max(1));
     let mut words = Vec::with_capacity(len);
     for _ in 0..len {
@@ -262,6 +299,15 @@ pub fn sim_score(text: &str) -> f64 {
     ((4.0 * coverage + noise) * 1000.0).round() / 1000.0
 }
 
+/// The texts to score, after the engine model's scoring time (if any).
+async fn scored_texts(sim: &Sim, body: &Value, key: &str) -> Result<Vec<String>, String> {
+    let t = texts(body, key)?;
+    if let Some(engine) = &sim.engine {
+        engine.score(t.len()).await;
+    }
+    Ok(t)
+}
+
 /// The list of texts under `key`, or the reason it is not one.
 fn texts(body: &Value, key: &str) -> Result<Vec<String>, String> {
     match body.get(key) {
@@ -278,8 +324,8 @@ fn texts(body: &Value, key: &str) -> Result<Vec<String>, String> {
     }
 }
 
-async fn pooling(Json(body): Json<Value>) -> Response {
-    match texts(&body, "input") {
+async fn pooling(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
+    match scored_texts(&sim, &body, "input").await {
         Ok(t) => Json(json!({
             "object": "list",
             "data": t.iter().enumerate().map(|(i, x)| json!({"index": i, "object": "pooling", "data": [sim_score(x)]})).collect::<Vec<_>>()
@@ -289,8 +335,8 @@ async fn pooling(Json(body): Json<Value>) -> Response {
     }
 }
 
-async fn classify(Json(body): Json<Value>) -> Response {
-    match texts(&body, "input") {
+async fn classify(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
+    match scored_texts(&sim, &body, "input").await {
         Ok(t) => Json(json!({
             "object": "list",
             "data": t.iter().enumerate().map(|(i, x)| {
@@ -303,16 +349,16 @@ async fn classify(Json(body): Json<Value>) -> Response {
     }
 }
 
-async fn get_reward(Json(body): Json<Value>) -> Response {
-    match texts(&body, "query") {
+async fn get_reward(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
+    match scored_texts(&sim, &body, "query").await {
         Ok(t) => Json(json!({"rewards": t.iter().map(|x| sim_score(x)).collect::<Vec<_>>()}))
             .into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-async fn predict(Json(body): Json<Value>) -> Response {
-    match texts(&body, "inputs") {
+async fn predict(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
+    match scored_texts(&sim, &body, "inputs").await {
         Ok(t) => Json(json!(t
             .iter()
             .map(|x| json!([{"score": sim_score(x), "label": "LABEL_0"}]))
@@ -328,17 +374,13 @@ mod tests {
 
     #[test]
     fn text_is_deterministic_and_seeded() {
-        let a = sim_text("Tell me about rivers and mountains", 1, 0, 256);
-        assert_eq!(a, sim_text("Tell me about rivers and mountains", 1, 0, 256));
-        assert_ne!(
-            a.0,
-            sim_text("Tell me about rivers and mountains", 2, 0, 256).0
-        );
-        assert_ne!(
-            a.0,
-            sim_text("Tell me about rivers and mountains", 1, 1, 256).0
-        );
-        let short = sim_text("x", 1, 0, 3);
+        let q = "Tell me about rivers and mountains";
+        let a = sim_text(q, 1, 0, 256, None);
+        assert_eq!(a, sim_text(q, 1, 0, 256, None));
+        assert_ne!(a.0, sim_text(q, 2, 0, 256, None).0);
+        assert_ne!(a.0, sim_text(q, 1, 1, 256, None).0);
+        assert_eq!(sim_text(q, 1, 1, 256, Some(100)).1, 100);
+        let short = sim_text("x", 1, 0, 3, None);
         assert_eq!(short.1, 3);
     }
 

@@ -1,0 +1,406 @@
+//! The scheduling benchmark (issue: keep the GPUs full). Not a test: run it with
+//!
+//!     cargo bench --bench sampling                 # release build
+//!     cargo bench --profile dev --bench sampling   # quicker to build; client CPU is higher
+//!
+//! It starts `prs sim --engine` (a continuous-batching engine model, see src/sim/engine.rs) as
+//! a child process and reports, for PRS (n = 16) and random sampling (n = 16) over
+//! `PRS_BENCH_PROMPTS` prompts (default 1000):
+//! * makespan ÷ lower bound, where the lower bound is the tokens generated ÷ the engine's peak
+//!   token rate (max_seqs sequences per step);
+//! * for PRS, the speedup over the reference implementation's stage-by-stage schedule (all
+//!   layer-0 samples, then all rewards, then all feedback, then all revisions, then all rewards),
+//!   run against the same simulator in the same process;
+//! * client CPU time per 1,000 candidates and candidates/s against an instant simulator.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use datafusion_prs::client::{PolicyClient, RewardClient};
+use datafusion_prs::sampler::derive_seed;
+use datafusion_prs::stats::JobStats;
+use datafusion_prs::templates::Templates;
+use datafusion_prs::PrsConfig;
+use futures::StreamExt;
+
+/// Engine flags shared by the simulator and the lower bound.
+const STEP_MS: f64 = 2.0;
+const PER_SEQ_MS: f64 = 0.01;
+const MAX_SEQS: usize = 256;
+
+fn peak_tokens_per_sec() -> f64 {
+    MAX_SEQS as f64 / ((STEP_MS + PER_SEQ_MS * MAX_SEQS as f64) / 1000.0)
+}
+
+struct Sim {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_sim(engine: bool) -> Sim {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prs"));
+    cmd.args(["sim", "--port", &port.to_string()]);
+    if engine {
+        cmd.args([
+            "--engine",
+            "--step-ms",
+            &STEP_MS.to_string(),
+            "--per-seq-ms",
+            &PER_SEQ_MS.to_string(),
+        ])
+        .args(["--max-seqs", &MAX_SEQS.to_string()]);
+    }
+    let sim = Sim {
+        child: cmd.stderr(Stdio::null()).spawn().expect("start prs sim"),
+        port,
+    };
+    let url = format!("http://127.0.0.1:{port}/v1/models");
+    for _ in 0..200 {
+        if reqwest::get(&url).await.is_ok() {
+            return sim;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("simulator did not start");
+}
+
+fn config(sim: &Sim) -> PrsConfig {
+    let mut cfg = PrsConfig::default();
+    for (k, v) in [
+        ("policy_url", format!("http://127.0.0.1:{}/v1", sim.port)),
+        ("reward_url", format!("http://127.0.0.1:{}", sim.port)),
+        ("policy_model", "prs-sim-policy".to_string()),
+        ("reward_model", "prs-sim-reward".to_string()),
+        ("max_tokens", "4096".to_string()),
+    ] {
+        cfg.set_checked(k, &v, "bench").unwrap();
+    }
+    cfg
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based) of the whole line: 12 and 13 after ")"
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Run {
+    secs: f64,
+    cpu: f64,
+    candidates: u64,
+    tokens: u64,
+}
+
+async fn run_sql(cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
+    let ctx = prs::cli::context(cfg);
+    make_prompts(&ctx, prompts).await;
+    let (t0, c0) = (Instant::now(), cpu_secs());
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    let candidates = batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64;
+    let stats = ctx
+        .state()
+        .config()
+        .get_extension::<JobStats>()
+        .unwrap()
+        .snapshot();
+    assert_eq!(stats.failed_candidates, 0, "{stats:?}");
+    Run {
+        secs,
+        cpu,
+        candidates,
+        tokens: stats.completion_tokens,
+    }
+}
+
+async fn make_prompts(ctx: &SessionContext, n: usize) {
+    ctx.sql(&format!(
+        "CREATE TABLE prompts AS SELECT value AS id, \
+         'Explain topic number ' || CAST(value AS VARCHAR) || ' clearly, with an example about rivers, markets or music.' AS prompt \
+         FROM generate_series(1, {n})"
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+}
+
+/// The reference implementation's schedule: each stage over the whole dataset, with a barrier
+/// between stages. Same requests, seeds and templates as `prs_sample(.., 16)`.
+async fn reference_prs(cfg: &PrsConfig, prompts: usize) -> Run {
+    let stats = Arc::new(JobStats::default());
+    let templates = Templates::from_config(cfg).unwrap();
+    let policy = Arc::new(PolicyClient::new(cfg, templates.prompt.clone(), stats.clone()).unwrap());
+    let reward = Arc::new(RewardClient::new(cfg, stats.clone()).unwrap());
+    let pref = datafusion_prs::config::DEFAULT_PREFERENCE;
+    let inflight = cfg.max_in_flight;
+    let questions: Vec<(String, String)> = (1..=prompts)
+        .map(|i| {
+            let x = format!(
+                "Explain topic number {i} clearly, with an example about rivers, markets or music."
+            );
+            (i.to_string(), format!("{x}\n\n{pref}"))
+        })
+        .collect();
+    let (t0, c0) = (Instant::now(), cpu_secs());
+    let generate = |jobs: Vec<(String, i32, i32, String, usize)>| {
+        let policy = policy.clone();
+        async move {
+            futures::stream::iter(jobs)
+                .map(|(id, layer, first, text, n)| {
+                    let policy = policy.clone();
+                    async move {
+                        let seed = derive_seed(0, &id, layer, first);
+                        let (choices, _) = policy.complete(&text, n, seed).await.unwrap();
+                        choices.into_iter().map(|c| c.text).collect::<Vec<_>>()
+                    }
+                })
+                .buffered(inflight)
+                .collect::<Vec<_>>()
+                .await
+        }
+    };
+    let score = |texts: Vec<Vec<String>>| {
+        let reward = reward.clone();
+        async move {
+            // the reference scores the dataset in batches regardless of prompt boundaries
+            let flat: Vec<String> = texts.iter().flatten().cloned().collect();
+            let batches: Vec<Vec<String>> = flat.chunks(32).map(|c| c.to_vec()).collect();
+            let scores: Vec<f64> = futures::stream::iter(batches)
+                .map(|b| {
+                    let reward = reward.clone();
+                    async move { reward.score(&b).await.unwrap() }
+                })
+                .buffered(cfg.reward_max_in_flight)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            let mut it = scores.into_iter();
+            texts
+                .iter()
+                .map(|t| it.by_ref().take(t.len()).collect::<Vec<f64>>())
+                .collect::<Vec<_>>()
+        }
+    };
+    let reward_text = |q: &str, r: &str| format!("Human: {q}\nAssistant: {r}");
+    // layer 0
+    let layer0 = generate(
+        questions
+            .iter()
+            .map(|(id, q)| (id.clone(), 0, 0, q.clone(), 8))
+            .collect(),
+    )
+    .await;
+    let s0 = score(
+        layer0
+            .iter()
+            .zip(&questions)
+            .map(|(rs, (_, q))| rs.iter().map(|r| reward_text(q, r)).collect())
+            .collect(),
+    )
+    .await;
+    let best: Vec<String> = layer0
+        .iter()
+        .zip(&s0)
+        .map(|(rs, ss)| {
+            let i = (0..ss.len())
+                .max_by(|&a, &b| ss[a].total_cmp(&ss[b]))
+                .unwrap();
+            rs[i].clone()
+        })
+        .collect();
+    // feedback
+    let fb = generate(
+        questions
+            .iter()
+            .zip(&best)
+            .map(|((id, q), b)| {
+                let t = templates.feedback.render(&[
+                    ("question", q),
+                    ("answer", b),
+                    ("preference", pref),
+                ]);
+                (id.clone(), 1, -1, t, 1)
+            })
+            .collect(),
+    )
+    .await;
+    // layer 1
+    let layer1 = generate(
+        questions
+            .iter()
+            .zip(&best)
+            .zip(&fb)
+            .map(|(((id, q), b), f)| {
+                let t = templates.revise.render(&[
+                    ("question", q),
+                    ("answer", b),
+                    ("preference", pref),
+                    ("feedback", &f[0]),
+                ]);
+                (id.clone(), 1, 8, t, 8)
+            })
+            .collect(),
+    )
+    .await;
+    score(
+        layer1
+            .iter()
+            .zip(&questions)
+            .map(|(rs, (_, q))| rs.iter().map(|r| reward_text(q, r)).collect())
+            .collect(),
+    )
+    .await;
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    let s = stats.snapshot();
+    Run {
+        secs,
+        cpu,
+        candidates: (prompts * 16) as u64,
+        tokens: s.completion_tokens,
+    }
+}
+
+fn report(name: &str, r: &Run) {
+    let lower = r.tokens as f64 / peak_tokens_per_sec();
+    println!(
+        "{name:<34} makespan {:>7.2}s  lower bound {:>7.2}s  ratio {:>5.3}  tokens {:>8}  candidates/s {:>8.0}  client CPU {:>6.3}s per 1000 candidates",
+        r.secs,
+        lower,
+        r.secs / lower,
+        r.tokens,
+        r.candidates as f64 / r.secs,
+        r.cpu * 1000.0 / r.candidates as f64
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let prompts: usize = std::env::var("PRS_BENCH_PROMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    println!(
+        "engine model: step {STEP_MS} ms + {PER_SEQ_MS} ms/sequence, max {MAX_SEQS} sequences, peak {:.0} tokens/s; {prompts} prompts",
+        peak_tokens_per_sec()
+    );
+    let sim = start_sim(true).await;
+    let cfg = config(&sim);
+    let prs = run_sql(
+        cfg.clone(),
+        prompts,
+        "SELECT count(*) FROM prs_sample('prompts', 16)",
+    )
+    .await;
+    report("prs_sample n=16 (pipelined)", &prs);
+    let reference = reference_prs(&cfg, prompts).await;
+    report("PRS n=16, stage-by-stage reference", &reference);
+    println!(
+        "speedup of prs_sample over the stage-by-stage schedule: {:.2}x",
+        reference.secs / prs.secs
+    );
+    let random = run_sql(
+        cfg.clone(),
+        prompts,
+        "SELECT count(*) FROM random_sample('prompts', 16)",
+    )
+    .await;
+    report("random_sample n=16", &random);
+    drop(sim);
+
+    let instant = start_sim(false).await;
+    let cfg = config(&instant);
+    let fast = run_sql(
+        cfg,
+        prompts,
+        "SELECT count(*) FROM prs_sample('prompts', 16)",
+    )
+    .await;
+    report("prs_sample n=16, instant simulator", &fast);
+
+    // peak RSS of the CLI streaming a job from Parquet to Parquet (n = 4, short responses)
+    let rss_sizes: Vec<usize> = std::env::var("PRS_BENCH_RSS_PROMPTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 100_000]);
+    for n in rss_sizes {
+        let (rss, secs) = cli_peak_rss(&instant, n).await;
+        println!("prs sql, random_sample n=4 over {n:>6} prompts, Parquet to Parquet: peak RSS {rss:>6.1} MiB ({secs:.1}s)");
+    }
+}
+
+async fn cli_peak_rss(sim: &Sim, prompts: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("prompts.parquet");
+    let ctx = SessionContext::new();
+    make_prompts(&ctx, prompts).await;
+    ctx.sql(&format!("COPY prompts TO '{}'", input.display()))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let summary = dir.path().join("summary.json");
+    // row groups of 8192 rows: the Parquet writer would otherwise buffer up to a million rows
+    let sql = format!(
+        "SET datafusion.execution.parquet.max_row_group_size = 8192; \
+         COPY (SELECT * FROM random_sample('{}', 4)) TO '{}'",
+        input.display(),
+        dir.path().join("out.parquet").display()
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_prs"))
+        .args([
+            "sql",
+            "--policy-url",
+            &format!("http://127.0.0.1:{}/v1", sim.port),
+        ])
+        .args(["--reward-url", &format!("http://127.0.0.1:{}", sim.port)])
+        .args([
+            "--set",
+            "max_tokens=16",
+            "--summary-json",
+            summary.to_str().unwrap(),
+            &sql,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+    (
+        json["peak_rss_mb"].as_f64().unwrap_or(0.0),
+        json["wall_secs"].as_f64().unwrap_or(0.0),
+    )
+}

@@ -1,0 +1,208 @@
+//! A model of a continuous-batching inference engine (vLLM and the like), for benchmarks.
+//!
+//! Each engine step costs `step_ms + per_seq_ms × running sequences`, plus prefill time for the
+//! prompts admitted in that step (`prefill_ms_per_1k_tokens`). At most `max_seqs` sequences run
+//! at once; the rest wait in a queue. Every running sequence emits one token per step and leaves
+//! when it reaches its length. Lengths come from a seeded long-tailed (Pareto) distribution. The
+//! reward model is one accelerator: batches are scored one at a time, each costing
+//! `reward_batch_ms + reward_text_ms × texts`.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+/// Parameters of the engine model; `prs sim` takes each as a flag.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct EngineConfig {
+    /// Fixed cost of one engine step, milliseconds
+    #[arg(long, default_value_t = 10.0)]
+    pub step_ms: f64,
+    /// Added cost per running sequence per step, milliseconds
+    #[arg(long, default_value_t = 0.05)]
+    pub per_seq_ms: f64,
+    /// Prefill cost per 1,000 prompt tokens admitted in a step, milliseconds
+    #[arg(long, default_value_t = 2.0)]
+    pub prefill_ms_per_1k_tokens: f64,
+    /// Most sequences running at once
+    #[arg(long, default_value_t = 256)]
+    pub max_seqs: usize,
+    /// Shortest response, tokens (the Pareto scale)
+    #[arg(long, default_value_t = 40)]
+    pub min_tokens: usize,
+    /// Pareto shape of response lengths (smaller = longer tail; mean = min × shape / (shape − 1))
+    #[arg(long, default_value_t = 2.5)]
+    pub length_shape: f64,
+    /// Fixed cost of one reward batch, milliseconds
+    #[arg(long, default_value_t = 5.0)]
+    pub reward_batch_ms: f64,
+    /// Added cost per text in a reward batch, milliseconds
+    #[arg(long, default_value_t = 0.2)]
+    pub reward_text_ms: f64,
+}
+
+impl EngineConfig {
+    /// Tokens per second when `max_seqs` sequences run (prefill aside): the peak rate.
+    pub fn peak_tokens_per_sec(&self) -> f64 {
+        self.max_seqs as f64 / ((self.step_ms + self.per_seq_ms * self.max_seqs as f64) / 1000.0)
+    }
+
+    /// A response length for a uniform draw `u` in (0, 1].
+    pub fn length(&self, u: f64) -> usize {
+        let u = u.clamp(1e-9, 1.0);
+        let len = self.min_tokens as f64 / u.powf(1.0 / self.length_shape.max(1.01));
+        len.round().max(1.0) as usize
+    }
+}
+
+struct Job {
+    tokens: usize,
+    prompt_tokens: usize,
+    done: oneshot::Sender<()>,
+}
+
+/// A running engine: submit sequences, await their completion.
+pub struct Engine {
+    cfg: EngineConfig,
+    jobs: mpsc::UnboundedSender<Job>,
+    reward_gpu: Mutex<()>,
+}
+
+impl Engine {
+    /// Start the engine loop on the current runtime.
+    pub fn start(cfg: EngineConfig) -> Engine {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(cfg, rx));
+        Engine {
+            cfg,
+            jobs: tx,
+            reward_gpu: Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Generate one sequence of `tokens` tokens; resolves when the engine has produced them.
+    pub async fn generate(&self, tokens: usize, prompt_tokens: usize) {
+        let (done, wait) = oneshot::channel();
+        let job = Job {
+            tokens: tokens.max(1),
+            prompt_tokens,
+            done,
+        };
+        if self.jobs.send(job).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Score a batch of `texts` texts on the (single) reward accelerator.
+    pub async fn score(&self, texts: usize) {
+        let _gpu = self.reward_gpu.lock().await;
+        let ms = self.cfg.reward_batch_ms + self.cfg.reward_text_ms * texts as f64;
+        tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
+    }
+}
+
+async fn run(cfg: EngineConfig, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut queue: std::collections::VecDeque<Job> = Default::default();
+    let mut running: Vec<(usize, oneshot::Sender<()>)> = Vec::new();
+    // steps are scheduled on an absolute clock so timer slack does not accumulate
+    let mut clock = tokio::time::Instant::now();
+    loop {
+        if running.is_empty() && queue.is_empty() {
+            match rx.recv().await {
+                Some(job) => queue.push_back(job),
+                None => return,
+            }
+            clock = tokio::time::Instant::now();
+        }
+        while let Ok(job) = rx.try_recv() {
+            queue.push_back(job);
+        }
+        let mut prefill_tokens = 0;
+        while running.len() < cfg.max_seqs.max(1) {
+            let Some(job) = queue.pop_front() else { break };
+            prefill_tokens += job.prompt_tokens;
+            running.push((job.tokens, job.done));
+        }
+        let step_ms = cfg.step_ms
+            + cfg.per_seq_ms * running.len() as f64
+            + cfg.prefill_ms_per_1k_tokens * prefill_tokens as f64 / 1000.0;
+        clock += Duration::from_secs_f64(step_ms / 1000.0);
+        tokio::time::sleep_until(clock).await;
+        let mut still = Vec::with_capacity(running.len());
+        for (left, done) in running.drain(..) {
+            if left <= 1 {
+                let _ = done.send(());
+            } else {
+                still.push((left - 1, done));
+            }
+        }
+        running = still;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_long_tailed() {
+        let cfg = EngineConfig {
+            step_ms: 10.0,
+            per_seq_ms: 0.05,
+            prefill_ms_per_1k_tokens: 0.0,
+            max_seqs: 256,
+            min_tokens: 40,
+            length_shape: 2.5,
+            reward_batch_ms: 0.0,
+            reward_text_ms: 0.0,
+        };
+        assert_eq!(cfg.length(1.0), 40);
+        assert!(cfg.length(0.01) > 200);
+        let peak = cfg.peak_tokens_per_sec();
+        assert!((peak - 256.0 / 0.0228).abs() < 1.0, "{peak}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batching_shares_steps() {
+        let cfg = EngineConfig {
+            step_ms: 10.0,
+            per_seq_ms: 0.0,
+            prefill_ms_per_1k_tokens: 0.0,
+            max_seqs: 4,
+            min_tokens: 1,
+            length_shape: 2.0,
+            reward_batch_ms: 0.0,
+            reward_text_ms: 0.0,
+        };
+        let engine = std::sync::Arc::new(Engine::start(cfg));
+        let start = tokio::time::Instant::now();
+        // 4 sequences of 10 tokens run together: 10 steps, not 40
+        let futs: Vec<_> = (0..4)
+            .map(|_| {
+                let e = engine.clone();
+                tokio::spawn(async move { e.generate(10, 0).await })
+            })
+            .collect();
+        for f in futs {
+            f.await.unwrap();
+        }
+        let took = start.elapsed().as_millis();
+        assert!((100..=110).contains(&took), "{took}");
+        // a fifth waits for a free slot
+        let start = tokio::time::Instant::now();
+        let futs: Vec<_> = (0..5)
+            .map(|_| {
+                let e = engine.clone();
+                tokio::spawn(async move { e.generate(10, 0).await })
+            })
+            .collect();
+        for f in futs {
+            f.await.unwrap();
+        }
+        let took = start.elapsed().as_millis();
+        assert!((200..=220).contains(&took), "{took}");
+    }
+}
