@@ -70,6 +70,10 @@ pub struct SqlArgs {
     /// Start the built-in simulator on 127.0.0.1 and point the policy and reward URLs at it
     #[arg(long)]
     pub sim: bool,
+    /// Print how many prompts, requests and at most how many generated tokens the script would
+    /// cost, without calling any endpoint (only SET / CREATE EXTERNAL TABLE / VIEW statements run)
+    #[arg(long)]
+    pub dry_run: bool,
     /// No progress bar (it is also off when stderr is not a terminal)
     #[arg(short, long)]
     pub quiet: bool,
@@ -372,6 +376,9 @@ async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> 
     };
     let ctx = context(cfg);
     *ctx_out = Some(ctx.clone());
+    if args.dry_run {
+        return crate::dry_run::run(&ctx, &script).await.map(|_| ());
+    }
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let progress = show_progress.then(|| progress_bar(JobStats::of(ctx.state().config())));
     let result = run_script(&ctx, &script, args.max_width).await;

@@ -2,4 +2,5 @@
 //! The plugin itself (table functions, clients, samplers) is the `datafusion-prs` crate in `udfs/`.
 
 pub mod cli;
+pub mod dry_run;
 pub mod sim;

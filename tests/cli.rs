@@ -380,3 +380,33 @@ fn failed_share_sets_the_exit_code() {
     ]);
     assert_eq!(prs(dir.path(), &args, &[]).status.code(), Some(0));
 }
+
+#[test]
+fn dry_run_counts_without_calling() {
+    let dir = workdir();
+    let q = root().join("queries/dpo_pairs.sql");
+    // nothing listens on port 9: any request would fail the run
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--dry-run",
+            "--policy-url",
+            "http://127.0.0.1:9/v1",
+            "--reward-url",
+            "http://127.0.0.1:9",
+            "-f",
+            q.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    // PRS n=16 over 24 prompts: widths 8/8 in one request each plus one feedback = 3 policy
+    // requests, 2 reward batches, at most (16 + 1) x 1024 tokens per prompt
+    assert!(
+        s.contains("total: 1 sampling call(s), 24 prompts, 72 policy requests, 48 reward requests, at most 417792 generated tokens"),
+        "{s}"
+    );
+    assert!(!dir.path().join("out").exists(), "nothing written");
+}

@@ -226,3 +226,62 @@ async fn explain_analyze_shows_requests_retries_tokens_and_waits() {
         );
     }
 }
+
+#[tokio::test]
+async fn budget_stops_new_work_and_says_so() {
+    let (url, fake) = start(Mode::Normal).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("preflight", "false"),
+            ("policy_model", "m"),
+            ("max_requests", "10"),
+            ("prompt_concurrency", "1"),
+        ],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let b = rows(&ctx, "SELECT * FROM prs_sample('many', 4)").await;
+    let errors = strings(&b, "error");
+    let budget_rows = errors
+        .iter()
+        .flatten()
+        .filter(|e| e.starts_with("budget: prs.max_requests = 10 reached"))
+        .count();
+    // each prompt costs 3 policy + 2 reward requests; prompts start until 10 requests are made
+    // (a prompt already started in another partition may finish: the overshoot is in-flight work)
+    let made = fake.log.lock().unwrap().len();
+    assert!(made % 5 == 0 && (10..=15).contains(&made), "{made}");
+    let started = made / 5;
+    assert_eq!(budget_rows, 40 - started, "{errors:?}");
+    assert_eq!(b.num_rows(), started * 4 + budget_rows);
+    assert_eq!(
+        stats(&ctx).errors.get("budget"),
+        Some(&(budget_rows as u64))
+    );
+
+    // a token budget
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("preflight", "false"),
+            ("max_generated_tokens", "1"),
+            ("prompt_concurrency", "1"),
+        ],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let b = rows(
+        &ctx,
+        "SELECT count(error) AS e FROM random_sample('many', 2)",
+    )
+    .await;
+    let e = b
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+        .value(0);
+    // one prompt per partition may start before the first usage arrives
+    assert!((38..=39).contains(&e), "{e}");
+}

@@ -159,9 +159,11 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
         })
         .collect();
     if let Some(engine) = &sim.engine {
-        let runs = lengths
-            .iter()
-            .map(|l| engine.generate(l.unwrap_or(1).min(max_tokens.max(1)), prompt_tokens));
+        // the n samples of a request share one prefill of the prompt (parallel sampling)
+        let runs = lengths.iter().enumerate().map(|(i, l)| {
+            let prefill = if i == 0 { prompt_tokens } else { 0 };
+            engine.generate(l.unwrap_or(1).min(max_tokens.max(1)), prefill)
+        });
         futures::future::join_all(runs).await;
     }
     let mut completion_tokens = 0;

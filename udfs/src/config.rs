@@ -67,6 +67,10 @@ extensions_options! {
         pub on_error: String, default = "row".to_string()
         /// CLI: exit with status 3 when the share of failed candidates is above this (0 = any failure)
         pub max_failed_share: f64, default = 0.0
+        /// Budget: policy + reward requests after which no new prompt starts (0 = no limit); counted per job (CLI run or session)
+        pub max_requests: u64, default = 0
+        /// Budget: generated tokens (from the servers' usage) after which no new prompt starts (0 = no limit)
+        pub max_generated_tokens: u64, default = 0
         /// Before the first request, check that the endpoints answer and the configured models exist
         pub preflight: bool, default = true
         /// Directory for durable per-prompt checkpoints (empty = off); re-running a query serves finished prompts from it

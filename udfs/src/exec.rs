@@ -28,8 +28,9 @@ use futures::{stream, FutureExt, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::prompt_key;
-use crate::sampler::PromptInput;
+use crate::sampler::{Candidate, PromptInput, WorkStats};
 use crate::schema::{to_batch, PromptResult};
+use crate::single_flight::ExecGuard;
 use crate::stats::{CallCounters, CALL_COUNTERS};
 use crate::table_function::SampleSpec;
 
@@ -45,6 +46,8 @@ pub struct SampleExec {
     projection: Option<Vec<usize>>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Shared by this node's open partition streams: the node counts once in its flight.
+    open_streams: std::sync::Mutex<std::sync::Weak<ExecGuard>>,
 }
 
 impl SampleExec {
@@ -72,7 +75,20 @@ impl SampleExec {
             projection,
             props: Arc::new(props),
             metrics: ExecutionPlanMetricsSet::new(),
+            open_streams: std::sync::Mutex::new(std::sync::Weak::new()),
         })
+    }
+}
+
+impl SampleExec {
+    /// The sampling call this node runs.
+    pub fn spec(&self) -> &Arc<SampleSpec> {
+        &self.spec
+    }
+
+    /// The node reading the prompts.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
     }
 }
 
@@ -156,8 +172,22 @@ impl ExecutionPlan for SampleExec {
             checkpoint.prepare()?;
         }
         let input = self.input.execute(partition, context)?;
-        // counts open streams of this call, so results are shared while two are open
-        let flight_guard = self.spec.flight.register_exec();
+        // this node counts once in its flight while any of its streams is open, so results are
+        // kept only when a second node of the same call runs at the same time
+        let flight_guard = {
+            let mut live = self
+                .open_streams
+                .lock()
+                .map_err(|_| DataFusionError::Internal("SampleExec stream lock poisoned".into()))?;
+            match live.upgrade() {
+                Some(guard) => guard,
+                None => {
+                    let guard = Arc::new(self.spec.flight.register_exec());
+                    *live = Arc::downgrade(&guard);
+                    guard
+                }
+            }
+        };
         let spec = self.spec.clone();
         let schema = self.schema.clone();
         let projection = self.projection.clone();
@@ -236,6 +266,22 @@ impl ExecutionPlan for SampleExec {
     }
 }
 
+/// The row of a prompt that was not started because the budget is spent.
+fn budget_rows(reason: String) -> (Vec<Candidate>, WorkStats) {
+    (
+        vec![Candidate {
+            error: Some(format!(
+                "budget: {reason}; no request was made for this prompt"
+            )),
+            ..Candidate::default()
+        }],
+        WorkStats {
+            error_kinds: vec!["budget".into()],
+            ..WorkStats::default()
+        },
+    )
+}
+
 /// One prompt's rows: from the checkpoint when it holds them, else sampled (and then stored).
 async fn produce(
     spec: Arc<SampleSpec>,
@@ -259,17 +305,22 @@ async fn produce(
             return Ok(result);
         }
     }
-    if input
+    let has_prompt = input
         .prompt
         .as_deref()
-        .is_some_and(|p| !p.trim().is_empty())
-    {
+        .is_some_and(|p| !p.trim().is_empty());
+    if has_prompt {
         spec.preflight().await?;
     }
     let calls = Arc::new(CallCounters::default());
-    let (candidates, stats) = CALL_COUNTERS
-        .scope(calls.clone(), spec.sampler.sample(&input))
-        .await?;
+    let (candidates, stats) = match spec.budget.exhausted(&spec.stats) {
+        Some(reason) if has_prompt => budget_rows(reason),
+        _ => {
+            CALL_COUNTERS
+                .scope(calls.clone(), spec.sampler.sample(&input))
+                .await?
+        }
+    };
     counters
         .retries
         .add(calls.retries.load(Ordering::Relaxed) as usize);

@@ -3,7 +3,7 @@
 //!
 //! Calls with the same fingerprint share one [`Flight`]. Each prompt runs as a shared future;
 //! a second consumer of the same prompt awaits the first one's result. Finished results are
-//! kept only while at least two output streams of the call are open, so a call used once
+//! kept only while at least two execution nodes of the call have open streams, so a call used once
 //! keeps nothing and memory stays bounded.
 
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ pub fn flight_for(fingerprint: &str) -> Arc<Flight> {
     f
 }
 
-/// Held by each open output stream (partition) of the call.
+/// Held (shared by its partition streams) by each execution node of the call while it runs.
 #[derive(Debug)]
 pub struct ExecGuard(Arc<Flight>);
 

@@ -39,6 +39,37 @@ pub(crate) fn note_wait(endpoint: &str, took: std::time::Duration) {
     });
 }
 
+/// Limits on the work a job may start (`max_requests`, `max_generated_tokens`; 0 = none).
+/// Checked before each prompt starts: prompts in flight finish, so a job may overshoot by the
+/// work of the prompts in flight.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    pub max_requests: u64,
+    pub max_generated_tokens: u64,
+}
+
+impl Budget {
+    /// Why no new prompt may start, if the budget is spent.
+    pub fn exhausted(&self, stats: &JobStats) -> Option<String> {
+        let requests = stats.policy_requests.load(Ordering::Relaxed)
+            + stats.reward_requests.load(Ordering::Relaxed);
+        if self.max_requests > 0 && requests >= self.max_requests {
+            return Some(format!(
+                "prs.max_requests = {} reached ({requests} requests made)",
+                self.max_requests
+            ));
+        }
+        let tokens = stats.completion_tokens.load(Ordering::Relaxed);
+        if self.max_generated_tokens > 0 && tokens >= self.max_generated_tokens {
+            return Some(format!(
+                "prs.max_generated_tokens = {} reached ({tokens} tokens generated)",
+                self.max_generated_tokens
+            ));
+        }
+        None
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct JobStats {
     prompts: AtomicU64,

@@ -24,7 +24,7 @@ use crate::sampler::{default_widths, Method, OnError, RewardPreference, Sampler}
 use crate::schema::output_schema;
 use crate::single_flight::{flight_for, Flight};
 use crate::source::{self, InputColumns};
-use crate::stats::JobStats;
+use crate::stats::{Budget, JobStats};
 use crate::templates::Templates;
 
 /// The table function for one sampling method.
@@ -194,6 +194,10 @@ impl SampleFunction {
                 reward,
                 flight: flight_for(&fingerprint),
                 preflight: cfg.preflight.then(tokio::sync::OnceCell::new),
+                budget: Budget {
+                    max_requests: cfg.max_requests,
+                    max_generated_tokens: cfg.max_generated_tokens,
+                },
                 fingerprint,
                 checkpoint,
                 schema,
@@ -225,11 +229,43 @@ pub struct SampleSpec {
     pub flight: Arc<Flight>,
     /// Full output schema.
     pub schema: SchemaRef,
+    pub budget: Budget,
     /// Present when the preflight check is on; holds its outcome once it ran.
     pub preflight: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
 }
 
+/// What one prompt costs when the servers honour `n` (top-ups and retries add requests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptCost {
+    pub policy_requests: u64,
+    pub reward_requests: u64,
+    /// Every sample and feedback at `max_tokens`.
+    pub max_generated_tokens: u64,
+}
+
 impl SampleSpec {
+    pub fn cost_per_prompt(&self) -> PromptCost {
+        let s = &self.sampler;
+        let per_request = s.max_choices_per_request.max(1);
+        let batch = self.reward.batch_size().max(1);
+        let feedback_calls = if s.feedback && s.widths.len() > 1 {
+            s.widths.len() as u64 - 1
+        } else {
+            0
+        };
+        let samples: u64 = s.widths.iter().map(|w| *w as u64).sum();
+        PromptCost {
+            policy_requests: s
+                .widths
+                .iter()
+                .map(|w| w.div_ceil(per_request) as u64)
+                .sum::<u64>()
+                + feedback_calls,
+            reward_requests: s.widths.iter().map(|w| w.div_ceil(batch) as u64).sum(),
+            max_generated_tokens: (samples + feedback_calls) * self.policy.max_tokens() as u64,
+        }
+    }
+
     /// Run the preflight check once per call (before its first request); later callers get the
     /// same outcome.
     pub async fn preflight(&self) -> Result<()> {

@@ -184,6 +184,10 @@ impl PolicyClient {
         self.endpoint.base.as_str()
     }
 
+    pub fn max_tokens(&self) -> u32 {
+        self.params.max_tokens
+    }
+
     /// The configured model, for display before any call is made.
     pub fn configured_model(&self) -> Option<&str> {
         self.configured_model.as_deref()

@@ -187,6 +187,10 @@ impl RewardClient {
         self.endpoint.base.as_str()
     }
 
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     pub fn protocol(&self) -> RewardProtocol {
         self.protocol
     }
