@@ -87,7 +87,6 @@ fn config(sim: &Sim) -> PrsConfig {
         ("reward_url", format!("http://127.0.0.1:{}", sim.port)),
         ("policy_model", "prs-sim-policy".to_string()),
         ("reward_model", "prs-sim-reward".to_string()),
-        ("max_tokens", "4096".to_string()),
     ] {
         cfg.set_checked(k, &v, "bench").unwrap();
     }

@@ -311,7 +311,11 @@ async fn endpoint_errors_carry_the_server_message() {
     let ctx = context(
         &good,
         &short,
-        &[("on_error", "fail"), ("preflight", "false")],
+        &[
+            ("on_error", "fail"),
+            ("preflight", "false"),
+            ("reward_batch_wait_ms", "0"),
+        ],
     )
     .await;
     let e = query_error(&ctx, "SELECT * FROM random_sample('p', 2)").await;

@@ -125,7 +125,11 @@ async fn a_reward_that_cannot_be_read_is_null_never_zero() {
     let ctx = context(
         &good,
         &short,
-        &[("retry_attempts", "3"), ("preflight", "false")],
+        &[
+            ("retry_attempts", "3"),
+            ("preflight", "false"),
+            ("reward_batch_wait_ms", "0"),
+        ],
     )
     .await;
     let b = rows(&ctx, "SELECT * FROM random_sample('p', 2)").await;
@@ -284,4 +288,43 @@ async fn budget_stops_new_work_and_says_so() {
         .value(0);
     // one prompt per partition may start before the first usage arrives
     assert!((38..=39).contains(&e), "{e}");
+}
+
+#[tokio::test]
+async fn reward_requests_are_micro_batched_across_prompts() {
+    let (url, fake) = start(Mode::Normal).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("preflight", "false"),
+            ("policy_model", "m"),
+            ("reward_batch_wait_ms", "50"),
+        ],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let b = rows(&ctx, "SELECT * FROM random_sample('many', 2)").await;
+    assert_eq!(b.num_rows(), 80);
+    // 80 texts in batches of up to 32: a handful of requests, not one per prompt
+    let batches = requests(&fake, "/pooling");
+    assert!(batches.len() < 10, "{} reward requests", batches.len());
+    assert!(batches
+        .iter()
+        .any(|r| r.body["input"].as_array().unwrap().len() > 2));
+    // and every row still carries the score returned for its own text
+    let scores = fake.scores.lock().unwrap().clone();
+    let rewards = b
+        .column_by_name("reward")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let (prompts, responses) = (strings(&b, "prompt"), strings(&b, "response"));
+    for i in 0..b.num_rows() {
+        let text = format!(
+            "Human: {}\nAssistant: {}",
+            prompts[i].as_deref().unwrap(),
+            responses[i].as_deref().unwrap()
+        );
+        assert_eq!(scores.get(&text), Some(&rewards.value(i)));
+    }
 }

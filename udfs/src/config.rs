@@ -89,6 +89,8 @@ extensions_options! {
         pub reward_preference: String, default = "auto".to_string()
         /// Texts per reward request
         pub reward_batch_size: usize, default = 32
+        /// Milliseconds a reward batch waits for texts of other prompts to fill up (0 = score each prompt's texts on their own)
+        pub reward_batch_wait_ms: u64, default = 5
         /// Most reward requests in flight at once
         pub reward_max_in_flight: usize, default = 32
         /// Prompt column; empty = `prompt` if present, else `instruction`

@@ -77,6 +77,10 @@ pub enum PrsError {
     #[error("preflight check failed: {0} (prs.preflight = false skips this check)")]
     Preflight(String),
 
+    /// One failure shared by several callers (a reward batch holding texts of many prompts).
+    #[error(transparent)]
+    Shared(std::sync::Arc<PrsError>),
+
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
 
@@ -91,6 +95,7 @@ impl PrsError {
         match self {
             PrsError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             PrsError::Unreachable { .. } | PrsError::BadResponse { .. } => true,
+            PrsError::Shared(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -99,6 +104,7 @@ impl PrsError {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             PrsError::Status { retry_after, .. } => *retry_after,
+            PrsError::Shared(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -112,6 +118,7 @@ impl PrsError {
             PrsError::Unreachable { endpoint, .. } => format!("{endpoint}_unreachable"),
             PrsError::BadResponse { endpoint, .. } => format!("{endpoint}_bad_response"),
             PrsError::MissingEndpoint { .. } | PrsError::InvalidSetting { .. } => "config".into(),
+            PrsError::Shared(e) => e.kind(),
             _ => "other".into(),
         }
     }

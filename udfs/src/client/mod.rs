@@ -164,7 +164,10 @@ impl Endpoint {
                 tracing::debug!(endpoint = self.kind, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
             })
             .await;
-        crate::stats::note_wait(self.kind, started.elapsed());
+        // reward time is counted by the reward client around the whole (possibly shared) batch
+        if self.kind == "policy" {
+            crate::stats::note_wait(self.kind, started.elapsed());
+        }
         out
     }
 

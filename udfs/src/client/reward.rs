@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
 use futures::future::try_join_all;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Endpoint;
 use crate::config::PrsConfig;
@@ -139,14 +142,61 @@ fn tei_score(v: &Value) -> Option<f64> {
     }
 }
 
-/// A client for one reward server.
-#[derive(Debug)]
-pub struct RewardClient {
+/// What sends one batch: shared by the client and its micro-batching task.
+#[derive(Debug, Clone)]
+struct BatchSender {
     endpoint: Endpoint,
     protocol: RewardProtocol,
     model: Option<String>,
-    batch_size: usize,
     in_flight: Arc<Semaphore>,
+}
+
+impl BatchSender {
+    async fn score_batch(&self, texts: &[String]) -> Result<Vec<f64>> {
+        let path = self.protocol.path();
+        let body = self.protocol.body(self.model.as_deref(), texts);
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
+        // a body that is not what the protocol promises is retried like a failed request
+        self.endpoint
+            .with_retry(|| async {
+                self.endpoint.stats.add_reward_request();
+                let resp: Value = self.endpoint.post_json(path, &body).await?;
+                self.protocol
+                    .scores(&resp, texts.len())
+                    .map_err(|reason| self.endpoint.bad_response(path, reason))
+            })
+            .await
+    }
+
+    /// Score in batches of `batch_size`, sent concurrently.
+    async fn score_all(&self, texts: &[String], batch_size: usize) -> Result<Vec<f64>> {
+        let batches = texts.chunks(batch_size.max(1)).map(|b| self.score_batch(b));
+        let parts = try_join_all(batches).await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+}
+
+/// Texts waiting to be scored together with other callers' texts.
+struct Pending {
+    texts: Vec<String>,
+    reply: oneshot::Sender<std::result::Result<Vec<f64>, Arc<PrsError>>>,
+}
+
+/// A client for one reward server.
+///
+/// With `reward_batch_wait_ms > 0` (default), texts from concurrent callers (many prompts) are
+/// gathered into shared requests of up to `reward_batch_size` texts, waiting at most that long
+/// for a batch to fill.
+#[derive(Debug)]
+pub struct RewardClient {
+    sender: BatchSender,
+    batch_size: usize,
+    wait: Duration,
+    queue: OnceLock<mpsc::UnboundedSender<Pending>>,
 }
 
 impl RewardClient {
@@ -168,23 +218,27 @@ impl RewardClient {
         }
         let model = cfg.reward_model.trim();
         Ok(RewardClient {
-            endpoint: Endpoint::new(
-                "reward",
-                "reward_url",
-                &cfg.reward_url,
-                "PRS_REWARD_API_KEY",
-                cfg,
-                stats,
-            )?,
-            protocol: RewardProtocol::parse(&cfg.reward_protocol)?,
-            model: (!model.is_empty()).then(|| model.to_string()),
+            sender: BatchSender {
+                endpoint: Endpoint::new(
+                    "reward",
+                    "reward_url",
+                    &cfg.reward_url,
+                    "PRS_REWARD_API_KEY",
+                    cfg,
+                    stats,
+                )?,
+                protocol: RewardProtocol::parse(&cfg.reward_protocol)?,
+                model: (!model.is_empty()).then(|| model.to_string()),
+                in_flight: Arc::new(Semaphore::new(cfg.reward_max_in_flight.max(1))),
+            },
             batch_size: cfg.reward_batch_size,
-            in_flight: Arc::new(Semaphore::new(cfg.reward_max_in_flight.max(1))),
+            wait: Duration::from_millis(cfg.reward_batch_wait_ms),
+            queue: OnceLock::new(),
         })
     }
 
     pub fn base_url(&self) -> &str {
-        self.endpoint.base.as_str()
+        self.sender.endpoint.base.as_str()
     }
 
     pub fn batch_size(&self) -> usize {
@@ -192,25 +246,27 @@ impl RewardClient {
     }
 
     pub fn protocol(&self) -> RewardProtocol {
-        self.protocol
+        self.sender.protocol
     }
 
     /// The model name recorded in output rows: the setting, else the protocol.
     pub fn model_label(&self) -> String {
-        self.model
+        self.sender
+            .model
             .clone()
-            .unwrap_or_else(|| format!("{}@{}", self.protocol.as_str(), self.base_url()))
+            .unwrap_or_else(|| format!("{}@{}", self.sender.protocol.as_str(), self.base_url()))
     }
 
     /// Check that the server scores one text with the configured protocol, and for vLLM with a
     /// configured model, that `GET {url}/v1/models` lists it.
     pub async fn preflight(&self) -> Result<()> {
+        let endpoint = &self.sender.endpoint;
+        let protocol = self.sender.protocol;
         if let (Some(model), RewardProtocol::VllmPooling | RewardProtocol::VllmClassify) =
-            (&self.model, self.protocol)
+            (&self.sender.model, protocol)
         {
-            let list: Value = self
-                .endpoint
-                .twice(|| self.endpoint.get_json("v1/models"))
+            let list: Value = endpoint
+                .twice(|| endpoint.get_json("v1/models"))
                 .await
                 .map_err(|e| PrsError::Preflight(e.to_string()))?;
             let ids: Vec<&str> = list
@@ -225,59 +281,106 @@ impl RewardClient {
             if !ids.contains(&model.as_str()) {
                 return Err(PrsError::Preflight(format!(
                     "reward endpoint {}: model {model:?} (prs.reward_model) not found; the server lists {}",
-                    self.endpoint.url("v1/models"),
+                    endpoint.url("v1/models"),
                     if ids.is_empty() { "no models".to_string() } else { ids.join(", ") }
                 )));
             }
         }
         let probe = vec!["Human: ping\nAssistant: pong".to_string()];
-        let path = self.protocol.path();
-        let body = self.protocol.body(self.model.as_deref(), &probe);
-        self.endpoint
+        let path = protocol.path();
+        let body = protocol.body(self.sender.model.as_deref(), &probe);
+        endpoint
             .twice(|| async {
-                let resp: Value = self.endpoint.post_json(path, &body).await?;
-                self.protocol
+                let resp: Value = endpoint.post_json(path, &body).await?;
+                protocol
                     .scores(&resp, 1)
-                    .map_err(|reason| self.endpoint.bad_response(path, reason))
+                    .map_err(|reason| endpoint.bad_response(path, reason))
             })
             .await
             .map(|_| ())
             .map_err(|e| {
                 PrsError::Preflight(format!(
                     "{e} (is prs.reward_protocol = {} right?)",
-                    self.protocol.as_str()
+                    protocol.as_str()
                 ))
             })
     }
 
-    /// Score texts, in order: batches of `reward_batch_size`, sent concurrently.
+    /// Score texts, in order.
     pub async fn score(&self, texts: &[String]) -> Result<Vec<f64>> {
         if texts.is_empty() {
             return Ok(vec![]);
         }
-        let batches = texts.chunks(self.batch_size).map(|b| self.score_batch(b));
-        let parts = try_join_all(batches).await?;
-        Ok(parts.into_iter().flatten().collect())
+        let started = std::time::Instant::now();
+        let out = if self.wait.is_zero() {
+            self.sender.score_all(texts, self.batch_size).await
+        } else {
+            let (reply, answer) = oneshot::channel();
+            let queued = self.queue().send(Pending {
+                texts: texts.to_vec(),
+                reply,
+            });
+            match (queued, answer.await) {
+                (Ok(()), Ok(result)) => result.map_err(PrsError::Shared),
+                _ => Err(self
+                    .sender
+                    .endpoint
+                    .bad_response(self.sender.protocol.path(), "the reward batcher stopped")),
+            }
+        };
+        crate::stats::note_wait("reward", started.elapsed());
+        out
     }
 
-    async fn score_batch(&self, texts: &[String]) -> Result<Vec<f64>> {
-        let path = self.protocol.path();
-        let body = self.protocol.body(self.model.as_deref(), texts);
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
-        // a body that is not what the protocol promises is retried like a failed request
-        self.endpoint
-            .with_retry(|| async {
-                self.endpoint.stats.add_reward_request();
-                let resp: Value = self.endpoint.post_json(path, &body).await?;
-                self.protocol
-                    .scores(&resp, texts.len())
-                    .map_err(|reason| self.endpoint.bad_response(path, reason))
-            })
-            .await
+    fn queue(&self) -> &mpsc::UnboundedSender<Pending> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(batcher(self.sender.clone(), self.batch_size, self.wait, rx));
+            tx
+        })
+    }
+}
+
+/// Gather pending texts into batches (full, or after `wait`), send each batch group on its own
+/// task and hand every caller its scores. Ends when the client is dropped.
+async fn batcher(
+    sender: BatchSender,
+    batch_size: usize,
+    wait: Duration,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut count = first.texts.len();
+        let mut group = vec![first];
+        let deadline = tokio::time::Instant::now() + wait;
+        while count < batch_size {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => {
+                    count += p.texts.len();
+                    group.push(p);
+                }
+                _ => break,
+            }
+        }
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let texts: Vec<String> = group.iter().flat_map(|p| p.texts.iter().cloned()).collect();
+            match sender.score_all(&texts, batch_size).await {
+                Ok(scores) => {
+                    let mut rest = scores.into_iter();
+                    for p in group {
+                        let mine: Vec<f64> = rest.by_ref().take(p.texts.len()).collect();
+                        let _ = p.reply.send(Ok(mine));
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for p in group {
+                        let _ = p.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }
 
