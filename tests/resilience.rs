@@ -328,3 +328,25 @@ async fn reward_requests_are_micro_batched_across_prompts() {
         assert_eq!(scores.get(&text), Some(&rewards.value(i)));
     }
 }
+
+#[tokio::test]
+async fn limit_stops_further_requests() {
+    let (url, fake) = start(Mode::Slow).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("preflight", "false"),
+            ("policy_model", "m"),
+            ("prompt_concurrency", "2"),
+        ],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let b = rows(&ctx, "SELECT * FROM random_sample('many', 1) LIMIT 1").await;
+    assert_eq!(b.num_rows(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let made = requests(&fake, "/chat/completions").len();
+    // two partitions at most, two prompts each in flight when the first row arrived
+    assert!(made <= 8, "{made} generation requests after LIMIT 1");
+}
