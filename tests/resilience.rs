@@ -350,3 +350,66 @@ async fn limit_stops_further_requests() {
     // two partitions at most, two prompts each in flight when the first row arrived
     assert!(made <= 8, "{made} generation requests after LIMIT 1");
 }
+
+#[tokio::test]
+async fn replicas_share_work_and_a_down_one_is_routed_around() {
+    // two healthy replicas: both get work (fewest outstanding requests first)
+    let (a, fa) = start(Mode::Slow).await;
+    let (b, fb) = start(Mode::Slow).await;
+    let ctx = context(&a, &a, &[("policy_model", "m")]).await;
+    ctx.sql(&format!("SET prs.policy_url = '{a}/v1,{b}/v1'"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    forty_prompts(&ctx).await;
+    let rows_ = rows(&ctx, "SELECT * FROM random_sample('many', 2)").await;
+    assert_eq!(rows_.num_rows(), 80);
+    let (na, nb) = (
+        requests(&fa, "/chat/completions").len(),
+        requests(&fb, "/chat/completions").len(),
+    );
+    assert_eq!(na + nb, 40);
+    assert!(na >= 10 && nb >= 10, "{na} / {nb}");
+
+    // one replica down: every row still completes, from the other one
+    let (down, fdown) = start(Mode::Down).await;
+    let (good, fgood) = start(Mode::Normal).await;
+    let ctx = context(
+        &good,
+        &good,
+        &[("policy_model", "m"), ("replica_eject_secs", "60")],
+    )
+    .await;
+    ctx.sql(&format!("SET prs.policy_url = '{down}/v1,{good}/v1'"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    forty_prompts(&ctx).await;
+    let b = rows(&ctx, "SELECT * FROM random_sample('many', 2)").await;
+    assert_eq!(b.num_rows(), 80);
+    assert_eq!(b.column_by_name("error").unwrap().null_count(), 80);
+    assert_eq!(requests(&fgood, "/chat/completions").len(), 40);
+    let sent_to_down = requests(&fdown, "/chat/completions").len();
+    // only the first wave, before it was ejected
+    assert!(sent_to_down < 40, "{sent_to_down}");
+    assert!(stats(&ctx).retries >= sent_to_down as u64);
+
+    // every replica down: preflight says so
+    let (down2, _) = start(Mode::Down).await;
+    let ctx = context(&good, &good, &[("policy_model", "m")]).await;
+    ctx.sql(&format!("SET prs.policy_url = '{down}/v1,{down2}/v1'"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let e = query_error(&ctx, "SELECT * FROM random_sample('p', 1)").await;
+    assert!(
+        e.contains("preflight check failed") && e.contains("HTTP 503"),
+        "{e}"
+    );
+}

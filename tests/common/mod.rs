@@ -50,6 +50,8 @@ pub enum Mode {
     Unauthorized,
     /// like Normal, but each request takes 25 ms
     Slow,
+    /// answer 503 to everything (a replica that is down)
+    Down,
 }
 
 #[derive(Clone)]
@@ -123,6 +125,9 @@ async fn handle(
             }
             _ => (StatusCode::OK, "<html>proxy error</html>").into_response(),
         };
+    }
+    if f.mode == Mode::Down {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
     }
     if f.mode == Mode::Unauthorized {
         return (

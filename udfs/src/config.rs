@@ -19,7 +19,7 @@ pub const DEFAULT_PREFERENCE: &str =
 extensions_options! {
     /// The fields of [`PrsConfig`] (reached through `Deref`).
     pub struct PrsSettings {
-        /// OpenAI-compatible policy base URL, e.g. http://host:8000/v1
+        /// OpenAI-compatible policy base URL, e.g. http://host:8000/v1; several, comma-separated, share the work
         pub policy_url: String, default = String::new()
         /// Policy model name; empty = the first id of GET {policy_url}/models
         pub policy_model: String, default = String::new()
@@ -73,9 +73,13 @@ extensions_options! {
         pub max_generated_tokens: u64, default = 0
         /// Before the first request, check that the endpoints answer and the configured models exist
         pub preflight: bool, default = true
+        /// With several URLs: transient failures in a row after which a replica gets no work for a while
+        pub replica_eject_after: u32, default = 3
+        /// With several URLs: seconds an ejected replica gets no work
+        pub replica_eject_secs: u64, default = 30
         /// Directory for durable per-prompt checkpoints (empty = off); re-running a query serves finished prompts from it
         pub checkpoint_dir: String, default = String::new()
-        /// Reward endpoint base URL, e.g. http://host:8001
+        /// Reward endpoint base URL, e.g. http://host:8001; several, comma-separated, share the work
         pub reward_url: String, default = String::new()
         /// Reward model name sent to vllm-pooling / vllm-classify
         pub reward_model: String, default = String::new()

@@ -4,8 +4,9 @@ pub mod policy;
 pub mod reward;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::Url;
@@ -57,7 +58,12 @@ pub(crate) struct Endpoint {
     pub kind: &'static str,
     /// setting that holds the URL, for messages
     pub setting: &'static str,
-    pub base: Url,
+    /// One or more servers (a comma-separated URL setting) sharing the work.
+    replicas: Arc<Vec<Replica>>,
+    /// Which replica `url()` names, for a single-replica view (preflight of each replica).
+    only: Option<usize>,
+    eject_after: u32,
+    eject_for: Duration,
     pub http: reqwest::Client,
     /// Bearer token, from the environment only. Never printed.
     api_key: Option<String>,
@@ -69,9 +75,40 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("kind", &self.kind)
-            .field("base", &self.base.as_str())
+            .field("base", &self.base_str())
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish()
+    }
+}
+
+/// One server of an endpoint, with what routing needs to know about it.
+#[derive(Debug)]
+struct Replica {
+    base: Url,
+    outstanding: AtomicUsize,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since [`EPOCH`] until which the replica gets no work (0 = healthy).
+    ejected_until_ms: AtomicU64,
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+impl Replica {
+    fn healthy(&self, now: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) <= now
+    }
+}
+
+/// Counts a request as outstanding on its replica while it lives.
+struct Outstanding<'a>(&'a Replica);
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -107,7 +144,21 @@ impl Endpoint {
         cfg: &PrsConfig,
         stats: Arc<JobStats>,
     ) -> Result<Self> {
-        let base = parse_base_url(setting, url)?;
+        let replicas = url
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| {
+                Ok(Replica {
+                    base: parse_base_url(setting, u)?,
+                    outstanding: AtomicUsize::new(0),
+                    consecutive_failures: AtomicU32::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if replicas.is_empty() {
+            return Err(PrsError::setting(setting, url, "no URL given"));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
             .timeout(Duration::from_secs(cfg.request_timeout_secs.max(1)))
@@ -120,7 +171,10 @@ impl Endpoint {
         Ok(Endpoint {
             kind,
             setting,
-            base,
+            replicas: Arc::new(replicas),
+            only: None,
+            eject_after: cfg.replica_eject_after.max(1),
+            eject_for: Duration::from_secs(cfg.replica_eject_secs),
             http,
             api_key,
             retry: RetryPolicy::from_config(cfg),
@@ -128,9 +182,72 @@ impl Endpoint {
         })
     }
 
-    /// `{base}/{path}` as a string (the base keeps its own path, e.g. `/v1`).
+    /// The configured URL(s), comma-separated.
+    pub fn base_str(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| r.base.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One view per replica, each sending only to its server (for per-server checks).
+    pub fn each_replica(&self) -> Vec<Endpoint> {
+        (0..self.replicas.len())
+            .map(|i| Endpoint {
+                only: Some(i),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// `{base}/{path}` of the first (or only) replica, for messages.
     pub fn url(&self, path: &str) -> String {
-        format!("{}/{}", self.base.as_str().trim_end_matches('/'), path)
+        join(&self.replicas[self.only.unwrap_or(0)].base, path)
+    }
+
+    /// The replica for the next request: the healthy one with the fewest outstanding
+    /// requests; when every replica is ejected, the one that comes back first.
+    fn pick(&self) -> &Replica {
+        if let Some(i) = self.only {
+            return &self.replicas[i];
+        }
+        let now = now_ms();
+        let healthy = self
+            .replicas
+            .iter()
+            .filter(|r| r.healthy(now))
+            .min_by_key(|r| r.outstanding.load(Ordering::Relaxed));
+        match healthy {
+            Some(r) => r,
+            None => self
+                .replicas
+                .iter()
+                .min_by_key(|r| r.ejected_until_ms.load(Ordering::Relaxed))
+                .unwrap_or(&self.replicas[0]),
+        }
+    }
+
+    /// Record how a request to `r` went; repeated transient failures eject it for a while.
+    fn record(&self, r: &Replica, failed_transiently: bool) {
+        if !failed_transiently {
+            r.consecutive_failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let n = r.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.eject_after && self.replicas.len() > 1 {
+            r.ejected_until_ms.store(
+                now_ms() + self.eject_for.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            r.consecutive_failures.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                endpoint = self.kind,
+                replica = %r.base,
+                "{n} failures in a row: no work for this replica for {}s",
+                self.eject_for.as_secs()
+            );
+        }
     }
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -188,16 +305,31 @@ impl Endpoint {
 
     /// One GET, no retry (wrap in [`Endpoint::with_retry`]).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let url = self.url(path);
+        let replica = self.pick();
+        let url = join(&replica.base, path);
         let req = self.authorize(self.http.get(&url));
-        self.send(req, url).await
+        self.send_to(replica, req, url).await
     }
 
     /// One POST, no retry (wrap in [`Endpoint::with_retry`]).
     pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
-        let url = self.url(path);
+        let replica = self.pick();
+        let url = join(&replica.base, path);
         let req = self.authorize(self.http.post(&url).json(body));
-        self.send(req, url).await
+        self.send_to(replica, req, url).await
+    }
+
+    async fn send_to<T: DeserializeOwned>(
+        &self,
+        replica: &Replica,
+        req: reqwest::RequestBuilder,
+        url: String,
+    ) -> Result<T> {
+        replica.outstanding.fetch_add(1, Ordering::Relaxed);
+        let _outstanding = Outstanding(replica);
+        let out = self.send(req, url).await;
+        self.record(replica, out.as_ref().is_err_and(|e| e.is_transient()));
+        out
     }
 
     async fn send<T: DeserializeOwned>(
@@ -258,6 +390,37 @@ impl Endpoint {
             reason: reason.into(),
         }
     }
+}
+
+/// Run a preflight `check` on every replica. A replica that cannot be reached is tolerated (with a
+/// warning) while another one passes; anything else (a missing model, a wrong protocol) fails.
+pub(crate) async fn check_replicas<F, Fut>(endpoint: &Endpoint, check: F) -> Result<()>
+where
+    F: Fn(Endpoint) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let mut passed = 0;
+    let mut down = Vec::new();
+    for replica in endpoint.each_replica() {
+        match check(replica).await {
+            Ok(()) => passed += 1,
+            Err(e) if e.is_transient() => down.push(e),
+            Err(PrsError::Preflight(m)) => return Err(PrsError::Preflight(m)),
+            Err(e) => return Err(PrsError::Preflight(e.to_string())),
+        }
+    }
+    if passed == 0 {
+        let reasons: Vec<String> = down.iter().map(|e| e.to_string()).collect();
+        return Err(PrsError::Preflight(reasons.join("; ")));
+    }
+    for e in down {
+        tracing::warn!("preflight: {e}; the other replicas take the work");
+    }
+    Ok(())
+}
+
+fn join(base: &Url, path: &str) -> String {
+    format!("{}/{}", base.as_str().trim_end_matches('/'), path)
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -180,8 +180,8 @@ impl PolicyClient {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        self.endpoint.base.as_str()
+    pub fn base_url(&self) -> String {
+        self.endpoint.base_str()
     }
 
     pub fn max_tokens(&self) -> u32 {
@@ -217,23 +217,23 @@ impl PolicyClient {
 
     /// Check that the server answers `GET {base}/models` and lists the configured model.
     pub async fn preflight(&self) -> Result<()> {
-        let list: ModelList = self
-            .endpoint
-            .twice(|| self.endpoint.get_json("models"))
-            .await
-            .map_err(|e| PrsError::Preflight(e.to_string()))?;
+        super::check_replicas(&self.endpoint, |ep| self.preflight_one(ep)).await
+    }
+
+    async fn preflight_one(&self, ep: super::Endpoint) -> Result<()> {
+        let list: ModelList = ep.twice(|| ep.get_json("models")).await?;
         let ids: Vec<String> = list.data.into_iter().map(|m| m.id).collect();
         match &self.configured_model {
             Some(m) if !ids.contains(m) => {
                 Err(PrsError::Preflight(format!(
                 "policy endpoint {}: model {m:?} (prs.policy_model) not found; the server lists {}",
-                self.endpoint.url("models"),
+                ep.url("models"),
                 if ids.is_empty() { "no models".to_string() } else { ids.join(", ") }
             )))
             }
             None if ids.is_empty() => Err(PrsError::Preflight(format!(
                 "policy endpoint {} lists no models; set prs.policy_model",
-                self.endpoint.url("models")
+                ep.url("models")
             ))),
             _ => Ok(()),
         }

@@ -237,8 +237,8 @@ impl RewardClient {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        self.sender.endpoint.base.as_str()
+    pub fn base_url(&self) -> String {
+        self.sender.endpoint.base_str()
     }
 
     pub fn batch_size(&self) -> usize {
@@ -260,15 +260,15 @@ impl RewardClient {
     /// Check that the server scores one text with the configured protocol, and for vLLM with a
     /// configured model, that `GET {url}/v1/models` lists it.
     pub async fn preflight(&self) -> Result<()> {
-        let endpoint = &self.sender.endpoint;
+        super::check_replicas(&self.sender.endpoint, |ep| self.preflight_one(ep)).await
+    }
+
+    async fn preflight_one(&self, endpoint: super::Endpoint) -> Result<()> {
         let protocol = self.sender.protocol;
         if let (Some(model), RewardProtocol::VllmPooling | RewardProtocol::VllmClassify) =
             (&self.sender.model, protocol)
         {
-            let list: Value = endpoint
-                .twice(|| endpoint.get_json("v1/models"))
-                .await
-                .map_err(|e| PrsError::Preflight(e.to_string()))?;
+            let list: Value = endpoint.twice(|| endpoint.get_json("v1/models")).await?;
             let ids: Vec<&str> = list
                 .get("data")
                 .and_then(Value::as_array)
@@ -298,11 +298,12 @@ impl RewardClient {
             })
             .await
             .map(|_| ())
-            .map_err(|e| {
-                PrsError::Preflight(format!(
+            .map_err(|e| match e {
+                e @ PrsError::BadResponse { .. } => PrsError::Preflight(format!(
                     "{e} (is prs.reward_protocol = {} right?)",
                     protocol.as_str()
-                ))
+                )),
+                other => other,
             })
     }
 
