@@ -413,3 +413,26 @@ async fn replicas_share_work_and_a_down_one_is_routed_around() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn in_flight_limit_counts_sequences() {
+    let (url, fake) = start(Mode::Slow).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("preflight", "false"),
+            ("policy_model", "m"),
+            ("max_in_flight", "8"),
+        ],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let b = rows(&ctx, "SELECT * FROM random_sample('many', 4)").await;
+    assert_eq!(b.num_rows(), 160);
+    let most = fake
+        .max_active_seqs
+        .load(std::sync::atomic::Ordering::SeqCst);
+    // two requests of n=4 at a time, not one request per prompt in flight
+    assert_eq!(most, 8);
+}

@@ -59,6 +59,9 @@ pub struct Fake {
     pub log: Arc<Mutex<Vec<Req>>>,
     pub mode: Mode,
     pub counter: Arc<AtomicU64>,
+    /// sequences being generated right now, and the most seen at once
+    pub active_seqs: Arc<AtomicU64>,
+    pub max_active_seqs: Arc<AtomicU64>,
     /// text scored -> score returned
     pub scores: Arc<Mutex<HashMap<String, f64>>>,
 }
@@ -95,9 +98,17 @@ async fn handle(
         body: body.clone(),
     });
     let n = f.counter.fetch_add(1, Ordering::SeqCst);
+    let seqs = if path.ends_with("completions") {
+        body["n"].as_u64().unwrap_or(1)
+    } else {
+        0
+    };
+    let now = f.active_seqs.fetch_add(seqs, Ordering::SeqCst) + seqs;
+    f.max_active_seqs.fetch_max(now, Ordering::SeqCst);
     if f.mode == Mode::Slow {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+    f.active_seqs.fetch_sub(seqs, Ordering::SeqCst);
     if f.mode == Mode::Flaky && n % 10 == 7 {
         return match (n / 10) % 5 {
             0 => (
@@ -213,6 +224,8 @@ pub async fn start(mode: Mode) -> (String, Fake) {
         log: Arc::new(Mutex::new(vec![])),
         mode,
         counter: Arc::new(AtomicU64::new(0)),
+        active_seqs: Arc::new(AtomicU64::new(0)),
+        max_active_seqs: Arc::new(AtomicU64::new(0)),
         scores: Arc::new(Mutex::new(HashMap::new())),
     };
     let app = Router::new()

@@ -45,8 +45,8 @@ extensions_options! {
         pub seed: u64, default = 0
         /// Most samples asked for in one request (`n`); a layer wider than this is split
         pub max_choices_per_request: usize, default = 16
-        /// Most policy requests in flight at once (shared by all partitions of a query)
-        pub max_in_flight: usize, default = 256
+        /// Most policy sequences (samples being generated) in flight at once, shared by all partitions of a call
+        pub max_in_flight: usize, default = 1024
         /// Prompts worked on at once per partition
         pub prompt_concurrency: usize, default = 128
         /// Upper bound for n (candidates per prompt)
@@ -95,8 +95,8 @@ extensions_options! {
         pub reward_batch_size: usize, default = 32
         /// Milliseconds a reward batch waits for texts of other prompts to fill up (0 = score each prompt's texts on their own)
         pub reward_batch_wait_ms: u64, default = 5
-        /// Most reward requests in flight at once
-        pub reward_max_in_flight: usize, default = 32
+        /// Most reward texts being scored at once, shared by all partitions of a call
+        pub reward_max_in_flight: usize, default = 1024
         /// Prompt column; empty = `prompt` if present, else `instruction`
         pub prompt_column: String, default = String::new()
         /// Id column; if absent from the table, a stable id is derived from the prompt text

@@ -162,7 +162,7 @@ impl Endpoint {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
             .timeout(Duration::from_secs(cfg.request_timeout_secs.max(1)))
-            .pool_max_idle_per_host(cfg.max_in_flight.max(cfg.reward_max_in_flight))
+            .pool_max_idle_per_host(256)
             .build()
             .map_err(|e| {
                 PrsError::setting(setting, url, format!("cannot build HTTP client: {e}"))

@@ -91,6 +91,12 @@ impl SamplingParams {
     }
 }
 
+/// Permits for `units` of work under a limit of `limit` (a request wider than the limit takes
+/// all of it, so it runs alone rather than never).
+pub(crate) fn permits(units: usize, limit: usize) -> u32 {
+    units.clamp(1, limit.max(1)).min(u32::MAX as usize) as u32
+}
+
 fn parse_stop(value: &str) -> Result<Vec<String>> {
     let v = value.trim();
     if v.is_empty() {
@@ -148,6 +154,7 @@ pub struct PolicyClient {
     params: SamplingParams,
     prompt_template: Template,
     in_flight: Arc<Semaphore>,
+    in_flight_limit: usize,
 }
 
 impl PolicyClient {
@@ -177,6 +184,7 @@ impl PolicyClient {
             params: SamplingParams::from_config(cfg)?,
             prompt_template,
             in_flight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
+            in_flight_limit: cfg.max_in_flight.max(1),
         })
     }
 
@@ -279,9 +287,10 @@ impl PolicyClient {
         }
         let body = Value::Object(body);
 
+        // the limit counts sequences being generated, not requests
         let _permit = self
             .in_flight
-            .acquire()
+            .acquire_many(permits(n, self.in_flight_limit))
             .await
             .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
         self.endpoint

@@ -149,15 +149,17 @@ struct BatchSender {
     protocol: RewardProtocol,
     model: Option<String>,
     in_flight: Arc<Semaphore>,
+    in_flight_limit: usize,
 }
 
 impl BatchSender {
     async fn score_batch(&self, texts: &[String]) -> Result<Vec<f64>> {
         let path = self.protocol.path();
         let body = self.protocol.body(self.model.as_deref(), texts);
+        // the limit counts texts being scored, not requests
         let _permit = self
             .in_flight
-            .acquire()
+            .acquire_many(super::policy::permits(texts.len(), self.in_flight_limit))
             .await
             .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
         // a body that is not what the protocol promises is retried like a failed request
@@ -230,6 +232,7 @@ impl RewardClient {
                 protocol: RewardProtocol::parse(&cfg.reward_protocol)?,
                 model: (!model.is_empty()).then(|| model.to_string()),
                 in_flight: Arc::new(Semaphore::new(cfg.reward_max_in_flight.max(1))),
+                in_flight_limit: cfg.reward_max_in_flight.max(1),
             },
             batch_size: cfg.reward_batch_size,
             wait: Duration::from_millis(cfg.reward_batch_wait_ms),
