@@ -409,9 +409,21 @@ fn progress_bar(
             if s.prompts == 0 && s.policy_requests == 0 {
                 continue;
             }
+            if s.expected_prompts > 0 {
+                // known total: a bar with ETA
+                if shown.length() != Some(s.expected_prompts) {
+                    shown.set_length(s.expected_prompts);
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} prompts, ETA {eta} | {msg}",
+                    ) {
+                        shown.set_style(style);
+                    }
+                }
+                shown.set_position(s.prompts.min(s.expected_prompts));
+            }
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             shown.set_message(format!(
-                "{} prompts, {} candidates ({:.0}/s), {:.0} tokens/s, {} failed, {} retries",
+                "{} prompts done, {} candidates ({:.0}/s), {:.0} tokens/s, {} failed, {} retries",
                 s.prompts,
                 s.candidates,
                 s.candidates as f64 / secs,

@@ -365,6 +365,8 @@ fn failed_share_sets_the_exit_code() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(json["exit_code"], 3);
+    // the Parquet footer told the job how many prompts to expect (progress and ETA)
+    assert_eq!(json["expected_prompts"], 24);
     assert_eq!(json["failed_candidates"], 24);
     assert_eq!(json["errors"]["policy_unreachable"], 24);
 

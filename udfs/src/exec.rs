@@ -27,6 +27,9 @@ use datafusion::physical_plan::{
 use futures::{stream, FutureExt, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
+use datafusion::common::stats::Precision;
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+
 use crate::checkpoint::prompt_key;
 use crate::sampler::{Candidate, PromptInput, WorkStats};
 use crate::schema::{to_batch, PromptResult};
@@ -170,6 +173,13 @@ impl ExecutionPlan for SampleExec {
     ) -> DfResult<SendableRecordBatchStream> {
         if let Some(checkpoint) = &self.spec.checkpoint {
             checkpoint.prepare()?;
+        }
+        // the input's exact row count, when its statistics know it, feeds progress and ETA
+        let args = StatisticsArgs::new().with_partition(Some(partition));
+        if let Ok(stats) = StatisticsContext::new().compute(self.input.as_ref(), &args) {
+            if let Precision::Exact(rows) = stats.num_rows {
+                self.spec.stats.add_expected_prompts(rows as u64);
+            }
         }
         let input = self.input.execute(partition, context)?;
         // this node counts once in its flight while any of its streams is open, so results are

@@ -72,6 +72,7 @@ impl Budget {
 
 #[derive(Debug, Default)]
 pub struct JobStats {
+    expected_prompts: AtomicU64,
     prompts: AtomicU64,
     prompts_from_checkpoint: AtomicU64,
     candidates: AtomicU64,
@@ -87,6 +88,8 @@ pub struct JobStats {
 /// A point-in-time copy of [`JobStats`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StatsSnapshot {
+    /// Prompts the running calls will read, where the input's statistics say (0 = unknown).
+    pub expected_prompts: u64,
     pub prompts: u64,
     pub prompts_from_checkpoint: u64,
     pub candidates: u64,
@@ -111,6 +114,11 @@ impl JobStats {
     /// The session's instance, or a private one when none is installed.
     pub fn of(config: &SessionConfig) -> Arc<JobStats> {
         config.get_extension::<JobStats>().unwrap_or_default()
+    }
+
+    /// Prompts a starting partition will read (from exact input statistics).
+    pub fn add_expected_prompts(&self, n: u64) {
+        self.expected_prompts.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn add_retry(&self) {
@@ -149,6 +157,7 @@ impl JobStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
+            expected_prompts: g(&self.expected_prompts),
             prompts: g(&self.prompts),
             prompts_from_checkpoint: g(&self.prompts_from_checkpoint),
             candidates: g(&self.candidates),
