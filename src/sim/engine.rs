@@ -178,31 +178,28 @@ mod tests {
             reward_text_ms: 0.0,
         };
         let engine = std::sync::Arc::new(Engine::start(cfg));
-        let start = tokio::time::Instant::now();
+        // milliseconds until `count` sequences of 10 tokens, submitted at once, are all done
+        let run = |count: usize| {
+            let engine = engine.clone();
+            async move {
+                let start = tokio::time::Instant::now();
+                let futs: Vec<_> = (0..count)
+                    .map(|_| {
+                        let e = engine.clone();
+                        tokio::spawn(async move { e.generate(10, 0).await })
+                    })
+                    .collect();
+                for f in futs {
+                    f.await.unwrap();
+                }
+                start.elapsed().as_millis()
+            }
+        };
         // 4 sequences of 10 tokens run together: 10 steps, not 40
-        let futs: Vec<_> = (0..4)
-            .map(|_| {
-                let e = engine.clone();
-                tokio::spawn(async move { e.generate(10, 0).await })
-            })
-            .collect();
-        for f in futs {
-            f.await.unwrap();
-        }
-        let took = start.elapsed().as_millis();
+        let took = run(4).await;
         assert!((100..=110).contains(&took), "{took}");
         // a fifth waits for a free slot
-        let start = tokio::time::Instant::now();
-        let futs: Vec<_> = (0..5)
-            .map(|_| {
-                let e = engine.clone();
-                tokio::spawn(async move { e.generate(10, 0).await })
-            })
-            .collect();
-        for f in futs {
-            f.await.unwrap();
-        }
-        let took = start.elapsed().as_millis();
+        let took = run(5).await;
         assert!((200..=220).contains(&took), "{took}");
     }
 }
