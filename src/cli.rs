@@ -52,6 +52,13 @@ pub enum Command {
         #[command(flatten)]
         engine_config: crate::sim::engine::EngineConfig,
     },
+    /// Run a Ballista scheduler that knows prs' functions (feature `cluster`)
+    #[cfg(feature = "cluster")]
+    Scheduler(crate::cluster::SchedulerArgs),
+    /// Run a Ballista executor that knows prs' functions; it calls the endpoints itself, with
+    /// API keys from its own environment (feature `cluster`)
+    #[cfg(feature = "cluster")]
+    Executor(crate::cluster::ExecutorArgs),
     /// List every setting with its current value (defaults + environment), env variable and description
     Settings {
         /// Print the README's markdown table of settings and their defaults instead
@@ -70,6 +77,10 @@ pub struct SqlArgs {
     /// Start the built-in simulator on 127.0.0.1 and point the policy and reward URLs at it
     #[arg(long)]
     pub sim: bool,
+    /// Run the queries on a Ballista cluster: the scheduler's address, df://host:port (see
+    /// `prs scheduler` / `prs executor`)
+    #[arg(long, env = "PRS_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
     /// Print how many prompts, requests and at most how many generated tokens the script would
     /// cost, without calling any endpoint (only SET / CREATE EXTERNAL TABLE / VIEW statements run)
     #[arg(long)]
@@ -168,6 +179,39 @@ pub async fn run(cli: Cli) -> i32 {
                 Err(e) => {
                     eprintln!("Error: cannot listen on {addr}: {e}");
                     1
+                }
+            }
+        }
+        #[cfg(feature = "cluster")]
+        Command::Scheduler(args) => match crate::cluster::start_scheduler(&args).await {
+            Ok(s) => {
+                eprintln!(
+                    "prs scheduler listening on {} (clients: prs sql --cluster df://{}:{})",
+                    s.addr,
+                    args.external_host,
+                    s.addr.port()
+                );
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => exit::OK,
+                    _ = s.task => exit::ERROR,
+                }
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                exit::ERROR
+            }
+        },
+        #[cfg(feature = "cluster")]
+        Command::Executor(args) => {
+            eprintln!(
+                "prs executor: registering with {} (flight port {}, grpc port {})",
+                args.scheduler, args.flight_port, args.grpc_port
+            );
+            match crate::cluster::run_executor(&args).await {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    exit::ERROR
                 }
             }
         }
@@ -374,14 +418,20 @@ async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> 
     } else {
         None
     };
-    let ctx = context(cfg);
+    let ctx = match &args.cluster {
+        Some(url) => cluster_context(url, cfg)?,
+        None => context(cfg),
+    };
     *ctx_out = Some(ctx.clone());
     if args.dry_run {
         return crate::dry_run::run(&ctx, &script).await.map(|_| ());
     }
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let progress = show_progress.then(|| progress_bar(JobStats::of(ctx.state().config())));
-    let result = run_script(&ctx, &script, args.max_width).await;
+    let mut result = run_script(&ctx, &script, args.max_width).await;
+    if let Some(url) = &args.cluster {
+        result = result.map_err(|e| cluster_error(url, e));
+    }
     if let Some((bar, ticker)) = progress {
         ticker.abort();
         bar.finish_and_clear();
@@ -447,6 +497,28 @@ pub fn context(cfg: PrsConfig) -> SessionContext {
     let ctx = SessionContext::new_with_config(config).enable_url_table();
     datafusion_prs::register(&ctx);
     ctx
+}
+
+#[cfg(feature = "cluster")]
+fn cluster_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, String> {
+    crate::cluster::client_context(url, cfg)
+}
+
+#[cfg(feature = "cluster")]
+fn cluster_error(url: &str, e: String) -> String {
+    crate::cluster::explain_error(url, e)
+}
+
+#[cfg(not(feature = "cluster"))]
+fn cluster_error(_url: &str, e: String) -> String {
+    e
+}
+
+#[cfg(not(feature = "cluster"))]
+fn cluster_context(url: &str, _cfg: PrsConfig) -> Result<SessionContext, String> {
+    Err(format!(
+        "--cluster {url}: this prs was built without the `cluster` feature; rebuild with default features"
+    ))
 }
 
 /// Run `;`-separated statements, printing results to stdout.

@@ -2,5 +2,7 @@
 //! The plugin itself (table functions, clients, samplers) is the `datafusion-prs` crate in `udfs/`.
 
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod dry_run;
 pub mod sim;

@@ -73,6 +73,10 @@ pub enum PrsError {
         reason: String,
     },
 
+    /// A serialised plan (sent between cluster nodes) cannot be read back.
+    #[error("cannot rebuild a prs plan node sent by another node: {0}; check that the client, scheduler and executors run the same prs version")]
+    BadPlan(String),
+
     /// A check before any work found an endpoint unusable.
     #[error("preflight check failed: {0} (prs.preflight = false skips this check)")]
     Preflight(String),

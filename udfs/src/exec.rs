@@ -93,6 +93,11 @@ impl SampleExec {
     pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
         &self.input
     }
+
+    /// Output columns, as indices into the full output schema (`None`: all).
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
 }
 
 impl DisplayAs for SampleExec {

@@ -12,10 +12,12 @@
 //! Module map: [`config`] (settings), [`table_function`] (SQL glue of the sampling functions),
 //! [`exec`] (their execution node), [`sampler`] (the algorithms), [`client`] (policy and reward
 //! HTTP clients), [`schema`] (output rows), [`templates`], [`reward_udf`], [`source`] (input
-//! tables).
+//! tables), [`codec`] (plan codecs for distributed engines, feature `proto`).
 
 pub mod checkpoint;
 pub mod client;
+#[cfg(feature = "proto")]
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod exec;
@@ -50,6 +52,18 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(table_function::SampleFunction::new(Method::Prs)),
     );
     ctx.register_udf(reward_udf::reward_udf());
+}
+
+/// Like [`register`], for a client whose plans run on other machines (a Ballista cluster):
+/// the sampling functions refuse sources that only exist in this session.
+pub fn register_distributed(ctx: &SessionContext) {
+    register(ctx);
+    for method in [Method::Random, Method::Prs] {
+        ctx.register_udtf(
+            method.function_name(),
+            Arc::new(table_function::SampleFunction::distributed(method)),
+        );
+    }
 }
 
 /// A new context with the `prs` settings (fed by the environment) and all functions registered.

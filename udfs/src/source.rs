@@ -56,12 +56,25 @@ where
     })
 }
 
-fn looks_like_path(source: &str) -> bool {
+/// Whether `source` names files (a path, directory or glob) rather than a session table.
+pub fn looks_like_path(source: &str) -> bool {
     source.contains('/')
         || source.contains('\\')
         || source.contains('*')
         || source.ends_with(".parquet")
         || Path::new(source).exists()
+}
+
+/// `source` made absolute against the current directory when it is a relative path that
+/// exists here (globs and absolute paths are returned as they are).
+pub fn absolute(source: &str) -> String {
+    let path = Path::new(source.trim());
+    if path.is_relative() && path.exists() {
+        if let Ok(cwd) = std::env::current_dir() {
+            return cwd.join(path).display().to_string();
+        }
+    }
+    source.to_string()
 }
 
 /// The provider for `source`.

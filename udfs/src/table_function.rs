@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
+use datafusion::config::ExtensionOptions;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -25,19 +26,38 @@ use crate::schema::output_schema;
 use crate::single_flight::{flight_for, Flight};
 use crate::source::{self, InputColumns};
 use crate::stats::{Budget, JobStats};
-use crate::templates::Templates;
+use crate::templates::{TemplateTexts, Templates};
 
 /// The table function for one sampling method.
 #[derive(Debug)]
 pub struct SampleFunction {
     method: Method,
+    /// Plans are sent to other machines: the source must be files they can read.
+    distributed: bool,
 }
 
 impl SampleFunction {
     pub fn new(method: Method) -> Self {
-        SampleFunction { method }
+        SampleFunction {
+            method,
+            distributed: false,
+        }
+    }
+
+    /// The function for a client whose plans run on other machines (a cluster): sources that
+    /// are tables of the client's session are refused at planning.
+    pub fn distributed(method: Method) -> Self {
+        SampleFunction {
+            method,
+            distributed: true,
+        }
     }
 }
+
+/// Why a session table cannot be the source of a call that runs on other machines.
+pub(crate) const NOT_PORTABLE: &str = "a table of this session cannot be sent to other machines; \
+     on a cluster give a Parquet file, directory or glob that the scheduler and every executor \
+     can read at the same path";
 
 fn literal_string(e: &Expr) -> Option<String> {
     match e {
@@ -124,6 +144,12 @@ impl SampleFunction {
                 "the source (first argument) must be a string literal: a Parquet path, glob or table name",
             )
         })?;
+        if self.distributed && !source::looks_like_path(&source_name) {
+            return Err(PrsError::Input {
+                source_name,
+                reason: NOT_PORTABLE.into(),
+            });
+        }
         let n = literal_n(&exprs[1], f)?;
         let options = match exprs.get(2) {
             None => String::new(),
@@ -136,73 +162,135 @@ impl SampleFunction {
         if n <= 0 {
             return Err(PrsError::arg(f, format!("n must be at least 1, got {n}")));
         }
-        let n = n as usize;
-        if n > cfg.max_n {
+        let call = SampleCall::new(self.method, source_name, n as usize, cfg)?;
+        SampleTable::new(args.session(), call)
+    }
+}
+
+/// What a sampling call asks for, with its settings and template texts resolved: everything
+/// another node needs to rebuild the call (see [`SampleCall::to_json`]). Holds no secrets: API
+/// keys are read from each node's own environment when its clients are built.
+#[derive(Debug, Clone)]
+pub struct SampleCall {
+    pub method: Method,
+    /// The first argument: a Parquet path, directory, glob or session table name.
+    pub source: String,
+    pub n: usize,
+    /// Session settings with the call's options applied.
+    pub cfg: PrsConfig,
+    /// Template texts (template files are read where the call is planned).
+    pub templates: TemplateTexts,
+}
+
+/// Settings that name files on the planning machine: their content travels in the templates.
+const LOCAL_FILE_SETTINGS: &[&str] = &[
+    "prompt_template_file",
+    "feedback_template_file",
+    "revise_template_file",
+    "revise_no_feedback_template_file",
+    "reward_template_file",
+];
+
+impl SampleCall {
+    /// Check `n` against the settings, read the templates and check them.
+    pub fn new(method: Method, source: String, n: usize, cfg: PrsConfig) -> Result<Self> {
+        let mut call = SampleCall {
+            method,
+            source,
+            n,
+            cfg,
+            templates: TemplateTexts::default(),
+        };
+        call.widths()?;
+        call.templates = TemplateTexts::from_config(&call.cfg)?;
+        Templates::parse(&call.templates)?;
+        Ok(call)
+    }
+
+    /// Layer widths, checked against `n` and `prs.max_n`.
+    pub fn widths(&self) -> Result<Vec<usize>> {
+        let f = self.method.function_name();
+        let n = self.n;
+        if n == 0 {
+            return Err(PrsError::arg(f, "n must be at least 1, got 0"));
+        }
+        if n > self.cfg.max_n {
             return Err(PrsError::arg(
                 f,
                 format!(
                     "n = {n} is above prs.max_n = {} (raise it with SET prs.max_n = ... if you mean it)",
-                    cfg.max_n
+                    self.cfg.max_n
                 ),
             ));
         }
-        let widths = match self.method {
-            Method::Random => vec![n],
-            Method::Prs => parse_widths(&cfg.widths, n, f)?,
-        };
-        let templates = Templates::from_config(&cfg)?;
-        let input = source::resolve(args.session(), &source_name)?;
-        let columns = source::columns(&source_name, &input.schema(), &cfg)?;
-        let stats = JobStats::of(args.session().config());
-        let policy = Arc::new(PolicyClient::new(
-            &cfg,
-            templates.prompt.clone(),
-            stats.clone(),
-        )?);
-        let reward = Arc::new(RewardClient::new(&cfg, stats.clone())?);
-        let sampler = Sampler {
-            method: self.method,
-            widths,
-            feedback: cfg.feedback,
-            max_choices_per_request: cfg.max_choices_per_request.max(1),
-            run_seed: cfg.seed,
-            preference_in_prompt: cfg.preference_in_prompt,
-            reward_preference: RewardPreference::parse(&cfg.reward_preference)?,
-            on_error: OnError::parse(&cfg.on_error)?,
-            templates,
-            policy: policy.clone(),
-            reward: reward.clone(),
-        };
-        let default_preference =
-            Some(cfg.default_preference.clone()).filter(|p| !p.trim().is_empty());
-        let description = call_description(&cfg, &sampler, &columns.id_type);
-        let fingerprint = hash_parts(&[&description.to_string()]);
-        let checkpoint = (!cfg.checkpoint_dir.trim().is_empty())
-            .then(|| Checkpoint::new(cfg.checkpoint_dir.trim(), &fingerprint, description));
-        let schema = output_schema(&columns.id_type);
-        Ok(SampleTable {
-            schema: schema.clone(),
-            input,
-            spec: Arc::new(SampleSpec {
-                source: source_name,
-                columns,
-                default_preference,
-                prompt_concurrency: cfg.prompt_concurrency.max(1),
-                sampler: Arc::new(sampler),
-                stats,
-                policy,
-                reward,
-                flight: flight_for(&fingerprint),
-                preflight: cfg.preflight.then(tokio::sync::OnceCell::new),
-                budget: Budget {
-                    max_requests: cfg.max_requests,
-                    max_generated_tokens: cfg.max_generated_tokens,
-                },
-                fingerprint,
-                checkpoint,
-                schema,
-            }),
+        match self.method {
+            Method::Random => Ok(vec![n]),
+            Method::Prs => parse_widths(&self.cfg.widths, n, f),
+        }
+    }
+
+    /// The call as JSON: method, source, n, every `prs.*` setting (file settings replaced by
+    /// the template texts).
+    pub fn to_json(&self) -> serde_json::Value {
+        let settings: serde_json::Map<String, serde_json::Value> = self
+            .cfg
+            .0
+            .entries()
+            .into_iter()
+            .filter(|e| !LOCAL_FILE_SETTINGS.contains(&e.key.as_str()))
+            .filter_map(|e| Some((e.key, serde_json::Value::String(e.value?))))
+            .collect();
+        serde_json::json!({
+            "method": self.method.as_str(),
+            "source": self.source,
+            "n": self.n,
+            "settings": settings,
+            "templates": self.templates,
         })
+    }
+
+    /// Rebuild a call from [`SampleCall::to_json`]. Settings start from the defaults, not from
+    /// this node's environment: the call runs as it was planned.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let bad = |what: &str| PrsError::BadPlan(format!("sampling call: {what}"));
+        let method = match v.get("method").and_then(|m| m.as_str()) {
+            Some("random") => Method::Random,
+            Some("prs") => Method::Prs,
+            _ => return Err(bad("missing or unknown method")),
+        };
+        let source = v
+            .get("source")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| bad("missing source"))?
+            .to_string();
+        let n = v
+            .get("n")
+            .and_then(|n| n.as_u64())
+            .ok_or_else(|| bad("missing n"))? as usize;
+        let mut cfg = PrsConfig::default();
+        if let Some(settings) = v.get("settings").and_then(|s| s.as_object()) {
+            for (key, value) in settings {
+                let value = value
+                    .as_str()
+                    .ok_or_else(|| bad("a setting is not a string"))?;
+                cfg.set_checked(key, value, "the plan")?;
+            }
+        }
+        let templates: TemplateTexts = serde_json::from_value(
+            v.get("templates")
+                .cloned()
+                .ok_or_else(|| bad("missing templates"))?,
+        )
+        .map_err(|e| bad(&format!("templates: {e}")))?;
+        let call = SampleCall {
+            method,
+            source,
+            n,
+            cfg,
+            templates,
+        };
+        call.widths()?;
+        Ok(call)
     }
 }
 
@@ -215,7 +303,8 @@ impl TableFunctionImpl for SampleFunction {
 /// What a planned sampling call does, shared by its provider and execution node.
 #[derive(Debug)]
 pub struct SampleSpec {
-    pub source: String,
+    /// The call as planned (what a cluster node rebuilds this spec from).
+    pub call: SampleCall,
     pub columns: InputColumns,
     pub default_preference: Option<String>,
     pub prompt_concurrency: usize,
@@ -232,6 +321,61 @@ pub struct SampleSpec {
     pub budget: Budget,
     /// Present when the preflight check is on; holds its outcome once it ran.
     pub preflight: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
+}
+
+impl SampleSpec {
+    /// Build the clients, sampler, fingerprint and checkpoint of `call` over an input with
+    /// `columns`. Calls nothing.
+    pub fn build(call: SampleCall, columns: InputColumns, stats: Arc<JobStats>) -> Result<Self> {
+        let widths = call.widths()?;
+        let cfg = &call.cfg;
+        let templates = Templates::parse(&call.templates)?;
+        let policy = Arc::new(PolicyClient::new(
+            cfg,
+            templates.prompt.clone(),
+            stats.clone(),
+        )?);
+        let reward = Arc::new(RewardClient::new(cfg, stats.clone())?);
+        let sampler = Sampler {
+            method: call.method,
+            widths,
+            feedback: cfg.feedback,
+            max_choices_per_request: cfg.max_choices_per_request.max(1),
+            run_seed: cfg.seed,
+            preference_in_prompt: cfg.preference_in_prompt,
+            reward_preference: RewardPreference::parse(&cfg.reward_preference)?,
+            on_error: OnError::parse(&cfg.on_error)?,
+            templates,
+            policy: policy.clone(),
+            reward: reward.clone(),
+        };
+        let default_preference =
+            Some(cfg.default_preference.clone()).filter(|p| !p.trim().is_empty());
+        let description = call_description(cfg, &sampler, &columns.id_type);
+        let fingerprint = hash_parts(&[&description.to_string()]);
+        let checkpoint = (!cfg.checkpoint_dir.trim().is_empty())
+            .then(|| Checkpoint::new(cfg.checkpoint_dir.trim(), &fingerprint, description));
+        let schema = output_schema(&columns.id_type);
+        Ok(SampleSpec {
+            columns,
+            default_preference,
+            prompt_concurrency: cfg.prompt_concurrency.max(1),
+            sampler: Arc::new(sampler),
+            stats,
+            policy,
+            reward,
+            flight: flight_for(&fingerprint),
+            preflight: cfg.preflight.then(tokio::sync::OnceCell::new),
+            budget: Budget {
+                max_requests: cfg.max_requests,
+                max_generated_tokens: cfg.max_generated_tokens,
+            },
+            fingerprint,
+            checkpoint,
+            schema,
+            call,
+        })
+    }
 }
 
 /// What one prompt costs when the servers honour `n` (top-ups and retries add requests).
@@ -331,6 +475,25 @@ pub struct SampleTable {
     schema: SchemaRef,
     input: Arc<dyn TableProvider>,
     spec: Arc<SampleSpec>,
+}
+
+impl SampleTable {
+    /// Resolve the call's source in `session` (reads its schema only) and build the call.
+    pub fn new(session: &dyn Session, call: SampleCall) -> Result<Self> {
+        let input = source::resolve(session, &call.source)?;
+        let columns = source::columns(&call.source, &input.schema(), &call.cfg)?;
+        let spec = SampleSpec::build(call, columns, JobStats::of(session.config()))?;
+        Ok(SampleTable {
+            schema: spec.schema.clone(),
+            input,
+            spec: Arc::new(spec),
+        })
+    }
+
+    /// The call this table runs.
+    pub fn call(&self) -> &SampleCall {
+        &self.spec.call
+    }
 }
 
 #[async_trait]

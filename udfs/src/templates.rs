@@ -174,50 +174,84 @@ fn text_or_file(setting: &str, file: &str, inline: &str) -> Result<String> {
 
 const SAMPLE_SLOTS: &[&str] = &["question", "answer", "preference", "feedback"];
 
+/// The texts of every template of a call, before parsing: what travels to other nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TemplateTexts {
+    pub prompt: String,
+    pub feedback: String,
+    pub revise: String,
+    pub revise_no_feedback: String,
+    pub reward: String,
+}
+
+impl TemplateTexts {
+    /// Read the texts the settings name (template files are read here).
+    pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
+        Ok(TemplateTexts {
+            prompt: text_or_file(
+                "prs.prompt_template_file",
+                &cfg.prompt_template_file,
+                &cfg.prompt_template,
+            )?,
+            feedback: text_or_file(
+                "prs.feedback_template_file",
+                &cfg.feedback_template_file,
+                FEEDBACK_TEMPLATE,
+            )?,
+            revise: text_or_file(
+                "prs.revise_template_file",
+                &cfg.revise_template_file,
+                REVISE_TEMPLATE,
+            )?,
+            revise_no_feedback: text_or_file(
+                "prs.revise_no_feedback_template_file",
+                &cfg.revise_no_feedback_template_file,
+                REVISE_NO_FEEDBACK_TEMPLATE,
+            )?,
+            reward: text_or_file(
+                "prs.reward_template_file",
+                &cfg.reward_template_file,
+                &cfg.reward_template,
+            )?,
+        })
+    }
+}
+
 impl Templates {
     pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
-        let prompt = text_or_file(
-            "prs.prompt_template_file",
-            &cfg.prompt_template_file,
-            &cfg.prompt_template,
-        )?;
-        let feedback = text_or_file(
-            "prs.feedback_template_file",
-            &cfg.feedback_template_file,
-            FEEDBACK_TEMPLATE,
-        )?;
-        let revise = text_or_file(
-            "prs.revise_template_file",
-            &cfg.revise_template_file,
-            REVISE_TEMPLATE,
-        )?;
-        let revise_nf = text_or_file(
-            "prs.revise_no_feedback_template_file",
-            &cfg.revise_no_feedback_template_file,
-            REVISE_NO_FEEDBACK_TEMPLATE,
-        )?;
-        let reward = text_or_file(
-            "prs.reward_template_file",
-            &cfg.reward_template_file,
-            &cfg.reward_template,
-        )?;
+        Self::parse(&TemplateTexts::from_config(cfg)?)
+    }
+
+    /// Parse and check template texts.
+    pub fn parse(t: &TemplateTexts) -> Result<Self> {
         Ok(Templates {
-            prompt: Template::parse("prs.prompt_template", &prompt, &["prompt"], &["prompt"])?,
-            feedback: Template::parse("feedback", &feedback, SAMPLE_SLOTS, &["answer"])?,
-            revise: Template::parse("revise", &revise, SAMPLE_SLOTS, &["answer", "feedback"])?,
+            prompt: Template::parse("prs.prompt_template", &t.prompt, &["prompt"], &["prompt"])?,
+            feedback: Template::parse("feedback", &t.feedback, SAMPLE_SLOTS, &["answer"])?,
+            revise: Template::parse("revise", &t.revise, SAMPLE_SLOTS, &["answer", "feedback"])?,
             revise_no_feedback: Template::parse(
                 "revise_no_feedback",
-                &revise_nf,
+                &t.revise_no_feedback,
                 SAMPLE_SLOTS,
                 &["answer"],
             )?,
             reward: Template::parse(
                 "prs.reward_template",
-                &reward,
+                &t.reward,
                 &["prompt", "response", "preference"],
                 &["response"],
             )?,
         })
+    }
+
+    /// The texts these templates were parsed from.
+    pub fn texts(&self) -> TemplateTexts {
+        TemplateTexts {
+            prompt: self.prompt.source().to_string(),
+            feedback: self.feedback.source().to_string(),
+            revise: self.revise.source().to_string(),
+            revise_no_feedback: self.revise_no_feedback.source().to_string(),
+            reward: self.reward.source().to_string(),
+        }
     }
 }
 

@@ -1,0 +1,319 @@
+//! Running sampling SQL on an Apache DataFusion Ballista cluster (feature `cluster`).
+//!
+//! * `prs scheduler` and `prs executor` are Ballista's scheduler and executor with prs' plan
+//!   codecs, settings and functions installed;
+//! * `prs sql --cluster df://host:port` plans on the client and submits the plan: the
+//!   scheduler rebuilds each sampling call from its codec bytes (method, source, n, `prs.*`
+//!   settings, templates), splits the prompt table's partitions into tasks, and each executor
+//!   calls the policy and reward endpoints itself, with API keys from its own environment.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::{ComposedPhysicalExtensionCodec, PhysicalExtensionCodec};
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use datafusion_prs::codec::{PrsLogicalCodec, PrsPhysicalCodec};
+use datafusion_prs::stats::JobStats;
+use datafusion_prs::PrsConfig;
+
+/// Logical codec of every process: prs' sampling tables, Ballista's for everything else (its
+/// own nodes and the file formats of Parquet / CSV / JSON scans).
+#[derive(Debug, Default)]
+pub struct ClusterLogicalCodec {
+    ballista: BallistaLogicalExtensionCodec,
+    prs: PrsLogicalCodec,
+}
+
+impl LogicalExtensionCodec for ClusterLogicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> DfResult<Extension> {
+        self.ballista.try_decode(buf, inputs, ctx)
+    }
+
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> DfResult<()> {
+        self.ballista.try_encode(node, buf)
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        if PrsLogicalCodec::is_prs(buf) {
+            self.prs
+                .try_decode_table_provider(buf, table_ref, schema, ctx)
+        } else {
+            self.ballista
+                .try_decode_table_provider(buf, table_ref, schema, ctx)
+        }
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> DfResult<()> {
+        if PrsLogicalCodec::handles(&node) {
+            self.prs.try_encode_table_provider(table_ref, node, buf)
+        } else {
+            self.ballista
+                .try_encode_table_provider(table_ref, node, buf)
+        }
+    }
+
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> DfResult<Arc<dyn FileFormatFactory>> {
+        self.ballista.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> DfResult<()> {
+        self.ballista.try_encode_file_format(buf, node)
+    }
+}
+
+pub fn logical_codec() -> Arc<dyn LogicalExtensionCodec> {
+    Arc::new(ClusterLogicalCodec::default())
+}
+
+/// Physical codec of every process: Ballista's (shuffle nodes), then prs' (`SampleExec`).
+pub fn physical_codec() -> Arc<dyn PhysicalExtensionCodec> {
+    Arc::new(ComposedPhysicalExtensionCodec::new(vec![
+        Arc::new(BallistaPhysicalExtensionCodec::default()),
+        Arc::new(PrsPhysicalCodec),
+    ]))
+}
+
+/// The session configuration the scheduler and executors start each query from: Ballista's,
+/// plus the `prs` settings (defaults here; the client's values arrive with every query).
+pub fn server_config() -> SessionConfig {
+    SessionConfig::new_with_ballista()
+        .with_option_extension(PrsConfig::default())
+        .with_ballista_logical_extension_codec(logical_codec())
+        .with_ballista_physical_extension_codec(physical_codec())
+}
+
+/// Ballista's session for a query on the scheduler, with prs' functions registered.
+fn server_session(config: SessionConfig) -> DfResult<SessionState> {
+    let ctx =
+        SessionContext::new_with_state(ballista_core::utils::default_session_builder(config)?);
+    datafusion_prs::register(&ctx);
+    Ok(ctx.state())
+}
+
+/// `prs scheduler` settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on (executors and clients connect here)
+    #[arg(long, default_value = "0.0.0.0:50050")]
+    pub bind: SocketAddr,
+    /// Host name executors and clients use to reach this scheduler
+    #[arg(long, default_value = "localhost")]
+    pub external_host: String,
+    /// Seconds without a heartbeat after which an executor counts as dead and its tasks are
+    /// run again elsewhere
+    #[arg(long, default_value_t = 60)]
+    pub executor_timeout_secs: u64,
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Start a scheduler on `args.bind` (port 0 picks a free port).
+pub async fn start_scheduler(args: &SchedulerArgs) -> Result<Scheduler, String> {
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let timeout = args.executor_timeout_secs.max(2);
+    let config = Arc::new(SchedulerConfig {
+        bind_host: addr.ip().to_string(),
+        bind_port: addr.port(),
+        external_host: args.external_host.clone(),
+        scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        // one task per input partition, spread over the executors
+        task_distribution: TaskDistributionPolicy::RoundRobin,
+        executor_timeout_seconds: timeout,
+        expire_dead_executor_interval_seconds: (timeout / 3).clamp(1, 15),
+        override_logical_codec: Some(logical_codec()),
+        override_physical_codec: Some(physical_codec()),
+        override_config_producer: Some(Arc::new(server_config)),
+        override_session_builder: Some(Arc::new(server_session)),
+        ..Default::default()
+    });
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(|e| format!("cannot set up the scheduler: {e}"))?;
+    let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config)
+        .await
+        .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = start_grpc_service_with_listener(listener, server).await {
+            tracing::error!("scheduler stopped: {e}");
+        }
+    });
+    Ok(Scheduler { addr, task })
+}
+
+/// `prs executor` settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecutorArgs {
+    /// Scheduler to register with, host:port
+    #[arg(long, default_value = "localhost:50050")]
+    pub scheduler: String,
+    /// Address to listen on
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_host: String,
+    /// Host name the scheduler, other executors and clients use to reach this executor
+    #[arg(long, default_value = "localhost")]
+    pub external_host: String,
+    /// Arrow Flight port (results and shuffle data are fetched from here)
+    #[arg(long, default_value_t = 50051)]
+    pub flight_port: u16,
+    /// gRPC port (the scheduler hands out tasks here)
+    #[arg(long, default_value_t = 50052)]
+    pub grpc_port: u16,
+    /// Tasks run at once (0 = the number of CPU cores); each task samples one partition of the
+    /// prompt table with its own prs.prompt_concurrency
+    #[arg(long, default_value_t = 0)]
+    pub concurrent_tasks: usize,
+    /// Directory for shuffle files (default: a directory under the system temp dir)
+    #[arg(long)]
+    pub work_dir: Option<std::path::PathBuf>,
+    /// Seconds between heartbeats to the scheduler
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_secs: u64,
+}
+
+/// Run an executor until it is stopped (Ctrl-C, SIGTERM, or the scheduler).
+pub async fn run_executor(args: &ExecutorArgs) -> Result<(), String> {
+    let (host, port) = args
+        .scheduler
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("--scheduler {:?}: expected host:port", args.scheduler))?;
+    let work_dir = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("prs-executor-{}", args.flight_port)),
+    };
+    std::fs::create_dir_all(&work_dir)
+        .map_err(|e| format!("cannot create --work-dir {}: {e}", work_dir.display()))?;
+    let registry = BallistaFunctionRegistry::from(
+        &server_session(server_config())
+            .map_err(|e| format!("cannot set up the executor's functions: {e}"))?,
+    );
+    let config = ExecutorProcessConfig {
+        bind_host: args.bind_host.clone(),
+        external_host: Some(args.external_host.clone()),
+        port: args.flight_port,
+        grpc_port: args.grpc_port,
+        scheduler_host: host,
+        scheduler_port: port,
+        scheduler_connect_timeout_seconds: 30,
+        vcores: args.concurrent_tasks,
+        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        work_dir: Some(work_dir.display().to_string()),
+        executor_heartbeat_interval_seconds: args.heartbeat_secs.max(1),
+        override_config_producer: Some(Arc::new(server_config)),
+        override_logical_codec: Some(logical_codec()),
+        override_physical_codec: Some(physical_codec()),
+        override_function_registry: Some(Arc::new(registry)),
+        ..Default::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| format!("executor stopped: {e}"))
+}
+
+/// A client context that plans locally and runs every query on the cluster at `url`
+/// (`df://host:port`), with the given settings and prs' functions.
+pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, String> {
+    let rest = url
+        .strip_prefix("df://")
+        .ok_or_else(|| format!("--cluster {url:?}: expected df://host:port"))?;
+    let rest = rest.trim_end_matches('/');
+    let scheduler_url = if rest.contains(':') {
+        format!("http://{rest}")
+    } else {
+        format!("http://{rest}:50050")
+    };
+    let mut config = SessionConfig::new_with_ballista()
+        .with_information_schema(true)
+        .with_option_extension(cfg)
+        .with_ballista_logical_extension_codec(logical_codec())
+        .with_ballista_physical_extension_codec(physical_codec());
+    // one task per partition of the prompt table, so every executor gets a share
+    config
+        .options_mut()
+        .set("ballista.scheduler.max_partitions_per_task", "1")
+        .map_err(|e| e.to_string())?;
+    JobStats::install(&mut config);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let local = SessionContext::new_with_state(state);
+    datafusion_prs::register_distributed(&local);
+    let state = local
+        .state()
+        .upgrade_for_ballista(scheduler_url)
+        .map_err(|e| format!("--cluster {url}: {e}"))?;
+    Ok(SessionContext::new_with_state(state).enable_url_table())
+}
+
+/// Say what a cluster error means when it is about reaching the scheduler or about a table
+/// that cannot travel.
+pub fn explain_error(url: &str, error: String) -> String {
+    if error.contains("tcp connect error") || error.contains("transport error") {
+        format!(
+            "cannot reach the Ballista scheduler at {url}: is `prs scheduler` running there, and \
+             is the port open? ({error})"
+        )
+    } else if error.contains("failed to serialize logical plan")
+        && error.contains("LogicalExtensionCodec is not provided")
+    {
+        "a table that exists only in this session (CREATE TABLE ... AS, VALUES, a registered \
+         batch) cannot be sent to the cluster: write it where every executor can read it \
+         (COPY ... TO 'dir/' STORED AS PARQUET) and read it back with CREATE EXTERNAL TABLE \
+         ... STORED AS PARQUET LOCATION 'dir/' (see queries/cluster_quickstart.sql)"
+            .to_string()
+    } else {
+        error
+    }
+}

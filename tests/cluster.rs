@@ -1,0 +1,424 @@
+//! Ballista: a scheduler and two executors on 127.0.0.1 (child processes of the `prs` binary)
+//! run PRS over a prompt table split into Parquet files, against the fake servers. The result
+//! equals the single-node run's; an executor killed mid-query either has its tasks re-run by
+//! the other executor or fails the query clearly, and a re-run never asks for a prompt that was
+//! finished (checkpointed) before.
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+use datafusion_prs::PrsConfig;
+
+use common::*;
+
+const PROMPTS_PER_FILE: usize = 3;
+const FILES: usize = 4;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening on {port}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not listen on {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A scheduler and executors; all killed on drop.
+struct Cluster {
+    url: String,
+    scheduler: Child,
+    executors: Vec<(Child, PathBuf)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(executors: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut scheduler = Command::new(env!("CARGO_BIN_EXE_prs"))
+            .args(["scheduler", "--bind", &format!("127.0.0.1:{port}")])
+            .args([
+                "--external-host",
+                "127.0.0.1",
+                "--executor-timeout-secs",
+                "3",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, "the scheduler", &mut scheduler);
+        let mut cluster = Cluster {
+            url: format!("df://127.0.0.1:{port}"),
+            scheduler,
+            executors: vec![],
+            _dir: dir,
+        };
+        for i in 0..executors {
+            let (flight, grpc) = (free_port(), free_port());
+            let work = cluster._dir.path().join(format!("executor-{i}"));
+            let mut child = Command::new(env!("CARGO_BIN_EXE_prs"))
+                .args(["executor", "--scheduler", &format!("127.0.0.1:{port}")])
+                .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
+                .args(["--flight-port", &flight.to_string()])
+                .args(["--grpc-port", &grpc.to_string()])
+                .args(["--concurrent-tasks", "2", "--heartbeat-secs", "1"])
+                .arg("--work-dir")
+                .arg(&work)
+                // keys come from each executor's own environment, never from the plan
+                .env("PRS_POLICY_API_KEY", API_KEY)
+                .env_remove("PRS_REWARD_API_KEY")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            wait_for_port(flight, "an executor", &mut child);
+            cluster.executors.push((child, work));
+        }
+        // executors register with the scheduler right after they listen
+        std::thread::sleep(Duration::from_millis(500));
+        cluster
+    }
+
+    fn kill_executor(&mut self, i: usize) {
+        self.executors[i].0.kill().unwrap(); // SIGKILL: no goodbye to the scheduler
+        self.executors[i].0.wait().unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (c, _) in &mut self.executors {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.scheduler.kill();
+        let _ = self.scheduler.wait();
+    }
+}
+
+fn prompt_text(i: usize) -> String {
+    format!("Tell me about topic-{i:02}-end.")
+}
+
+/// `FILES` Parquet files of `PROMPTS_PER_FILE` prompts each (one partition per file).
+async fn prompt_dir(dir: &Path) -> String {
+    let ctx = SessionContext::new();
+    for f in 0..FILES {
+        let rows: Vec<String> = (0..PROMPTS_PER_FILE)
+            .map(|j| {
+                let i = f * PROMPTS_PER_FILE + j;
+                format!("({i}, '{}', 'Be concrete.')", prompt_text(i))
+            })
+            .collect();
+        let path = dir.join(format!("part-{f}.parquet"));
+        ctx.sql(&format!(
+            "COPY (SELECT CAST(column1 AS BIGINT) AS id, column2 AS prompt, column3 AS preference \
+             FROM (VALUES {})) TO '{}' STORED AS PARQUET",
+            rows.join(", "),
+            path.display()
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    }
+    dir.display().to_string()
+}
+
+fn settings(url: &str, extra: &[(&str, &str)]) -> PrsConfig {
+    let mut cfg = PrsConfig::default();
+    for (k, v) in [
+        ("policy_url", format!("{url}/v1").as_str()),
+        ("reward_url", url),
+        ("retry_initial_delay_ms", "1"),
+        ("retry_max_delay_ms", "5"),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        cfg.set_checked(k, v, "test").unwrap();
+    }
+    cfg
+}
+
+fn query(source: &str) -> String {
+    format!(
+        "SELECT prompt_id, layer, sample_index, parent_index, response, reward, is_best, seed, error \
+         FROM prs_sample('{source}', 4) ORDER BY prompt_id, layer, sample_index"
+    )
+}
+
+async fn collect(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<Vec<RecordBatch>> {
+    ctx.sql(sql).await?.collect().await
+}
+
+fn table(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches).unwrap().to_string()
+}
+
+fn cluster_ctx(cluster: &Cluster, cfg: PrsConfig) -> SessionContext {
+    prs::cluster::client_context(&cluster.url, cfg).unwrap()
+}
+
+fn has_files(dir: &Path) -> bool {
+    walk(dir).next().is_some()
+}
+
+fn walk(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    std::iter::from_fn(move || {
+        while let Some(p) = stack.pop() {
+            if p.is_dir() {
+                stack.extend(
+                    std::fs::read_dir(&p)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path()),
+                );
+            } else {
+                return Some(p);
+            }
+        }
+        None
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_result_equals_single_node() {
+    let (url, fake) = start(Mode::Normal).await;
+    let data = tempfile::tempdir().unwrap();
+    let source = prompt_dir(data.path()).await;
+    let sql = query(&source);
+
+    let single = collect(&prs::cli::context(settings(&url, &[])), &sql)
+        .await
+        .unwrap();
+    fake.log.lock().unwrap().clear();
+
+    let cluster = Cluster::start(2);
+    let distributed = collect(&cluster_ctx(&cluster, settings(&url, &[])), &sql)
+        .await
+        .unwrap();
+
+    let rows: usize = distributed.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, FILES * PROMPTS_PER_FILE * 4);
+    assert_eq!(table(&single), table(&distributed));
+
+    // the executors made the requests, with the key from their own environment
+    let generations = requests(&fake, "/chat/completions");
+    assert!(!generations.is_empty());
+    let bearer = format!("Bearer {API_KEY}");
+    assert!(generations
+        .iter()
+        .all(|r| r.auth.as_deref() == Some(bearer.as_str())));
+    // both executors ran tasks (each keeps shuffle output for the tasks it ran)
+    for (_, work) in &cluster.executors {
+        assert!(has_files(work), "no task ran on {}", work.display());
+    }
+}
+
+#[tokio::test]
+async fn a_session_table_is_refused_with_a_clear_error_on_the_cluster() {
+    let (url, _fake) = start(Mode::Normal).await;
+    let cluster = Cluster::start(1);
+    let ctx = cluster_ctx(&cluster, settings(&url, &[]));
+    ctx.sql("CREATE TABLE t (prompt VARCHAR) AS VALUES ('hi')")
+        .await
+        .unwrap();
+    let err = match collect(&ctx, "SELECT * FROM random_sample('t', 2)").await {
+        Ok(_) => panic!("a client-side table cannot be read by the scheduler"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("input t:") && err.contains("every executor can read"),
+        "{err}"
+    );
+}
+
+fn assert_no_request_for(log: &[Req], finished: &BTreeSet<i64>) {
+    for r in log.iter().filter(|r| r.path.ends_with("/chat/completions")) {
+        let text = user_text(&r.body);
+        for id in finished {
+            assert!(
+                !text.contains(&prompt_text(*id as usize)),
+                "prompt {id} was finished (checkpointed) but was requested again"
+            );
+        }
+    }
+}
+
+/// Prompt ids in the checkpoint files under `dir`.
+async fn checkpointed(dir: &Path) -> BTreeSet<i64> {
+    let ctx = SessionContext::new();
+    let mut ids = BTreeSet::new();
+    for file in walk(dir).filter(|p| p.extension().is_some_and(|x| x == "parquet")) {
+        let batches = ctx
+            .read_parquet(
+                file.display().to_string(),
+                datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await
+            .unwrap()
+            .select_columns(&["prompt_id"])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        for b in batches {
+            let col = b.column(0);
+            let col = datafusion::arrow::compute::cast(
+                col,
+                &datafusion::arrow::datatypes::DataType::Int64,
+            )
+            .unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .unwrap();
+            ids.extend(col.iter().flatten());
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_killed_mid_query_then_rerun_sends_no_finished_prompt() {
+    let (url, fake) = start(Mode::Slow).await;
+    let data = tempfile::tempdir().unwrap();
+    let source = prompt_dir(data.path()).await;
+    let sql = query(&source);
+    let expected = collect(&prs::cli::context(settings(&url, &[])), &sql)
+        .await
+        .unwrap();
+
+    let ck = tempfile::tempdir().unwrap();
+    let ck_path = ck.path().to_str().unwrap().to_string();
+    // one prompt at a time per task: the query takes long enough to be interrupted
+    let extra = [
+        ("checkpoint_dir", ck_path.as_str()),
+        ("prompt_concurrency", "1"),
+    ];
+    let mut cluster = Cluster::start(2);
+    let ctx = cluster_ctx(&cluster, settings(&url, &extra));
+    let running = {
+        let sql = sql.clone();
+        tokio::spawn(async move { collect(&ctx, &sql).await })
+    };
+    // kill an executor once some prompts are finished and others are not
+    let started = Instant::now();
+    let finished_at_kill = loop {
+        let done = checkpointed(ck.path()).await;
+        if done.len() >= 2 {
+            break done;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(finished_at_kill.len() < FILES * PROMPTS_PER_FILE);
+    let requests_before_kill = fake.log.lock().unwrap().len();
+    cluster.kill_executor(0);
+    let first = tokio::time::timeout(Duration::from_secs(120), running)
+        .await
+        .expect("the query neither finished nor failed within 120 s")
+        .unwrap();
+    eprintln!(
+        "first run after the kill: {}",
+        match &first {
+            Ok(_) => "finished (lost tasks re-run)".to_string(),
+            Err(e) => format!("failed: {e}"),
+        }
+    );
+    match &first {
+        // Ballista ran the lost tasks again on the other executor
+        Ok(batches) => assert_eq!(table(batches), table(&expected)),
+        // or the query failed, and says so
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+
+    // the tasks Ballista ran again skipped the prompts finished before the kill
+    let after_kill: Vec<Req> = fake.log.lock().unwrap()[requests_before_kill..].to_vec();
+    assert_no_request_for(&after_kill, &finished_at_kill);
+
+    // re-run: prompts finished before are served from the checkpoint, never requested
+    let finished = checkpointed(ck.path()).await;
+    assert!(!finished.is_empty());
+    fake.log.lock().unwrap().clear();
+    let again = collect(&cluster_ctx(&cluster, settings(&url, &extra)), &sql)
+        .await
+        .unwrap();
+    assert_eq!(table(&again), table(&expected));
+    assert_no_request_for(&fake.log.lock().unwrap(), &finished);
+    if first.is_ok() {
+        assert!(
+            requests(&fake, "/chat/completions").is_empty(),
+            "a finished query's re-run requests nothing"
+        );
+    }
+}
+
+/// `prs sql --cluster`: settings from SET and from flags reach the executors' requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_runs_a_script_on_the_cluster() {
+    let (url, fake) = start(Mode::Normal).await;
+    let data = tempfile::tempdir().unwrap();
+    let source = prompt_dir(data.path()).await;
+    let cluster = Cluster::start(2);
+    let args: Vec<String> = vec![
+        "sql".into(),
+        "--quiet".into(),
+        "--cluster".into(),
+        cluster.url.clone(),
+        "--policy-url".into(),
+        format!("{url}/v1"),
+        "--reward-url".into(),
+        url.clone(),
+        format!(
+            "SET prs.temperature = 0.25; \
+             SELECT prompt_id, count(*) AS candidates, max(reward) AS best \
+             FROM prs_sample('{source}', 4) GROUP BY prompt_id ORDER BY prompt_id"
+        ),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_prs"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("{} row(s)", FILES * PROMPTS_PER_FILE)),
+        "{stdout}"
+    );
+    let generations = requests(&fake, "/chat/completions");
+    assert!(!generations.is_empty());
+    assert!(generations.iter().all(|r| r.body["temperature"] == 0.25));
+}
