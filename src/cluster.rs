@@ -294,7 +294,10 @@ pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, Strin
         .state()
         .upgrade_for_ballista(scheduler_url)
         .map_err(|e| format!("--cluster {url}: {e}"))?;
-    Ok(SessionContext::new_with_state(state).enable_url_table())
+    let ctx = SessionContext::new_with_state(state).enable_url_table();
+    // the upgrade replaced the scalar functions with Ballista's list: add ours again
+    datafusion_prs::register_distributed(&ctx);
+    Ok(ctx)
 }
 
 /// Say what a cluster error means when it is about reaching the scheduler or about a table

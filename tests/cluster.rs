@@ -422,3 +422,29 @@ async fn cli_runs_a_script_on_the_cluster() {
     assert!(!generations.is_empty());
     assert!(generations.iter().all(|r| r.body["temperature"] == 0.25));
 }
+
+/// `reward(prompt, response)` on the cluster scores the same texts with the same results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reward_udf_on_the_cluster_equals_single_node() {
+    let (url, fake) = start(Mode::Normal).await;
+    let data = tempfile::tempdir().unwrap();
+    let source = prompt_dir(data.path()).await;
+    let sql = format!(
+        "SELECT id, reward(prompt, concat('An answer to ', prompt)) AS r FROM '{source}' ORDER BY id"
+    );
+    let single = collect(&prs::cli::context(settings(&url, &[])), &sql)
+        .await
+        .unwrap();
+    fake.log.lock().unwrap().clear();
+    let cluster = Cluster::start(2);
+    let distributed = collect(&cluster_ctx(&cluster, settings(&url, &[])), &sql)
+        .await
+        .unwrap();
+    assert_eq!(table(&single), table(&distributed));
+    let rows: usize = distributed.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, FILES * PROMPTS_PER_FILE);
+    assert!(
+        !requests(&fake, "/pooling").is_empty(),
+        "the executors scored the texts"
+    );
+}
