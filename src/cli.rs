@@ -216,20 +216,20 @@ pub async fn run(cli: Cli) -> i32 {
             }
         }
         Command::Settings { markdown: true } => {
-            print!("{}", settings_markdown());
+            out(&settings_markdown());
             exit::OK
         }
         Command::Settings { markdown: false } => match PrsConfig::from_env() {
             Ok(cfg) => {
                 for entry in cfg.entries() {
                     let name = entry.key.trim_start_matches("prs.");
-                    println!(
-                        "prs.{:<34} {:<28} {}\n    {}",
+                    out(&format!(
+                        "prs.{:<34} {:<28} {}\n    {}\n",
                         name,
                         PrsConfig::env_name(name),
                         entry.value.unwrap_or_default().replace('\n', "\\n"),
                         entry.description
-                    );
+                    ));
                 }
                 exit::OK
             }
@@ -238,6 +238,20 @@ pub async fn run(cli: Cli) -> i32 {
                 exit::ERROR
             }
         },
+    }
+}
+
+/// Write to stdout. A reader that went away (`prs settings | head`) is not an error; any other
+/// failure to write is reported once on stderr.
+pub fn out(text: &str) {
+    use std::io::Write;
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe
+            && !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            eprintln!("Error: cannot write results to stdout: {e}");
+        }
     }
 }
 
@@ -551,9 +565,9 @@ pub async fn run_script(
         }
         let shown = shorten(&batches, max_width).map_err(|e| e.to_string())?;
         let table = pretty_format_batches(&shown).map_err(|e| e.to_string())?;
-        println!("{table}");
+        out(&format!("{table}\n"));
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        println!("{rows} row(s)");
+        out(&format!("{rows} row(s)\n"));
     }
     Ok(())
 }

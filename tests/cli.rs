@@ -412,3 +412,19 @@ fn dry_run_counts_without_calling() {
     );
     assert!(!dir.path().join("out").exists(), "nothing written");
 }
+
+/// A reader that goes away early (`prs sql ... | head`) ends the output quietly, not in a panic.
+#[test]
+fn closed_stdout_is_not_a_crash() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prs"))
+        .args(["sql", "SELECT value FROM generate_series(1, 200000)"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the table is written
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
