@@ -122,6 +122,13 @@ impl LogicalExtensionCodec for PrsLogicalCodec {
             .into());
         }
         call.source = source::absolute(&call.source);
+        // a relative checkpoint directory means the client's, as the source does
+        let dir = call.cfg.checkpoint_dir.trim().to_string();
+        if !dir.is_empty() && std::path::Path::new(&dir).is_relative() {
+            if let Ok(cwd) = std::env::current_dir() {
+                call.cfg.checkpoint_dir = cwd.join(dir).display().to_string();
+            }
+        }
         write_tagged(buf, TABLE_TAG, &call.to_json())
     }
 }
@@ -323,6 +330,22 @@ mod tests {
         assert!(
             err.contains("input t:") && err.contains("every executor can read"),
             "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn relative_paths_travel_as_the_clients_absolute_paths() {
+        let ctx = context();
+        let sql = format!("SELECT * FROM random_sample('{DATA}', 2, 'checkpoint_dir=ck/run1')");
+        let plan = ctx.sql(&sql).await.unwrap().into_optimized_plan().unwrap();
+        let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &PrsLogicalCodec).unwrap();
+        let back =
+            logical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &PrsLogicalCodec)
+                .unwrap();
+        let expected = std::env::current_dir().unwrap().join("ck/run1");
+        assert_eq!(
+            sample_table(&back).cfg.checkpoint_dir,
+            expected.display().to_string()
         );
     }
 
