@@ -12,6 +12,9 @@
 //!   layer-0 samples, then all rewards, then all feedback, then all revisions, then all rewards),
 //!   run against the same simulator in the same process;
 //! * client CPU time per 1,000 candidates and candidates/s against an instant simulator.
+//!
+//! `PRS_BENCH_SET="name=value,..."` applies settings to every run (the pipelined and the
+//! reference schedules alike), e.g. `prompt_concurrency=64,max_in_flight=512`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -89,6 +92,13 @@ fn config(sim: &Sim) -> PrsConfig {
         ("reward_model", "prs-sim-reward".to_string()),
     ] {
         cfg.set_checked(k, &v, "bench").unwrap();
+    }
+    if let Ok(extra) = std::env::var("PRS_BENCH_SET") {
+        for item in extra.split(',').filter(|i| !i.trim().is_empty()) {
+            let (k, v) = item.split_once('=').expect("PRS_BENCH_SET: name=value,...");
+            cfg.set_checked(k.trim(), v.trim(), "PRS_BENCH_SET")
+                .unwrap();
+        }
     }
     cfg
 }
