@@ -84,9 +84,9 @@ pub async fn run(ctx: &SessionContext, script: &str) -> Result<Cost, String> {
             Ok(plan) => plan,
             // it reads what an earlier statement would have written (COPY ... TO)
             Err(e) if e.to_string().contains("not found") && e.to_string().contains("table") => {
-                println!(
-                    "{label}: not planned, it reads output that a dry run does not write ({e})"
-                );
+                crate::cli::out(&format!(
+                    "{label}: not planned, it reads output that a dry run does not write ({e})\n"
+                ));
                 continue;
             }
             Err(e) => return Err(format!("{label}: {e}")),
@@ -116,17 +116,17 @@ pub async fn run(ctx: &SessionContext, script: &str) -> Result<Cost, String> {
                 .map_err(|e| format!("{label}: {e}"))?,
         };
         if cost.sampling_calls > 0 {
-            println!(
-                "{label}: {} sampling call(s) over {} prompts: {} policy requests, {} reward requests, at most {} generated tokens",
+            crate::cli::out(&format!(
+                "{label}: {} sampling call(s) over {} prompts: {} policy requests, {} reward requests, at most {} generated tokens\n",
                 cost.sampling_calls, cost.prompts, cost.policy_requests, cost.reward_requests, cost.max_generated_tokens
-            );
+            ));
         }
         total.add(&cost);
     }
-    println!(
+    crate::cli::out(&format!(
         "total: {} sampling call(s), {} prompts, {} policy requests, {} reward requests, at most {} generated tokens \
-         (servers that ignore `n` and retries add requests; nothing was called)",
+         (servers that ignore `n` and retries add requests; nothing was called)\n",
         total.sampling_calls, total.prompts, total.policy_requests, total.reward_requests, total.max_generated_tokens
-    );
+    ));
     Ok(total)
 }
