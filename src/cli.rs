@@ -386,6 +386,11 @@ async fn run_sql(args: &SqlArgs) -> i32 {
     };
     if summary.stats.prompts > 0 {
         summary.print();
+    } else if let (Some(url), None) = (&args.cluster, &summary.error) {
+        eprintln!(
+            "prs: ran on the cluster at {url}; the executors did the sampling, so this job summary \
+             (and prs.max_failed_share) has no counts: failures are in the rows' `error` column"
+        );
     }
     if let Some(path) = &args.summary_json {
         let written = serde_json::to_vec_pretty(&summary)

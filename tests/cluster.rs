@@ -414,6 +414,7 @@ async fn cli_runs_a_script_on_the_cluster() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("ran on the cluster"), "{stderr}");
     assert!(
         stdout.contains(&format!("{} row(s)", FILES * PROMPTS_PER_FILE)),
         "{stdout}"
