@@ -149,6 +149,21 @@ async fn prompt_dir(dir: &Path) -> String {
     dir.display().to_string()
 }
 
+/// Fake servers in `mode` and a prompt directory (deleted with the returned guard).
+async fn fixture(mode: Mode) -> (String, Fake, String, tempfile::TempDir) {
+    let (url, fake) = start(mode).await;
+    let data = tempfile::tempdir().unwrap();
+    let source = prompt_dir(data.path()).await;
+    (url, fake, source, data)
+}
+
+/// `sql` run on one machine with default test settings: what the cluster must reproduce.
+async fn single_node(url: &str, sql: &str) -> Vec<RecordBatch> {
+    collect(&prs::cli::context(settings(url, &[])), sql)
+        .await
+        .unwrap()
+}
+
 fn settings(url: &str, extra: &[(&str, &str)]) -> PrsConfig {
     let mut cfg = PrsConfig::default();
     for (k, v) in [
@@ -210,14 +225,10 @@ fn walk(dir: &Path) -> impl Iterator<Item = PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_result_equals_single_node() {
-    let (url, fake) = start(Mode::Normal).await;
-    let data = tempfile::tempdir().unwrap();
-    let source = prompt_dir(data.path()).await;
+    let (url, fake, source, _data) = fixture(Mode::Normal).await;
     let sql = query(&source);
 
-    let single = collect(&prs::cli::context(settings(&url, &[])), &sql)
-        .await
-        .unwrap();
+    let single = single_node(&url, &sql).await;
     fake.log.lock().unwrap().clear();
 
     let cluster = Cluster::start(2);
@@ -308,13 +319,9 @@ async fn checkpointed(dir: &Path) -> BTreeSet<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executor_killed_mid_query_then_rerun_sends_no_finished_prompt() {
-    let (url, fake) = start(Mode::Slow).await;
-    let data = tempfile::tempdir().unwrap();
-    let source = prompt_dir(data.path()).await;
+    let (url, fake, source, _data) = fixture(Mode::Slow).await;
     let sql = query(&source);
-    let expected = collect(&prs::cli::context(settings(&url, &[])), &sql)
-        .await
-        .unwrap();
+    let expected = single_node(&url, &sql).await;
 
     let ck = tempfile::tempdir().unwrap();
     let ck_path = ck.path().to_str().unwrap().to_string();
@@ -384,9 +391,7 @@ async fn executor_killed_mid_query_then_rerun_sends_no_finished_prompt() {
 /// `prs sql --cluster`: settings from SET and from flags reach the executors' requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_runs_a_script_on_the_cluster() {
-    let (url, fake) = start(Mode::Normal).await;
-    let data = tempfile::tempdir().unwrap();
-    let source = prompt_dir(data.path()).await;
+    let (url, fake, source, _data) = fixture(Mode::Normal).await;
     let cluster = Cluster::start(2);
     let args: Vec<String> = vec![
         "sql".into(),
@@ -427,15 +432,11 @@ async fn cli_runs_a_script_on_the_cluster() {
 /// `reward(prompt, response)` on the cluster scores the same texts with the same results.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reward_udf_on_the_cluster_equals_single_node() {
-    let (url, fake) = start(Mode::Normal).await;
-    let data = tempfile::tempdir().unwrap();
-    let source = prompt_dir(data.path()).await;
+    let (url, fake, source, _data) = fixture(Mode::Normal).await;
     let sql = format!(
         "SELECT id, reward(prompt, concat('An answer to ', prompt)) AS r FROM '{source}' ORDER BY id"
     );
-    let single = collect(&prs::cli::context(settings(&url, &[])), &sql)
-        .await
-        .unwrap();
+    let single = single_node(&url, &sql).await;
     fake.log.lock().unwrap().clear();
     let cluster = Cluster::start(2);
     let distributed = collect(&cluster_ctx(&cluster, settings(&url, &[])), &sql)

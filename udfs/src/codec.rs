@@ -121,14 +121,9 @@ impl LogicalExtensionCodec for PrsLogicalCodec {
             }
             .into());
         }
+        // relative paths mean the client's working directory
         call.source = source::absolute(&call.source);
-        // a relative checkpoint directory means the client's, as the source does
-        let dir = call.cfg.checkpoint_dir.trim().to_string();
-        if !dir.is_empty() && std::path::Path::new(&dir).is_relative() {
-            if let Ok(cwd) = std::env::current_dir() {
-                call.cfg.checkpoint_dir = cwd.join(dir).display().to_string();
-            }
-        }
+        call.cfg.checkpoint_dir = source::absolute(&call.cfg.checkpoint_dir);
         write_tagged(buf, TABLE_TAG, &call.to_json())
     }
 }
@@ -265,6 +260,16 @@ mod tests {
         found.expect("a sampling table scan in the plan")
     }
 
+    /// Plan `sql` on `ctx`, then send the logical plan through the codec and back.
+    async fn round_trip(ctx: &SessionContext, sql: &str) -> (LogicalPlan, LogicalPlan) {
+        let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+        let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &PrsLogicalCodec).unwrap();
+        let back =
+            logical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &PrsLogicalCodec)
+                .unwrap();
+        (plan, back)
+    }
+
     fn sample_exec(plan: &Arc<dyn ExecutionPlan>) -> Option<&SampleExec> {
         if let Some(e) = plan.downcast_ref::<SampleExec>() {
             return Some(e);
@@ -276,12 +281,7 @@ mod tests {
     async fn sampling_calls_survive_the_logical_and_physical_round_trip() {
         let ctx = context();
         let sql = format!("SELECT prompt_id, response FROM prs_sample('{DATA}', 4, 'seed=7')");
-        let plan = ctx.sql(&sql).await.unwrap().into_optimized_plan().unwrap();
-
-        let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &PrsLogicalCodec).unwrap();
-        let back =
-            logical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &PrsLogicalCodec)
-                .unwrap();
+        let (plan, back) = round_trip(&ctx, &sql).await;
         let (sent, got) = (sample_table(&plan), sample_table(&back));
         assert_eq!(got.to_json(), sent.to_json());
         assert_eq!(got.n, 4);
@@ -337,11 +337,7 @@ mod tests {
     async fn relative_paths_travel_as_the_clients_absolute_paths() {
         let ctx = context();
         let sql = format!("SELECT * FROM random_sample('{DATA}', 2, 'checkpoint_dir=ck/run1')");
-        let plan = ctx.sql(&sql).await.unwrap().into_optimized_plan().unwrap();
-        let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &PrsLogicalCodec).unwrap();
-        let back =
-            logical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &PrsLogicalCodec)
-                .unwrap();
+        let (_, back) = round_trip(&ctx, &sql).await;
         let expected = std::env::current_dir().unwrap().join("ck/run1");
         assert_eq!(
             sample_table(&back).cfg.checkpoint_dir,

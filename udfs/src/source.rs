@@ -65,16 +65,16 @@ pub fn looks_like_path(source: &str) -> bool {
         || Path::new(source).exists()
 }
 
-/// `source` made absolute against the current directory when it is a relative path that
-/// exists here (globs and absolute paths are returned as they are).
-pub fn absolute(source: &str) -> String {
-    let path = Path::new(source.trim());
-    if path.is_relative() && path.exists() {
+/// A relative path (file, directory or glob) made absolute against the current directory;
+/// empty text and absolute paths are returned as they are.
+pub fn absolute(path: &str) -> String {
+    let trimmed = path.trim();
+    if !trimmed.is_empty() && Path::new(trimmed).is_relative() {
         if let Ok(cwd) = std::env::current_dir() {
-            return cwd.join(path).display().to_string();
+            return cwd.join(trimmed).display().to_string();
         }
     }
-    source.to_string()
+    path.to_string()
 }
 
 /// The provider for `source`.
