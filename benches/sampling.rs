@@ -125,14 +125,76 @@ struct Run {
     cpu: f64,
     candidates: u64,
     tokens: u64,
+    /// The engine's counters over the run (engine simulator only).
+    engine: Option<EngineDelta>,
 }
 
-async fn run_sql(cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
+/// Where a run's makespan went, from the simulator's `/sim/engine` counters.
+#[derive(Clone, Copy)]
+struct EngineDelta {
+    busy: f64,
+    prefill: f64,
+    underfull: f64,
+}
+
+async fn engine_counters(port: u16) -> Option<serde_json::Value> {
+    let url = format!("http://127.0.0.1:{port}/sim/engine");
+    let resp = reqwest::get(&url).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// With `PRS_BENCH_TRACE=1`, print the engine's under-full and prefill time per half second
+/// while a run goes on (where in the run the slots were left empty).
+fn trace_engine(port: u16) -> Option<tokio::task::JoinHandle<()>> {
+    std::env::var("PRS_BENCH_TRACE").ok().filter(|v| v == "1")?;
+    Some(tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut last = engine_counters(port).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = engine_counters(port).await;
+            if let Some(d) = engine_delta(&last, &now) {
+                eprintln!(
+                    "  t={:>5.1}s busy {:>4.2}s prefill {:>4.2}s under-full {:>4.2}s",
+                    t0.elapsed().as_secs_f64(),
+                    d.busy,
+                    d.prefill,
+                    d.underfull
+                );
+            }
+            last = now;
+        }
+    }))
+}
+
+fn engine_delta(
+    before: &Option<serde_json::Value>,
+    after: &Option<serde_json::Value>,
+) -> Option<EngineDelta> {
+    let (b, a) = (before.as_ref()?, after.as_ref()?);
+    let secs = |k: &str| (a[k].as_f64().unwrap_or(0.0) - b[k].as_f64().unwrap_or(0.0)) / 1000.0;
+    Some(EngineDelta {
+        busy: secs("busy_ms"),
+        prefill: secs("prefill_ms"),
+        underfull: secs("underfull_ms"),
+    })
+}
+
+async fn run_sql(sim: &Sim, cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
     let ctx = prs::cli::context(cfg);
     make_prompts(&ctx, prompts).await;
+    let before = engine_counters(sim.port).await;
+    let trace = trace_engine(sim.port);
     let (t0, c0) = (Instant::now(), cpu_secs());
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    if let Some(t) = trace {
+        t.abort();
+    }
     let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    let engine = engine_delta(&before, &engine_counters(sim.port).await);
     let candidates = batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64;
     let stats = ctx
         .state()
@@ -146,6 +208,7 @@ async fn run_sql(cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
         cpu,
         candidates,
         tokens: stats.completion_tokens,
+        engine,
     }
 }
 
@@ -164,7 +227,7 @@ async fn make_prompts(ctx: &SessionContext, n: usize) {
 
 /// The reference implementation's schedule: each stage over the whole dataset, with a barrier
 /// between stages. Same requests, seeds and templates as `prs_sample(.., 16)`.
-async fn reference_prs(cfg: &PrsConfig, prompts: usize) -> Run {
+async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
     let stats = Arc::new(JobStats::default());
     let templates = Templates::from_config(cfg).unwrap();
     let policy = Arc::new(PolicyClient::new(cfg, templates.prompt.clone(), stats.clone()).unwrap());
@@ -179,6 +242,7 @@ async fn reference_prs(cfg: &PrsConfig, prompts: usize) -> Run {
             (i.to_string(), format!("{x}\n\n{pref}"))
         })
         .collect();
+    let before = engine_counters(sim.port).await;
     let (t0, c0) = (Instant::now(), cpu_secs());
     let generate = |jobs: Vec<(String, i32, i32, String, usize)>| {
         let policy = policy.clone();
@@ -291,25 +355,46 @@ async fn reference_prs(cfg: &PrsConfig, prompts: usize) -> Run {
     )
     .await;
     let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    let engine = engine_delta(&before, &engine_counters(sim.port).await);
     let s = stats.snapshot();
     Run {
         secs,
         cpu,
         candidates: (prompts * 16) as u64,
         tokens: s.completion_tokens,
+        engine,
     }
 }
 
 fn report(name: &str, r: &Run) {
+    let rate = format!(
+        "candidates/s {:>8.0}  client CPU {:>6.3}s per 1000 candidates",
+        r.candidates as f64 / r.secs,
+        r.cpu * 1000.0 / r.candidates as f64
+    );
+    let Some(e) = r.engine else {
+        // instant simulator: no engine, no lower bound
+        println!("{name:<34} makespan {:>7.2}s  {rate}", r.secs);
+        return;
+    };
     let lower = r.tokens as f64 / peak_tokens_per_sec();
     println!(
-        "{name:<34} makespan {:>7.2}s  lower bound {:>7.2}s  ratio {:>5.3}  tokens {:>8}  candidates/s {:>8.0}  client CPU {:>6.3}s per 1000 candidates",
+        "{name:<34} makespan {:>7.2}s  lower bound {:>7.2}s  ratio {:>5.3}  tokens {:>8}  {rate}",
         r.secs,
         lower,
         r.secs / lower,
         r.tokens,
-        r.candidates as f64 / r.secs,
-        r.cpu * 1000.0 / r.candidates as f64
+    );
+    // makespan - lower bound = prefill + under-full steps + time with no step running
+    println!(
+        "{:<34} gap {:>5.2}s = prefill {:>5.2}s + under-full steps {:>5.2}s + engine idle {:>5.2}s; \
+         without prefill the ratio is {:>5.3}",
+        "",
+        r.secs - lower,
+        e.prefill,
+        e.underfull,
+        r.secs - e.busy,
+        (r.secs - e.prefill) / lower
     );
 }
 
@@ -326,19 +411,21 @@ async fn main() {
     let sim = start_sim(true).await;
     let cfg = config(&sim);
     let prs = run_sql(
+        &sim,
         cfg.clone(),
         prompts,
         "SELECT count(*) FROM prs_sample('prompts', 16)",
     )
     .await;
     report("prs_sample n=16 (pipelined)", &prs);
-    let reference = reference_prs(&cfg, prompts).await;
+    let reference = reference_prs(&sim, &cfg, prompts).await;
     report("PRS n=16, stage-by-stage reference", &reference);
     println!(
         "speedup of prs_sample over the stage-by-stage schedule: {:.2}x",
         reference.secs / prs.secs
     );
     let random = run_sql(
+        &sim,
         cfg.clone(),
         prompts,
         "SELECT count(*) FROM random_sample('prompts', 16)",
@@ -350,6 +437,7 @@ async fn main() {
     let instant = start_sim(false).await;
     let cfg = config(&instant);
     let fast = run_sql(
+        &instant,
         cfg,
         prompts,
         "SELECT count(*) FROM prs_sample('prompts', 16)",

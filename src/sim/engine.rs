@@ -7,6 +7,7 @@
 //! reward model is one accelerator: batches are scored one at a time, each costing
 //! `reward_batch_ms + reward_text_ms × texts`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -54,6 +55,27 @@ impl EngineConfig {
     }
 }
 
+/// What the engine has done since it started: the makespan of a job against it splits into
+/// the lower bound (`tokens` at the peak rate), `prefill_ms`, `underfull_ms` (the fixed step cost
+/// not shared by a full batch: `step_ms × (1 − running / max_seqs)` summed over steps, i.e. slots
+/// the client left empty) and time with no step at all (idle: nothing to run).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct EngineStats {
+    pub steps: u64,
+    /// Tokens generated (one per running sequence per step).
+    pub tokens: u64,
+    /// Modelled time of all steps, milliseconds.
+    pub busy_ms: f64,
+    /// Of `busy_ms`, prefill of newly admitted prompts.
+    pub prefill_ms: f64,
+    /// Of `busy_ms`, the step cost lost to running fewer than `max_seqs` sequences.
+    pub underfull_ms: f64,
+    /// Sequences submitted so far.
+    pub sequences: u64,
+    /// Longest queue seen (sequences waiting for a slot).
+    pub max_queue: usize,
+}
+
 struct Job {
     tokens: usize,
     prompt_tokens: usize,
@@ -65,18 +87,26 @@ pub struct Engine {
     cfg: EngineConfig,
     jobs: mpsc::UnboundedSender<Job>,
     reward_gpu: Mutex<()>,
+    stats: Arc<std::sync::Mutex<EngineStats>>,
 }
 
 impl Engine {
     /// Start the engine loop on the current runtime.
     pub fn start(cfg: EngineConfig) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(cfg, rx));
+        let stats = Arc::new(std::sync::Mutex::new(EngineStats::default()));
+        tokio::spawn(run(cfg, rx, stats.clone()));
         Engine {
             cfg,
             jobs: tx,
             reward_gpu: Mutex::new(()),
+            stats,
         }
+    }
+
+    /// What the engine has done so far.
+    pub fn stats(&self) -> EngineStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -104,7 +134,12 @@ impl Engine {
     }
 }
 
-async fn run(cfg: EngineConfig, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    cfg: EngineConfig,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    stats: Arc<std::sync::Mutex<EngineStats>>,
+) {
+    let max_seqs = cfg.max_seqs.max(1);
     let mut queue: std::collections::VecDeque<Job> = Default::default();
     let mut running: Vec<(usize, oneshot::Sender<()>)> = Vec::new();
     // steps are scheduled on an absolute clock so timer slack does not accumulate
@@ -121,14 +156,25 @@ async fn run(cfg: EngineConfig, mut rx: mpsc::UnboundedReceiver<Job>) {
             queue.push_back(job);
         }
         let mut prefill_tokens = 0;
-        while running.len() < cfg.max_seqs.max(1) {
+        let mut admitted = 0;
+        let queued = queue.len();
+        while running.len() < max_seqs {
             let Some(job) = queue.pop_front() else { break };
             prefill_tokens += job.prompt_tokens;
+            admitted += 1;
             running.push((job.tokens, job.done));
         }
-        let step_ms = cfg.step_ms
-            + cfg.per_seq_ms * running.len() as f64
-            + cfg.prefill_ms_per_1k_tokens * prefill_tokens as f64 / 1000.0;
+        let prefill_ms = cfg.prefill_ms_per_1k_tokens * prefill_tokens as f64 / 1000.0;
+        let step_ms = cfg.step_ms + cfg.per_seq_ms * running.len() as f64 + prefill_ms;
+        if let Ok(mut s) = stats.lock() {
+            s.steps += 1;
+            s.tokens += running.len() as u64;
+            s.busy_ms += step_ms;
+            s.prefill_ms += prefill_ms;
+            s.underfull_ms += cfg.step_ms * (1.0 - running.len() as f64 / max_seqs as f64);
+            s.sequences += admitted;
+            s.max_queue = s.max_queue.max(queued);
+        }
         clock += Duration::from_secs_f64(step_ms / 1000.0);
         tokio::time::sleep_until(clock).await;
         let mut still = Vec::with_capacity(running.len());
@@ -201,5 +247,36 @@ mod tests {
         // a fifth waits for a free slot
         let took = run(5).await;
         assert!((200..=220).contains(&took), "{took}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_split_the_busy_time() {
+        let cfg = EngineConfig {
+            step_ms: 10.0,
+            per_seq_ms: 1.0,
+            prefill_ms_per_1k_tokens: 100.0,
+            max_seqs: 4,
+            min_tokens: 1,
+            length_shape: 2.0,
+            reward_batch_ms: 0.0,
+            reward_text_ms: 0.0,
+        };
+        let engine = std::sync::Arc::new(Engine::start(cfg));
+        // two sequences: 10 and 5 tokens, with 500 and 0 prompt tokens, admitted in one step
+        let (a, b) = (engine.clone(), engine.clone());
+        let runs = [
+            tokio::spawn(async move { a.generate(10, 500).await }),
+            tokio::spawn(async move { b.generate(5, 0).await }),
+        ];
+        for r in runs {
+            r.await.unwrap();
+        }
+        let s = engine.stats();
+        assert_eq!((s.steps, s.tokens, s.sequences), (10, 15, 2));
+        // 10 steps × 10 ms, 15 sequence-steps × 1 ms, one prefill of 500 tokens = 50 ms
+        assert!((s.busy_ms - 165.0).abs() < 1e-9, "{s:?}");
+        assert!((s.prefill_ms - 50.0).abs() < 1e-9, "{s:?}");
+        // 5 steps with 2 of 4 slots, 5 with 1 of 4: 10 × (5 × 0.5 + 5 × 0.75)
+        assert!((s.underfull_ms - 62.5).abs() < 1e-9, "{s:?}");
     }
 }

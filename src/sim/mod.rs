@@ -44,6 +44,7 @@ pub fn router(engine: Option<engine::EngineConfig>) -> Router {
         .route("/classify", post(classify))
         .route("/get_reward", post(get_reward))
         .route("/predict", post(predict))
+        .route("/sim/engine", get(engine_stats))
         .with_state(Sim {
             model: SIM_MODEL.to_string(),
             engine: engine.map(|cfg| Arc::new(engine::Engine::start(cfg))),
@@ -107,6 +108,18 @@ async fn models(State(sim): State<Sim>) -> Json<Value> {
         {"id": sim.model, "object": "model", "owned_by": "prs-sim"},
         {"id": SIM_REWARD_MODEL, "object": "model", "owned_by": "prs-sim"}
     ]}))
+}
+
+/// The engine model's counters (`--engine` only): steps, tokens, busy, prefill and under-full
+/// time, for benchmarks to split a makespan.
+async fn engine_stats(State(sim): State<Sim>) -> Response {
+    match &sim.engine {
+        Some(engine) => Json(json!(engine.stats())).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no engine model: start the simulator with --engine",
+        ),
+    }
 }
 
 async fn chat(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
