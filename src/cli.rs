@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::config::ExtensionOptions;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 use datafusion_prs::stats::{JobStats, StatsSnapshot};
@@ -559,6 +560,8 @@ pub async fn run_script(
             .statement_to_plan(stmt)
             .await
             .map_err(|e| format!("{where_}{e}"))?;
+        // plans are multi-line text meant to be read whole: never cut them
+        let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         let df = ctx
             .execute_logical_plan(plan)
             .await
@@ -568,6 +571,10 @@ pub async fn run_script(
         if schema.fields().is_empty() {
             continue;
         }
+        if explain {
+            out(&explain_text(&batches));
+            continue;
+        }
         let shown = shorten(&batches, max_width).map_err(|e| e.to_string())?;
         let table = pretty_format_batches(&shown).map_err(|e| e.to_string())?;
         out(&format!("{table}\n"));
@@ -575,6 +582,25 @@ pub async fn run_script(
         out(&format!("{rows} row(s)\n"));
     }
     Ok(())
+}
+
+/// EXPLAIN output as plain text: each plan under its type, whole lines, no table around them.
+fn explain_text(batches: &[RecordBatch]) -> String {
+    let mut text = String::new();
+    for b in batches {
+        let col = |i: usize| b.column(i).as_any().downcast_ref::<StringArray>();
+        let (Some(kind), Some(plan)) = (col(0), col(1)) else {
+            continue;
+        };
+        for row in 0..b.num_rows() {
+            text.push_str(&format!(
+                "## {}\n{}\n",
+                kind.value(row),
+                plan.value(row).trim_end()
+            ));
+        }
+    }
+    text
 }
 
 /// Render every cell as text on one line, cut to `max_width` characters.

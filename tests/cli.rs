@@ -49,6 +49,42 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// EXPLAIN ANALYZE prints whole plan lines (never cut like wide result cells), with the
+/// sampler's request and token counters.
+#[test]
+fn explain_analyze_prints_whole_plans_with_counters() {
+    let dir = workdir();
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--sim",
+            "EXPLAIN ANALYZE SELECT count(*) FROM random_sample('data/prompts.parquet', 2)",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("SampleExec:"))
+        .unwrap_or_else(|| panic!("no SampleExec line in {stdout}"));
+    assert!(!line.contains('…'), "{line}");
+    for counter in [
+        "output_rows=48",
+        "prompts=24",
+        "policy_requests=24",
+        "reward_texts=48",
+        "retries=0",
+        "failed_candidates=0",
+        "completion_tokens=",
+        "policy_wait=",
+    ] {
+        assert!(line.contains(counter), "{counter} missing from {line}");
+    }
+    assert!(stdout.starts_with("## Plan with Metrics\n"), "{stdout}");
+}
+
 #[tokio::test]
 async fn quickstart_writes_candidates() {
     let dir = workdir();

@@ -17,7 +17,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput, Time,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -31,7 +31,7 @@ use datafusion::common::stats::Precision;
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 
 use crate::checkpoint::prompt_key;
-use crate::sampler::{Candidate, PromptInput, WorkStats};
+use crate::sampler::{Candidate, Method, PromptInput, WorkStats};
 use crate::schema::{to_batch, PromptResult};
 use crate::single_flight::ExecGuard;
 use crate::stats::{CallCounters, CALL_COUNTERS};
@@ -103,14 +103,16 @@ impl SampleExec {
 impl DisplayAs for SampleExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let s = &self.spec.sampler;
-        let widths: Vec<String> = s.widths.iter().map(|w| w.to_string()).collect();
+        let n: usize = s.widths.iter().sum();
+        write!(f, "SampleExec: method={}, n={n}", s.method.as_str())?;
+        if s.method == Method::Prs {
+            // the tree's shape only means something for PRS
+            let widths: Vec<String> = s.widths.iter().map(|w| w.to_string()).collect();
+            write!(f, ", widths={}, feedback={}", widths.join("/"), s.feedback)?;
+        }
         write!(
             f,
-            "SampleExec: method={}, n={}, widths={}, feedback={}, policy={} model={}, reward={} protocol={}",
-            s.method.as_str(),
-            s.widths.iter().sum::<usize>(),
-            widths.join("/"),
-            s.feedback,
+            ", policy={} model={}, reward={} protocol={}",
             self.spec.policy.base_url(),
             self.spec.policy.configured_model().unwrap_or("(from /models)"),
             self.spec.reward.base_url(),
@@ -265,13 +267,15 @@ impl ExecutionPlan for SampleExec {
                 let projection = projection.clone();
                 let baseline = baseline.clone();
                 async move {
+                    // compute here is turning candidates into Arrow; the rest is waiting
+                    let timer = baseline.elapsed_compute().timer();
                     let batch = to_batch(&schema, &chunk)?;
                     let batch = match &projection {
                         Some(p) => batch.project(p)?,
                         None => batch,
                     };
-                    baseline.record_output(batch.num_rows());
-                    Ok(batch)
+                    timer.done();
+                    Ok(batch.record_output(&baseline))
                 }
             });
         let batches = batches.inspect(move |_| {
