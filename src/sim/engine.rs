@@ -47,6 +47,42 @@ impl EngineConfig {
         self.max_seqs as f64 / ((self.step_ms + self.per_seq_ms * self.max_seqs as f64) / 1000.0)
     }
 
+    /// Modelled time of one step running `running` sequences, `prefill_tokens` of them new.
+    pub fn step_cost_ms(&self, running: usize, prefill_tokens: usize) -> f64 {
+        self.step_ms
+            + self.per_seq_ms * running as f64
+            + self.prefill_ms_per_1k_tokens * prefill_tokens as f64 / 1000.0
+    }
+
+    /// Makespan, in modelled milliseconds, of running `seqs` (tokens, prompt tokens) with all of
+    /// them queued at time 0 in this order: the same work with a client that never lets the
+    /// queue run dry and no waiting between stages. What remains above the lower bound is
+    /// prefill and the drain of the last, longest sequences, which no client that does not know
+    /// response lengths in advance can avoid.
+    pub fn all_queued_makespan_ms(&self, seqs: &[(usize, usize)]) -> f64 {
+        let mut next = seqs.iter();
+        let mut running: Vec<usize> = Vec::with_capacity(self.max_seqs);
+        let mut ms = 0.0;
+        loop {
+            let mut prefill = 0;
+            while running.len() < self.max_seqs.max(1) {
+                let Some(&(tokens, prompt_tokens)) = next.next() else {
+                    break;
+                };
+                prefill += prompt_tokens;
+                running.push(tokens.max(1));
+            }
+            if running.is_empty() {
+                return ms;
+            }
+            ms += self.step_cost_ms(running.len(), prefill);
+            running.retain_mut(|left| {
+                *left -= 1;
+                *left > 0
+            });
+        }
+    }
+
     /// A response length for a uniform draw `u` in (0, 1].
     pub fn length(&self, u: f64) -> usize {
         let u = u.clamp(1e-9, 1.0);
@@ -88,20 +124,39 @@ pub struct Engine {
     jobs: mpsc::UnboundedSender<Job>,
     reward_gpu: Mutex<()>,
     stats: Arc<std::sync::Mutex<EngineStats>>,
+    log: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
 }
+
+/// Most sequences the engine remembers for [`Engine::all_queued_since`] (16 bytes each).
+const LOG_CAP: usize = 4_000_000;
 
 impl Engine {
     /// Start the engine loop on the current runtime.
     pub fn start(cfg: EngineConfig) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(std::sync::Mutex::new(EngineStats::default()));
-        tokio::spawn(run(cfg, rx, stats.clone()));
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        tokio::spawn(run(cfg, rx, stats.clone(), log.clone()));
         Engine {
             cfg,
             jobs: tx,
             reward_gpu: Mutex::new(()),
             stats,
+            log,
         }
+    }
+
+    /// [`EngineConfig::all_queued_makespan_ms`] of the sequences admitted since the
+    /// `from`-th (`EngineStats::sequences` before a run); `None` once the log is full.
+    pub fn all_queued_since(&self, from: usize) -> Option<f64> {
+        let log = self.log.lock().ok()?;
+        if log.len() >= LOG_CAP {
+            return None;
+        }
+        Some(
+            self.cfg
+                .all_queued_makespan_ms(log.get(from..).unwrap_or(&[])),
+        )
     }
 
     /// What the engine has done so far.
@@ -138,6 +193,7 @@ async fn run(
     cfg: EngineConfig,
     mut rx: mpsc::UnboundedReceiver<Job>,
     stats: Arc<std::sync::Mutex<EngineStats>>,
+    log: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
 ) {
     let max_seqs = cfg.max_seqs.max(1);
     let mut queue: std::collections::VecDeque<Job> = Default::default();
@@ -158,14 +214,20 @@ async fn run(
         let mut prefill_tokens = 0;
         let mut admitted = 0;
         let queued = queue.len();
-        while running.len() < max_seqs {
-            let Some(job) = queue.pop_front() else { break };
-            prefill_tokens += job.prompt_tokens;
-            admitted += 1;
-            running.push((job.tokens, job.done));
+        {
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            while running.len() < max_seqs {
+                let Some(job) = queue.pop_front() else { break };
+                prefill_tokens += job.prompt_tokens;
+                admitted += 1;
+                if log.len() < LOG_CAP {
+                    log.push((job.tokens, job.prompt_tokens));
+                }
+                running.push((job.tokens, job.done));
+            }
         }
         let prefill_ms = cfg.prefill_ms_per_1k_tokens * prefill_tokens as f64 / 1000.0;
-        let step_ms = cfg.step_ms + cfg.per_seq_ms * running.len() as f64 + prefill_ms;
+        let step_ms = cfg.step_cost_ms(running.len(), prefill_tokens);
         if let Ok(mut s) = stats.lock() {
             s.steps += 1;
             s.tokens += running.len() as u64;
@@ -263,14 +325,7 @@ mod tests {
         };
         let engine = std::sync::Arc::new(Engine::start(cfg));
         // two sequences: 10 and 5 tokens, with 500 and 0 prompt tokens, admitted in one step
-        let (a, b) = (engine.clone(), engine.clone());
-        let runs = [
-            tokio::spawn(async move { a.generate(10, 500).await }),
-            tokio::spawn(async move { b.generate(5, 0).await }),
-        ];
-        for r in runs {
-            r.await.unwrap();
-        }
+        futures::future::join(engine.generate(10, 500), engine.generate(5, 0)).await;
         let s = engine.stats();
         assert_eq!((s.steps, s.tokens, s.sequences), (10, 15, 2));
         // 10 steps × 10 ms, 15 sequence-steps × 1 ms, one prefill of 500 tokens = 50 ms
@@ -278,5 +333,35 @@ mod tests {
         assert!((s.prefill_ms - 50.0).abs() < 1e-9, "{s:?}");
         // 5 steps with 2 of 4 slots, 5 with 1 of 4: 10 × (5 × 0.5 + 5 × 0.75)
         assert!((s.underfull_ms - 62.5).abs() < 1e-9, "{s:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_queued_replay_matches_a_fully_fed_run() {
+        let cfg = EngineConfig {
+            step_ms: 10.0,
+            per_seq_ms: 1.0,
+            prefill_ms_per_1k_tokens: 100.0,
+            max_seqs: 2,
+            min_tokens: 1,
+            length_shape: 2.0,
+            reward_batch_ms: 0.0,
+            reward_text_ms: 0.0,
+        };
+        // by hand: steps 1-3 run (4, 3): 12 ms each, +20 ms prefill in step 1; step 4 runs
+        // (1, 5) with 10 ms prefill: 22; steps 5-8 run the 5-token one alone: 11 each
+        let seqs = [(4, 200), (3, 0), (5, 100)];
+        let expected = 3.0 * 12.0 + 20.0 + 22.0 + 4.0 * 11.0;
+        assert!((cfg.all_queued_makespan_ms(&seqs) - expected).abs() < 1e-9);
+        assert_eq!(cfg.all_queued_makespan_ms(&[]), 0.0);
+
+        // the live engine, fed everything at once, takes the same modelled time
+        let engine = std::sync::Arc::new(Engine::start(cfg));
+        // one poll of join_all sends all three, in order, before the engine's loop runs
+        futures::future::join_all(seqs.iter().map(|&(t, p)| engine.generate(t, p))).await;
+        let s = engine.stats();
+        assert!((s.busy_ms - expected).abs() < 1e-9, "{s:?}");
+        let replay = engine.all_queued_since(0).unwrap();
+        assert!((replay - expected).abs() < 1e-9, "{replay}");
+        assert_eq!(engine.all_queued_since(3), Some(0.0));
     }
 }

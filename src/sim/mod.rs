@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Json, State};
+use axum::extract::{Json, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,6 +45,7 @@ pub fn router(engine: Option<engine::EngineConfig>) -> Router {
         .route("/get_reward", post(get_reward))
         .route("/predict", post(predict))
         .route("/sim/engine", get(engine_stats))
+        .route("/sim/engine/all-queued/{from}", get(engine_all_queued))
         .with_state(Sim {
             model: SIM_MODEL.to_string(),
             engine: engine.map(|cfg| Arc::new(engine::Engine::start(cfg))),
@@ -118,6 +119,24 @@ async fn engine_stats(State(sim): State<Sim>) -> Response {
         None => error(
             StatusCode::NOT_FOUND,
             "no engine model: start the simulator with --engine",
+        ),
+    }
+}
+
+/// The makespan the sequences admitted since the `from`-th would take with all of them queued
+/// at once (`Engine::all_queued_since`), in modelled milliseconds.
+async fn engine_all_queued(State(sim): State<Sim>, Path(from): Path<usize>) -> Response {
+    let Some(engine) = &sim.engine else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no engine model: start the simulator with --engine",
+        );
+    };
+    match engine.all_queued_since(from) {
+        Some(ms) => Json(json!({"from": from, "makespan_ms": ms})).into_response(),
+        None => error(
+            StatusCode::CONFLICT,
+            "the engine's sequence log is full; restart the simulator",
         ),
     }
 }

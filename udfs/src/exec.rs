@@ -114,7 +114,10 @@ impl DisplayAs for SampleExec {
             f,
             ", policy={} model={}, reward={} protocol={}",
             self.spec.policy.base_url(),
-            self.spec.policy.configured_model().unwrap_or("(from /models)"),
+            self.spec
+                .policy
+                .configured_model()
+                .unwrap_or("(from /models)"),
             self.spec.reward.base_url(),
             self.spec.reward.protocol().as_str(),
         )
