@@ -298,6 +298,8 @@ pub struct Summary {
     pub max_failed_share: f64,
     /// Peak resident memory of the process (Linux; 0 elsewhere).
     pub peak_rss_mb: f64,
+    /// The scheduler the queries ran on (`--cluster`); the counters are then the executors'.
+    pub cluster: Option<String>,
     #[serde(flatten)]
     pub stats: StatsSnapshot,
 }
@@ -305,22 +307,37 @@ pub struct Summary {
 impl Summary {
     fn print(&self) {
         let s = &self.stats;
+        let requests = match &self.cluster {
+            // executors report reward texts, not the requests their batches made
+            Some(_) => format!(
+                "{} policy requests, {} texts scored",
+                s.policy_requests, s.reward_texts
+            ),
+            None => format!(
+                "{} policy + {} reward requests ({} texts scored)",
+                s.policy_requests, s.reward_requests, s.reward_texts
+            ),
+        };
         eprintln!(
             "prs: {} prompts ({} from checkpoint), {} candidates, {} failed ({:.1}%), {} retries, \
-             {} policy + {} reward requests, {} prompt + {} completion tokens, {:.1}s, peak RSS {:.0} MiB",
+             {requests}, {} prompt + {} completion tokens, {:.1}s, peak RSS {:.0} MiB",
             s.prompts,
             s.prompts_from_checkpoint,
             s.candidates,
             s.failed_candidates,
             100.0 * self.failed_share,
             s.retries,
-            s.policy_requests,
-            s.reward_requests,
             s.prompt_tokens,
             s.completion_tokens,
             self.wall_secs,
             self.peak_rss_mb
         );
+        if let Some(url) = &self.cluster {
+            eprintln!(
+                "prs: ran on the cluster at {url}: counters from the executors' finished tasks; \
+                 failures by kind are in the rows' `error` column"
+            );
+        }
         if !s.errors.is_empty() {
             let kinds: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
             eprintln!("prs: failed candidates by kind: {}", kinds.join(", "));
@@ -383,15 +400,11 @@ async fn run_sql(args: &SqlArgs) -> i32 {
         failed_share,
         max_failed_share,
         peak_rss_mb: peak_rss_mb(),
+        cluster: args.cluster.clone(),
         stats,
     };
     if summary.stats.prompts > 0 {
         summary.print();
-    } else if let (Some(url), None) = (&args.cluster, &summary.error) {
-        eprintln!(
-            "prs: ran on the cluster at {url}; the executors did the sampling, so this job summary \
-             (and prs.max_failed_share) has no counts: failures are in the rows' `error` column"
-        );
     }
     if let Some(path) = &args.summary_json {
         let written = serde_json::to_vec_pretty(&summary)
@@ -525,6 +538,22 @@ fn cluster_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, String> 
 }
 
 #[cfg(feature = "cluster")]
+async fn cluster_counters(
+    ctx: &SessionContext,
+    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Result<bool, String> {
+    crate::cluster::absorb_job_counters(ctx, plan).await
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn cluster_counters(
+    _ctx: &SessionContext,
+    _plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Result<bool, String> {
+    Ok(false)
+}
+
+#[cfg(feature = "cluster")]
 fn cluster_error(url: &str, e: String) -> String {
     crate::cluster::explain_error(url, e)
 }
@@ -567,7 +596,18 @@ pub async fn run_script(
             .await
             .map_err(|e| format!("{where_}{e}"))?;
         let schema = df.schema().clone();
-        let batches = df.collect().await.map_err(|e| format!("{where_}{e}"))?;
+        let task_ctx = df.task_ctx();
+        let plan = df
+            .create_physical_plan()
+            .await
+            .map_err(|e| format!("{where_}{e}"))?;
+        let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(task_ctx))
+            .await
+            .map_err(|e| format!("{where_}{e}"))?;
+        // a query that ran on a cluster: its counters are the executors'
+        if let Err(e) = cluster_counters(ctx, &plan).await {
+            eprintln!("prs: warning: {where_}{e}");
+        }
         if schema.fields().is_empty() {
             continue;
         }

@@ -11,9 +11,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::{
+    GetJobMetricsParams, GetJobMetricsResult, OperatorMetricsSet,
+};
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use ballista_core::utils::create_grpc_client_endpoint;
+use ballista_core::JobId;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
@@ -26,12 +33,14 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{ComposedPhysicalExtensionCodec, PhysicalExtensionCodec};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use datafusion_prs::codec::{PrsLogicalCodec, PrsPhysicalCodec};
-use datafusion_prs::stats::JobStats;
+use datafusion_prs::stats::{JobStats, StatsSnapshot};
 use datafusion_prs::PrsConfig;
 
 /// Logical codec of every process: prs' sampling tables, Ballista's for everything else (its
@@ -284,6 +293,7 @@ pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, Strin
         .set("ballista.scheduler.max_partitions_per_task", "1")
         .map_err(|e| e.to_string())?;
     JobStats::install(&mut config);
+    let config = config.with_extension(Arc::new(SchedulerUrl(scheduler_url.clone())));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -298,6 +308,83 @@ pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, Strin
     // the upgrade replaced the scalar functions with Ballista's list: add ours again
     datafusion_prs::register_distributed(&ctx);
     Ok(ctx)
+}
+
+/// The scheduler a cluster client session sends its queries to (`http://host:port`).
+#[derive(Debug, Clone)]
+pub struct SchedulerUrl(pub String);
+
+/// After a query ran on the cluster: ask the scheduler for its metrics and add the sampling
+/// counters of every `SampleExec` task that succeeded to the session's [`JobStats`], so the
+/// CLI's job summary (and `prs.max_failed_share`) count the executors' work. Returns whether
+/// the plan was a cluster job. Reward requests and failures by kind are not among the metrics
+/// the executors report; reward texts and failed candidates are.
+pub async fn absorb_job_counters(
+    ctx: &SessionContext,
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Result<bool, String> {
+    let state = ctx.state();
+    let Some(url) = state.config().get_extension::<SchedulerUrl>() else {
+        return Ok(false);
+    };
+    let Some(job_id) = cluster_job_id(plan) else {
+        return Ok(false);
+    };
+    let ask = async {
+        let channel = create_grpc_client_endpoint(url.0.clone(), None)
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        SchedulerGrpcClient::new(channel)
+            .get_job_metrics(GetJobMetricsParams {
+                job_id: job_id.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| e.to_string())
+    };
+    let metrics = ask.await.map_err(|e| {
+        format!(
+            "the job ran, but its counters could not be read from the scheduler at {}: {e}",
+            url.0
+        )
+    })?;
+    JobStats::of(state.config()).absorb(&sampling_counters(&metrics)?);
+    Ok(true)
+}
+
+/// The job id of the cluster query in `plan` (the plan itself, or below an EXPLAIN ANALYZE).
+fn cluster_job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<JobId> {
+    if let Some(query) = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>() {
+        return query.job_id();
+    }
+    plan.children().into_iter().find_map(cluster_job_id)
+}
+
+/// The `SampleExec` counters of a job's successful stages, summed.
+fn sampling_counters(job: &GetJobMetricsResult) -> Result<StatsSnapshot, String> {
+    let mut s = StatsSnapshot::default();
+    let operators = job.stages.iter().flat_map(|stage| &stage.operators);
+    for op in operators.filter(|op| op.operator_type == "SampleExec") {
+        let set: MetricsSet = OperatorMetricsSet {
+            metrics: op.metrics.clone(),
+        }
+        .try_into()
+        .map_err(|e| format!("unreadable metrics from the scheduler: {e}"))?;
+        let set = set.aggregate_by_name();
+        let count = |name: &str| set.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+        s.prompts += count("prompts");
+        s.prompts_from_checkpoint += count("prompts_from_checkpoint");
+        s.candidates += set.output_rows().unwrap_or(0) as u64;
+        s.failed_candidates += count("failed_candidates");
+        s.retries += count("retries");
+        s.policy_requests += count("policy_requests");
+        s.reward_texts += count("reward_texts");
+        s.prompt_tokens += count("prompt_tokens");
+        s.completion_tokens += count("completion_tokens");
+    }
+    Ok(s)
 }
 
 /// Say what a cluster error means when it is about reaching the scheduler or about a table

@@ -388,12 +388,20 @@ async fn executor_killed_mid_query_then_rerun_sends_no_finished_prompt() {
     }
 }
 
-/// `prs sql --cluster`: settings from SET and from flags reach the executors' requests.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_runs_a_script_on_the_cluster() {
-    let (url, fake, source, _data) = fixture(Mode::Normal).await;
-    let cluster = Cluster::start(2);
-    let args: Vec<String> = vec![
+/// Run the `prs` CLI (off the async runtime), returning its output.
+async fn run_cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_prs"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn cli_args(cluster: &Cluster, url: &str, summary: &Path, sql: String) -> Vec<String> {
+    vec![
         "sql".into(),
         "--quiet".into(),
         "--cluster".into(),
@@ -401,32 +409,68 @@ async fn cli_runs_a_script_on_the_cluster() {
         "--policy-url".into(),
         format!("{url}/v1"),
         "--reward-url".into(),
-        url.clone(),
-        format!(
-            "SET prs.temperature = 0.25; \
-             SELECT prompt_id, count(*) AS candidates, max(reward) AS best \
-             FROM prs_sample('{source}', 4) GROUP BY prompt_id ORDER BY prompt_id"
-        ),
-    ];
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_prs"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+        url.to_string(),
+        "--summary-json".into(),
+        summary.display().to_string(),
+        sql,
+    ]
+}
+
+fn summary_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `prs sql --cluster`: settings from SET and from flags reach the executors' requests, and
+/// the job summary counts the executors' work (read from the scheduler's job metrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_runs_a_script_on_the_cluster() {
+    let (url, fake, source, data) = fixture(Mode::Normal).await;
+    let cluster = Cluster::start(2);
+    let summary = data.path().join("summary.json");
+    let sql = format!(
+        "SET prs.temperature = 0.25; \
+         SELECT prompt_id, count(*) AS candidates, max(reward) AS best \
+         FROM prs_sample('{source}', 4) GROUP BY prompt_id ORDER BY prompt_id"
+    );
+    let output = run_cli(cli_args(&cluster, &url, &summary, sql)).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("ran on the cluster"), "{stderr}");
-    assert!(
-        stdout.contains(&format!("{} row(s)", FILES * PROMPTS_PER_FILE)),
-        "{stdout}"
-    );
+    let prompts = FILES * PROMPTS_PER_FILE;
+    assert!(stdout.contains(&format!("{prompts} row(s)")), "{stdout}");
     let generations = requests(&fake, "/chat/completions");
     assert!(!generations.is_empty());
     assert!(generations.iter().all(|r| r.body["temperature"] == 0.25));
+
+    // the summary has the executors' counts, and they agree with what the servers saw
+    let s = summary_json(&summary);
+    assert_eq!(s["cluster"], cluster.url.as_str(), "{s}");
+    assert_eq!(s["prompts"], prompts as u64, "{s}");
+    assert_eq!(s["candidates"], 4 * prompts as u64, "{s}");
+    assert_eq!(s["failed_candidates"], 0, "{s}");
+    assert_eq!(s["policy_requests"], generations.len() as u64, "{s}");
+    assert_eq!(s["reward_texts"], 4 * prompts as u64, "{s}");
+    assert!(s["completion_tokens"].as_u64().unwrap() > 0, "{s}");
+}
+
+/// On a cluster too, a job whose candidates all failed exits with the too-many-failures code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_on_the_cluster_applies_max_failed_share() {
+    let (url, _fake, source, data) = fixture(Mode::Reject).await;
+    let cluster = Cluster::start(1);
+    let summary = data.path().join("summary.json");
+    let sql = format!(
+        "SET prs.retry_attempts = 1; SET prs.preflight = false; \
+         SELECT count(*) FROM random_sample('{source}', 2)"
+    );
+    let output = run_cli(cli_args(&cluster, &url, &summary, sql)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let s = summary_json(&summary);
+    assert_eq!(s["prompts"], (FILES * PROMPTS_PER_FILE) as u64, "{s}");
+    assert!(s["failed_candidates"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["failed_share"], 1.0, "{s}");
 }
 
 /// `reward(prompt, response)` on the cluster scores the same texts with the same results.

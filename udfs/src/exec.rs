@@ -389,6 +389,7 @@ async fn produce(
     }
     spec.stats
         .add_prompt(result.candidates.len() as u64, &stats.error_kinds, false);
+    spec.stats.add_reward_texts(stats.reward_texts);
     Ok(result)
 }
 

@@ -80,6 +80,7 @@ pub struct JobStats {
     retries: AtomicU64,
     policy_requests: AtomicU64,
     reward_requests: AtomicU64,
+    reward_texts: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
@@ -97,6 +98,8 @@ pub struct StatsSnapshot {
     pub retries: u64,
     pub policy_requests: u64,
     pub reward_requests: u64,
+    /// Texts scored by the reward model for the sampling functions.
+    pub reward_texts: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     /// failed candidates by kind of error
@@ -154,6 +157,31 @@ impl JobStats {
         }
     }
 
+    pub fn add_reward_texts(&self, n: u64) {
+        self.reward_texts.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Add counters gathered elsewhere (a cluster's executors, say) to these.
+    pub fn absorb(&self, s: &StatsSnapshot) {
+        let add = |a: &AtomicU64, v: u64| a.fetch_add(v, Ordering::Relaxed);
+        add(&self.expected_prompts, s.expected_prompts);
+        add(&self.prompts, s.prompts);
+        add(&self.prompts_from_checkpoint, s.prompts_from_checkpoint);
+        add(&self.candidates, s.candidates);
+        add(&self.failed_candidates, s.failed_candidates);
+        add(&self.retries, s.retries);
+        add(&self.policy_requests, s.policy_requests);
+        add(&self.reward_requests, s.reward_requests);
+        add(&self.reward_texts, s.reward_texts);
+        add(&self.prompt_tokens, s.prompt_tokens);
+        add(&self.completion_tokens, s.completion_tokens);
+        if let Ok(mut m) = self.errors.lock() {
+            for (kind, n) in &s.errors {
+                *m.entry(kind.clone()).or_default() += n;
+            }
+        }
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -165,6 +193,7 @@ impl JobStats {
             retries: g(&self.retries),
             policy_requests: g(&self.policy_requests),
             reward_requests: g(&self.reward_requests),
+            reward_texts: g(&self.reward_texts),
             prompt_tokens: g(&self.prompt_tokens),
             completion_tokens: g(&self.completion_tokens),
             errors: self.errors.lock().map(|m| m.clone()).unwrap_or_default(),
