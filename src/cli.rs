@@ -460,7 +460,14 @@ async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> 
         return crate::dry_run::run(&ctx, &script).await.map(|_| ());
     }
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
-    let progress = show_progress.then(|| progress_bar(JobStats::of(ctx.state().config())));
+    let progress = show_progress.then(|| {
+        let (bar, ticker) = progress_bar(JobStats::of(ctx.state().config()));
+        if args.cluster.is_some() {
+            // the counters arrive from the scheduler when each query ends
+            bar.set_message("running on the cluster; counts arrive when the query ends");
+        }
+        (bar, ticker)
+    });
     let mut result = run_script(&ctx, &script, args.max_width).await;
     if let Some(url) = &args.cluster {
         result = result.map_err(|e| cluster_error(url, e));
