@@ -451,6 +451,16 @@ async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> 
     } else {
         None
     };
+    if args.dry_run {
+        // nothing is called: a cost estimate needs no endpoint
+        let placeholder = "http://dry-run.invalid";
+        if cfg.policy_url.trim().is_empty() {
+            cfg.policy_url = placeholder.to_string();
+        }
+        if cfg.reward_url.trim().is_empty() {
+            cfg.reward_url = placeholder.to_string();
+        }
+    }
     let ctx = match &args.cluster {
         Some(url) => cluster_context(url, cfg)?,
         None => context(cfg),

@@ -20,16 +20,39 @@ pub struct Cost {
     pub sampling_calls: u64,
     pub prompts: u64,
     pub policy_requests: u64,
+    /// The most reward requests: every batch holds one prompt's layer only.
     pub reward_requests: u64,
+    /// The fewest: batches filled across prompts.
+    pub min_reward_requests: u64,
+    pub reward_texts: u64,
     pub max_generated_tokens: u64,
 }
 
 impl Cost {
+    /// Requests and tokens, in words.
+    fn describe(&self) -> String {
+        let reward = if self.min_reward_requests < self.reward_requests {
+            // micro-batching fills batches across prompts as they finish together
+            format!(
+                "{} to {} reward requests",
+                self.min_reward_requests, self.reward_requests
+            )
+        } else {
+            format!("{} reward requests", self.reward_requests)
+        };
+        format!(
+            "{} policy requests, {reward} ({} texts scored), at most {} generated tokens",
+            self.policy_requests, self.reward_texts, self.max_generated_tokens
+        )
+    }
+
     fn add(&mut self, o: &Cost) {
         self.sampling_calls += o.sampling_calls;
         self.prompts += o.prompts;
         self.policy_requests += o.policy_requests;
         self.reward_requests += o.reward_requests;
+        self.min_reward_requests += o.min_reward_requests;
+        self.reward_texts += o.reward_texts;
         self.max_generated_tokens += o.max_generated_tokens;
     }
 }
@@ -67,6 +90,9 @@ async fn cost_of(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Cost, Strin
             prompts,
             policy_requests: prompts * per.policy_requests,
             reward_requests: prompts * per.reward_requests,
+            min_reward_requests: (prompts * per.reward_texts)
+                .div_ceil(per.reward_batch_size.max(1)),
+            reward_texts: prompts * per.reward_texts,
             max_generated_tokens: prompts * per.max_generated_tokens,
         });
     }
@@ -117,16 +143,20 @@ pub async fn run(ctx: &SessionContext, script: &str) -> Result<Cost, String> {
         };
         if cost.sampling_calls > 0 {
             crate::cli::out(&format!(
-                "{label}: {} sampling call(s) over {} prompts: {} policy requests, {} reward requests, at most {} generated tokens\n",
-                cost.sampling_calls, cost.prompts, cost.policy_requests, cost.reward_requests, cost.max_generated_tokens
+                "{label}: {} sampling call(s) over {} prompts: {}\n",
+                cost.sampling_calls,
+                cost.prompts,
+                cost.describe()
             ));
         }
         total.add(&cost);
     }
     crate::cli::out(&format!(
-        "total: {} sampling call(s), {} prompts, {} policy requests, {} reward requests, at most {} generated tokens \
-         (servers that ignore `n` and retries add requests; nothing was called)\n",
-        total.sampling_calls, total.prompts, total.policy_requests, total.reward_requests, total.max_generated_tokens
+        "total: {} sampling call(s), {} prompts, {} (servers that ignore `n` and retries add \
+         requests; nothing was called)\n",
+        total.sampling_calls,
+        total.prompts,
+        total.describe()
     ));
     Ok(total)
 }

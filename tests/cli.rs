@@ -441,12 +441,26 @@ fn dry_run_counts_without_calling() {
     assert!(out.status.success(), "{}", text(&out));
     let s = String::from_utf8_lossy(&out.stdout);
     // PRS n=16 over 24 prompts: widths 8/8 in one request each plus one feedback = 3 policy
-    // requests, 2 reward batches, at most (16 + 1) x 1024 tokens per prompt
+    // requests, 2 reward batches (or 384 texts in 12 full batches of 32), at most
+    // (16 + 1) x 1024 tokens per prompt
     assert!(
-        s.contains("total: 1 sampling call(s), 24 prompts, 72 policy requests, 48 reward requests, at most 417792 generated tokens"),
+        s.contains("total: 1 sampling call(s), 24 prompts, 72 policy requests, 12 to 48 reward requests (384 texts scored), at most 417792 generated tokens"),
         "{s}"
     );
     assert!(!dir.path().join("out").exists(), "nothing written");
+
+    // no endpoint configured at all: a cost estimate still plans
+    let out = prs(
+        dir.path(),
+        &["sql", "--dry-run", "-f", q.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("total: 1 sampling call(s), 24 prompts"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A reader that goes away early (`prs sql ... | head`) ends the output quietly, not in a panic.

@@ -382,7 +382,12 @@ impl SampleSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PromptCost {
     pub policy_requests: u64,
+    /// Reward requests if no batch held texts of other prompts (the most there can be).
     pub reward_requests: u64,
+    /// Texts scored: one per candidate.
+    pub reward_texts: u64,
+    /// Texts per reward request at most (`reward_batch_size`).
+    pub reward_batch_size: u64,
     /// Every sample and feedback at `max_tokens`.
     pub max_generated_tokens: u64,
 }
@@ -406,6 +411,8 @@ impl SampleSpec {
                 .sum::<u64>()
                 + feedback_calls,
             reward_requests: s.widths.iter().map(|w| w.div_ceil(batch) as u64).sum(),
+            reward_texts: samples,
+            reward_batch_size: batch as u64,
             max_generated_tokens: (samples + feedback_calls) * self.policy.max_tokens() as u64,
         }
     }
