@@ -336,3 +336,31 @@ async fn endpoint_errors_carry_the_server_message() {
     );
     assert!(started.elapsed().as_secs() < 10);
 }
+
+/// `LIMIT` reaches the scan: only the prompts that can fill it are started, not a whole
+/// `prompt_concurrency` window of them.
+#[tokio::test]
+async fn limit_starts_only_the_prompts_it_needs() {
+    let (url, fake) = start(Mode::Normal).await;
+    let ctx = context(&url, &url, &[]).await;
+    ctx.sql(
+        "CREATE TABLE many AS SELECT value AS id, 'Question ' || CAST(value AS VARCHAR) AS prompt \
+         FROM generate_series(1, 300)",
+    )
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+    let b = rows(&ctx, "SELECT prompt_id FROM random_sample('many', 4) LIMIT 5").await;
+    assert_eq!(b.num_rows(), 5);
+    // 5 rows take 2 prompts of 4 candidates; the stream may start one more before it stops
+    let gens = requests(&fake, "/chat/completions").len();
+    assert!((2..=3).contains(&gens), "{gens} generation requests");
+
+    // without a limit every prompt is sampled
+    fake.log.lock().unwrap().clear();
+    let all = rows(&ctx, "SELECT count(*) FROM random_sample('many', 4)").await;
+    assert_eq!(all.column(0).as_primitive::<Int64Type>().value(0), 1200);
+    assert_eq!(requests(&fake, "/chat/completions").len(), 300);
+}

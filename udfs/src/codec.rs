@@ -179,6 +179,14 @@ impl PhysicalExtensionCodec for PrsPhysicalCodec {
                     .map_err(|e| bad(format!("projection: {e}")))?,
             ),
         };
+        let limit = match v.get("limit") {
+            None | Some(Value::Null) => None,
+            Some(l) => Some(
+                l.as_u64()
+                    .ok_or_else(|| bad(format!("limit: expected a count, got {l}")))?
+                    as usize,
+            ),
+        };
         let [input] = inputs else {
             return Err(bad(format!(
                 "SampleExec takes one input, got {}",
@@ -187,12 +195,10 @@ impl PhysicalExtensionCodec for PrsPhysicalCodec {
         };
         let spec = SampleSpec::build(call, columns, JobStats::of(ctx.session_config()))?;
         let schema = spec.schema.clone();
-        Ok(Arc::new(SampleExec::try_new(
-            input.clone(),
-            Arc::new(spec),
-            schema,
-            projection,
-        )?))
+        Ok(Arc::new(
+            SampleExec::try_new(input.clone(), Arc::new(spec), schema, projection)?
+                .with_limit(limit),
+        ))
     }
 
     fn try_encode(
@@ -209,6 +215,7 @@ impl PhysicalExtensionCodec for PrsPhysicalCodec {
             "call": spec.call.to_json(),
             "columns": columns_json(&spec.columns),
             "projection": exec.projection(),
+            "limit": exec.limit(),
         });
         write_tagged(buf, EXEC_TAG, &v)
     }
@@ -280,7 +287,8 @@ mod tests {
     #[tokio::test]
     async fn sampling_calls_survive_the_logical_and_physical_round_trip() {
         let ctx = context();
-        let sql = format!("SELECT prompt_id, response FROM prs_sample('{DATA}', 4, 'seed=7')");
+        let sql =
+            format!("SELECT prompt_id, response FROM prs_sample('{DATA}', 4, 'seed=7') LIMIT 3");
         let (plan, back) = round_trip(&ctx, &sql).await;
         let (sent, got) = (sample_table(&plan), sample_table(&back));
         assert_eq!(got.to_json(), sent.to_json());
@@ -307,6 +315,8 @@ mod tests {
             sample_exec(&physical).unwrap().spec(),
             sample_exec(&rebuilt).unwrap().spec(),
         );
+        // the LIMIT pushed into the scan travels too
+        assert_eq!(sample_exec(&rebuilt).unwrap().limit(), Some(3));
         // same call => same checkpoint keys on every node
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_eq!(a.columns, b.columns);

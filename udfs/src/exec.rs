@@ -47,6 +47,8 @@ pub struct SampleExec {
     /// Full output schema.
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
+    /// The query needs at most this many rows (`LIMIT`): fewer prompts start at once.
+    limit: Option<usize>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     /// Shared by this node's open partition streams: the node counts once in its flight.
@@ -76,6 +78,7 @@ impl SampleExec {
             spec,
             schema,
             projection,
+            limit: None,
             props: Arc::new(props),
             metrics: ExecutionPlanMetricsSet::new(),
             open_streams: std::sync::Mutex::new(std::sync::Weak::new()),
@@ -84,6 +87,29 @@ impl SampleExec {
 }
 
 impl SampleExec {
+    /// Rows the query needs at most (a `LIMIT` pushed into the scan): the node starts only as
+    /// many prompts at once as could fill them (`ceil(limit / n)`), and more only while the
+    /// consumer still wants rows, so `LIMIT 5` over a large table samples a prompt or two,
+    /// not `prompt_concurrency` of them.
+    pub fn with_limit(mut self, limit: Option<usize>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    /// Prompts started at once: `prompt_concurrency`, or fewer under a limit.
+    fn prompts_at_once(&self) -> usize {
+        let n: usize = self.spec.sampler.widths.iter().sum();
+        let all = self.spec.prompt_concurrency.max(1);
+        match self.limit {
+            Some(rows) => all.min(rows.div_ceil(n.max(1)).max(1)),
+            None => all,
+        }
+    }
+
     /// The sampling call this node runs.
     pub fn spec(&self) -> &Arc<SampleSpec> {
         &self.spec
@@ -105,6 +131,9 @@ impl DisplayAs for SampleExec {
         let s = &self.spec.sampler;
         let n: usize = s.widths.iter().sum();
         write!(f, "SampleExec: method={}, n={n}", s.method.as_str())?;
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
         if s.method == Method::Prs {
             // the tree's shape only means something for PRS
             let widths: Vec<String> = s.widths.iter().map(|w| w.to_string()).collect();
@@ -164,12 +193,15 @@ impl ExecutionPlan for SampleExec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let [child] = <[_; 1]>::try_from(children)
             .map_err(|_| DataFusionError::Internal("SampleExec takes one child".into()))?;
-        Ok(Arc::new(SampleExec::try_new(
-            child,
-            self.spec.clone(),
-            self.schema.clone(),
-            self.projection.clone(),
-        )?))
+        Ok(Arc::new(
+            SampleExec::try_new(
+                child,
+                self.spec.clone(),
+                self.schema.clone(),
+                self.projection.clone(),
+            )?
+            .with_limit(self.limit),
+        ))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -232,7 +264,7 @@ impl ExecutionPlan for SampleExec {
             .map(move |batch| prompts_of(&extract_spec, &batch?))
             .map_ok(|jobs| stream::iter(jobs.into_iter().map(Ok::<_, DataFusionError>)))
             .try_flatten();
-        let concurrency = spec.prompt_concurrency;
+        let concurrency = self.prompts_at_once();
         let results = jobs
             .map_ok(move |(id, input)| {
                 let spec = spec.clone();

@@ -528,7 +528,7 @@ impl TableProvider for SampleTable {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let in_schema = self.input.schema();
         let cols = &self.spec.columns;
@@ -543,12 +543,15 @@ impl TableProvider for SampleTable {
             }
         }
         let input = self.input.scan(state, Some(&indices), &[], None).await?;
-        Ok(Arc::new(SampleExec::try_new(
-            input,
-            self.spec.clone(),
-            self.schema.clone(),
-            projection.cloned(),
-        )?))
+        Ok(Arc::new(
+            SampleExec::try_new(
+                input,
+                self.spec.clone(),
+                self.schema.clone(),
+                projection.cloned(),
+            )?
+            .with_limit(limit),
+        ))
     }
 }
 
