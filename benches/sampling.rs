@@ -403,14 +403,23 @@ fn report(name: &str, r: &Run) {
         r.secs / lower,
         r.tokens,
     );
-    // makespan - lower bound = prefill + under-full steps + time with no step running
+    // makespan - lower bound = prefill + under-full steps + time with no step running (idle,
+    // or the simulator's timers lagging), + whatever the engine ran beyond the tokens the
+    // client counted (nothing, when usage and the engine agree)
+    let idle = r.secs - e.busy;
+    let rest = (r.secs - lower) - e.prefill - e.underfull - idle;
     println!(
-        "{:<34} gap {:>5.2}s = prefill {:>5.2}s + under-full steps {:>5.2}s + engine idle {:>5.2}s",
+        "{:<34} gap {:>5.2}s = prefill {:>5.2}s + under-full steps {:>5.2}s + no step running {:>5.2}s{}",
         "",
         r.secs - lower,
         e.prefill,
         e.underfull,
-        r.secs - e.busy,
+        idle,
+        if rest.abs() >= 0.01 {
+            format!(" + tokens the client did not count {rest:>5.2}s")
+        } else {
+            String::new()
+        }
     );
     // the same sequences with all of them queued at the start: prefill and the final drain
     // remain, waiting between stages does not

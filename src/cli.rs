@@ -407,7 +407,16 @@ async fn run_sql(args: &SqlArgs) -> i32 {
         summary.print();
     }
     if let Some(path) = &args.summary_json {
-        let written = serde_json::to_vec_pretty(&summary)
+        let mut json = serde_json::to_value(&summary).unwrap_or_default();
+        if summary.cluster.is_some() {
+            // the executors' metrics do not have these: say unknown, not zero
+            for field in ["reward_requests", "errors"] {
+                if let Some(v) = json.get_mut(field) {
+                    *v = serde_json::Value::Null;
+                }
+            }
+        }
+        let written = serde_json::to_vec_pretty(&json)
             .map_err(|e| e.to_string())
             .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
         if let Err(e) = written {
@@ -555,19 +564,13 @@ fn cluster_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, String> 
 }
 
 #[cfg(feature = "cluster")]
-async fn cluster_counters(
-    ctx: &SessionContext,
-    plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-) -> Result<bool, String> {
-    crate::cluster::absorb_job_counters(ctx, plan).await
+async fn cluster_counters(ctx: &SessionContext) -> Result<usize, String> {
+    crate::cluster::absorb_job_counters(ctx).await
 }
 
 #[cfg(not(feature = "cluster"))]
-async fn cluster_counters(
-    _ctx: &SessionContext,
-    _plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-) -> Result<bool, String> {
-    Ok(false)
+async fn cluster_counters(_ctx: &SessionContext) -> Result<usize, String> {
+    Ok(0)
 }
 
 #[cfg(feature = "cluster")]
@@ -595,6 +598,8 @@ pub async fn run_script(
 ) -> Result<(), String> {
     let statements = DFParser::parse_sql(script).map_err(|e| format!("SQL syntax: {e}"))?;
     let total = statements.len();
+    // cluster queries whose counters could not be read back
+    let mut uncounted = Vec::new();
     for (i, stmt) in statements.into_iter().enumerate() {
         let where_ = if total > 1 {
             format!("statement {} of {total}: ", i + 1)
@@ -613,23 +618,17 @@ pub async fn run_script(
             .await
             .map_err(|e| format!("{where_}{e}"))?;
         let schema = df.schema().clone();
-        let task_ctx = df.task_ctx();
-        let plan = df
-            .create_physical_plan()
-            .await
-            .map_err(|e| format!("{where_}{e}"))?;
-        let batches = datafusion::physical_plan::collect(plan.clone(), Arc::new(task_ctx))
-            .await
-            .map_err(|e| format!("{where_}{e}"))?;
-        // a query that ran on a cluster: its counters are the executors'
-        if let Err(e) = cluster_counters(ctx, &plan).await {
-            eprintln!("prs: warning: {where_}{e}");
+        let batches = df.collect().await.map_err(|e| format!("{where_}{e}"))?;
+        // the jobs it ran on a cluster: their counters are the executors'
+        if let Err(e) = cluster_counters(ctx).await {
+            eprintln!("prs: warning: {where_}the query ran, but {e}");
+            uncounted.push(format!("{where_}{e}"));
         }
         if schema.fields().is_empty() {
             continue;
         }
-        if explain {
-            out(&explain_text(&batches));
+        if let Some(text) = explain.then(|| explain_text(&batches)).flatten() {
+            out(&text);
             continue;
         }
         let shown = shorten(&batches, max_width).map_err(|e| e.to_string())?;
@@ -638,17 +637,34 @@ pub async fn run_script(
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         out(&format!("{rows} row(s)\n"));
     }
+    if !uncounted.is_empty() {
+        // fail closed: a scheduled job must not pass its failure check on counts it never saw
+        return Err(format!(
+            "the statements ran, but the executors' counters of {} could not be read, so the job \
+             summary and prs.max_failed_share cannot vouch for them; check the rows' `error` \
+             column ({})",
+            if uncounted.len() == 1 {
+                "one query".to_string()
+            } else {
+                format!("{} queries", uncounted.len())
+            },
+            uncounted.join("; ")
+        ));
+    }
     Ok(())
 }
 
-/// EXPLAIN output as plain text: each plan under its type, whole lines, no table around them.
-fn explain_text(batches: &[RecordBatch]) -> String {
+/// EXPLAIN output as plain text: each plan under its type, whole lines, no table around them
+/// (`None` if the result is not the usual two text columns).
+fn explain_text(batches: &[RecordBatch]) -> Option<String> {
     let mut text = String::new();
     for b in batches {
-        let col = |i: usize| b.column(i).as_any().downcast_ref::<StringArray>();
-        let (Some(kind), Some(plan)) = (col(0), col(1)) else {
-            continue;
+        let col = |i: usize| {
+            b.columns()
+                .get(i)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         };
+        let (kind, plan) = (col(0)?, col(1)?);
         for row in 0..b.num_rows() {
             text.push_str(&format!(
                 "## {}\n{}\n",
@@ -657,7 +673,7 @@ fn explain_text(batches: &[RecordBatch]) -> String {
             ));
         }
     }
-    text
+    Some(text)
 }
 
 /// Render every cell as text on one line, cut to `max_width` characters.

@@ -19,17 +19,18 @@ use ballista_core::serde::protobuf::{
     GetJobMetricsParams, GetJobMetricsResult, OperatorMetricsSet,
 };
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
-use ballista_core::utils::create_grpc_client_endpoint;
+use ballista_core::utils::{create_grpc_client_endpoint, GrpcClientConfig};
 use ballista_core::JobId;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::TableProvider;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::error::Result as DfResult;
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan};
@@ -293,7 +294,10 @@ pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, Strin
         .set("ballista.scheduler.max_partitions_per_task", "1")
         .map_err(|e| e.to_string())?;
     JobStats::install(&mut config);
-    let config = config.with_extension(Arc::new(SchedulerUrl(scheduler_url.clone())));
+    let plans = Arc::new(ClusterPlans::default());
+    let config = config
+        .with_extension(Arc::new(SchedulerUrl(scheduler_url.clone())))
+        .with_extension(plans.clone());
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -304,6 +308,13 @@ pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, Strin
         .state()
         .upgrade_for_ballista(scheduler_url)
         .map_err(|e| format!("--cluster {url}: {e}"))?;
+    let planner = Arc::new(RecordingPlanner {
+        inner: state.query_planner().clone(),
+        plans,
+    });
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_query_planner(planner)
+        .build();
     let ctx = SessionContext::new_with_state(state).enable_url_table();
     // the upgrade replaced the scalar functions with Ballista's list: add ours again
     datafusion_prs::register_distributed(&ctx);
@@ -314,44 +325,95 @@ pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, Strin
 #[derive(Debug, Clone)]
 pub struct SchedulerUrl(pub String);
 
-/// After a query ran on the cluster: ask the scheduler for its metrics and add the sampling
-/// counters of every `SampleExec` task that succeeded to the session's [`JobStats`], so the
-/// CLI's job summary (and `prs.max_failed_share`) count the executors' work. Returns whether
-/// the plan was a cluster job. Reward requests and failures by kind are not among the metrics
-/// the executors report; reward texts and failed candidates are.
-pub async fn absorb_job_counters(
-    ctx: &SessionContext,
-    plan: &Arc<dyn ExecutionPlan>,
-) -> Result<bool, String> {
+/// The physical plans a cluster client session created since they were last taken, so that
+/// the CLI finds every job a statement ran, including the ones DataFusion plans and runs
+/// inside a statement (`CREATE TABLE ... AS` runs its input that way).
+#[derive(Debug, Default)]
+pub struct ClusterPlans(std::sync::Mutex<Vec<Arc<dyn ExecutionPlan>>>);
+
+/// Plans kept at most: a host that never takes them keeps only the latest.
+const PLANS_KEPT: usize = 64;
+
+impl ClusterPlans {
+    fn take(&self) -> Vec<Arc<dyn ExecutionPlan>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Ballista's query planner, remembering each plan it makes in [`ClusterPlans`].
+#[derive(Debug)]
+struct RecordingPlanner {
+    inner: Arc<dyn QueryPlanner + Send + Sync>,
+    plans: Arc<ClusterPlans>,
+}
+
+#[async_trait::async_trait]
+impl QueryPlanner for RecordingPlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let physical = self.inner.create_physical_plan(plan, session).await?;
+        let mut plans = self.plans.0.lock().unwrap_or_else(|e| e.into_inner());
+        if plans.len() >= PLANS_KEPT {
+            plans.remove(0);
+        }
+        plans.push(physical.clone());
+        Ok(physical)
+    }
+}
+
+/// After a statement ran on the cluster: ask the scheduler for the metrics of each job it ran
+/// and add the sampling counters of every `SampleExec` task that succeeded to the session's
+/// [`JobStats`], so the CLI's job summary (and `prs.max_failed_share`) count the executors'
+/// work. Returns how many jobs were counted. Reward requests and failures by kind are not among
+/// the metrics the executors report; reward texts and failed candidates are.
+pub async fn absorb_job_counters(ctx: &SessionContext) -> Result<usize, String> {
     let state = ctx.state();
-    let Some(url) = state.config().get_extension::<SchedulerUrl>() else {
-        return Ok(false);
+    let config = state.config();
+    let (Some(url), Some(plans)) = (
+        config.get_extension::<SchedulerUrl>(),
+        config.get_extension::<ClusterPlans>(),
+    ) else {
+        return Ok(0);
     };
-    let Some(job_id) = cluster_job_id(plan) else {
-        return Ok(false);
-    };
-    let ask = async {
-        let channel = create_grpc_client_endpoint(url.0.clone(), None)
-            .map_err(|e| e.to_string())?
+    let jobs: Vec<JobId> = plans.take().iter().filter_map(cluster_job_id).collect();
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    // the session's gRPC settings: timeouts, metadata (auth), message size
+    let ballista = config.ballista_config();
+    let channel =
+        create_grpc_client_endpoint(url.0.clone(), Some(&GrpcClientConfig::from(&ballista)))
+            .map_err(|e| format!("scheduler address {}: {e}", url.0))?
             .connect()
             .await
-            .map_err(|e| e.to_string())?;
-        SchedulerGrpcClient::new(channel)
+            .map_err(|e| format!("cannot reach the scheduler at {}: {e}", url.0))?;
+    let max_message = ballista.grpc_client_max_message_size();
+    let mut client = SchedulerGrpcClient::with_interceptor(
+        channel,
+        config.ballista_grpc_interceptor().as_ref().clone(),
+    )
+    .max_encoding_message_size(max_message)
+    .max_decoding_message_size(max_message);
+    let stats = JobStats::of(config);
+    for job in &jobs {
+        let metrics = client
             .get_job_metrics(GetJobMetricsParams {
-                job_id: job_id.to_string(),
+                job_id: job.to_string(),
             })
             .await
-            .map(|r| r.into_inner())
-            .map_err(|e| e.to_string())
-    };
-    let metrics = ask.await.map_err(|e| {
-        format!(
-            "the job ran, but its counters could not be read from the scheduler at {}: {e}",
-            url.0
-        )
-    })?;
-    JobStats::of(state.config()).absorb(&sampling_counters(&metrics)?);
-    Ok(true)
+            .map_err(|e| {
+                format!(
+                    "job {job}: the scheduler at {} did not give its metrics: {e}",
+                    url.0
+                )
+            })?
+            .into_inner();
+        stats.absorb(&sampling_counters(&metrics)?);
+    }
+    Ok(jobs.len())
 }
 
 /// The job id of the cluster query in `plan` (the plan itself, or below an EXPLAIN ANALYZE).
@@ -376,7 +438,7 @@ fn sampling_counters(job: &GetJobMetricsResult) -> Result<StatsSnapshot, String>
         let count = |name: &str| set.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
         s.prompts += count("prompts");
         s.prompts_from_checkpoint += count("prompts_from_checkpoint");
-        s.candidates += set.output_rows().unwrap_or(0) as u64;
+        s.candidates += count("candidates");
         s.failed_candidates += count("failed_candidates");
         s.retries += count("retries");
         s.policy_requests += count("policy_requests");

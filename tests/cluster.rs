@@ -454,23 +454,34 @@ async fn cli_runs_a_script_on_the_cluster() {
     assert!(s["completion_tokens"].as_u64().unwrap() > 0, "{s}");
 }
 
-/// On a cluster too, a job whose candidates all failed exits with the too-many-failures code.
+/// On a cluster too, a job whose candidates all failed exits with the too-many-failures code,
+/// whether its query returned rows or filled a `CREATE TABLE ... AS` (which DataFusion plans
+/// and runs inside the statement).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_on_the_cluster_applies_max_failed_share() {
     let (url, _fake, source, data) = fixture(Mode::Reject).await;
     let cluster = Cluster::start(1);
     let summary = data.path().join("summary.json");
-    let sql = format!(
-        "SET prs.retry_attempts = 1; SET prs.preflight = false; \
-         SELECT count(*) FROM random_sample('{source}', 2)"
-    );
-    let output = run_cli(cli_args(&cluster, &url, &summary, sql)).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(3), "{stderr}");
-    let s = summary_json(&summary);
-    assert_eq!(s["prompts"], (FILES * PROMPTS_PER_FILE) as u64, "{s}");
-    assert!(s["failed_candidates"].as_u64().unwrap() > 0, "{s}");
-    assert_eq!(s["failed_share"], 1.0, "{s}");
+    for query in [
+        format!("SELECT count(*) FROM random_sample('{source}', 2)"),
+        format!("CREATE TABLE c AS SELECT * FROM random_sample('{source}', 2)"),
+    ] {
+        let sql = format!("SET prs.retry_attempts = 1; SET prs.preflight = false; {query}");
+        let output = run_cli(cli_args(&cluster, &url, &summary, sql)).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{query}: {stderr}");
+        let s = summary_json(&summary);
+        let prompts = (FILES * PROMPTS_PER_FILE) as u64;
+        assert_eq!(s["prompts"], prompts, "{query}: {s}");
+        assert_eq!(s["candidates"], 2 * prompts, "{query}: {s}");
+        assert_eq!(s["failed_candidates"], 2 * prompts, "{query}: {s}");
+        assert_eq!(s["failed_share"], 1.0, "{query}: {s}");
+        // not measured on a cluster: unknown, not zero
+        assert!(
+            s["reward_requests"].is_null() && s["errors"].is_null(),
+            "{s}"
+        );
+    }
 }
 
 /// `reward(prompt, response)` on the cluster scores the same texts with the same results.

@@ -352,7 +352,11 @@ async fn limit_starts_only_the_prompts_it_needs() {
     .collect()
     .await
     .unwrap();
-    let b = rows(&ctx, "SELECT prompt_id FROM random_sample('many', 4) LIMIT 5").await;
+    let b = rows(
+        &ctx,
+        "SELECT prompt_id FROM random_sample('many', 4) LIMIT 5",
+    )
+    .await;
     assert_eq!(b.num_rows(), 5);
     // 5 rows take 2 prompts of 4 candidates; the stream may start one more before it stops
     let gens = requests(&fake, "/chat/completions").len();

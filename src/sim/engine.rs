@@ -106,9 +106,9 @@ pub struct EngineStats {
     pub prefill_ms: f64,
     /// Of `busy_ms`, the step cost lost to running fewer than `max_seqs` sequences.
     pub underfull_ms: f64,
-    /// Sequences submitted so far.
+    /// Sequences admitted to a slot so far (the index of the next one in the replay log).
     pub sequences: u64,
-    /// Longest queue seen (sequences waiting for a slot).
+    /// Longest queue seen after a step's admissions (sequences still waiting for a slot).
     pub max_queue: usize,
 }
 
@@ -149,14 +149,15 @@ impl Engine {
     /// [`EngineConfig::all_queued_makespan_ms`] of the sequences admitted since the
     /// `from`-th (`EngineStats::sequences` before a run); `None` once the log is full.
     pub fn all_queued_since(&self, from: usize) -> Option<f64> {
-        let log = self.log.lock().ok()?;
-        if log.len() >= LOG_CAP {
-            return None;
-        }
-        Some(
-            self.cfg
-                .all_queued_makespan_ms(log.get(from..).unwrap_or(&[])),
-        )
+        let seqs: Vec<(usize, usize)> = {
+            // copied out: the engine's loop takes this lock every step
+            let log = self.log.lock().ok()?;
+            if log.len() >= LOG_CAP {
+                return None;
+            }
+            log.get(from..).unwrap_or(&[]).to_vec()
+        };
+        Some(self.cfg.all_queued_makespan_ms(&seqs))
     }
 
     /// What the engine has done so far.
@@ -213,7 +214,6 @@ async fn run(
         }
         let mut prefill_tokens = 0;
         let mut admitted = 0;
-        let queued = queue.len();
         {
             let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
             while running.len() < max_seqs {
@@ -235,7 +235,7 @@ async fn run(
             s.prefill_ms += prefill_ms;
             s.underfull_ms += cfg.step_ms * (1.0 - running.len() as f64 / max_seqs as f64);
             s.sequences += admitted;
-            s.max_queue = s.max_queue.max(queued);
+            s.max_queue = s.max_queue.max(queue.len());
         }
         clock += Duration::from_secs_f64(step_ms / 1000.0);
         tokio::time::sleep_until(clock).await;

@@ -132,7 +132,13 @@ async fn engine_all_queued(State(sim): State<Sim>, Path(from): Path<usize>) -> R
             "no engine model: start the simulator with --engine",
         );
     };
-    match engine.all_queued_since(from) {
+    // a replay of every step: off the async workers
+    let engine = engine.clone();
+    match tokio::task::spawn_blocking(move || engine.all_queued_since(from))
+        .await
+        .ok()
+        .flatten()
+    {
         Some(ms) => Json(json!({"from": from, "makespan_ms": ms})).into_response(),
         None => error(
             StatusCode::CONFLICT,

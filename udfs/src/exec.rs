@@ -162,6 +162,8 @@ struct Counters {
     completion_tokens: Count,
     failed_candidates: Count,
     from_checkpoint: Count,
+    /// Rows produced (one per candidate; one for a prompt that could not start).
+    candidates: Count,
     retries: Count,
     policy_wait: Time,
     reward_wait: Time,
@@ -254,6 +256,7 @@ impl ExecutionPlan for SampleExec {
             completion_tokens: m("completion_tokens"),
             failed_candidates: m("failed_candidates"),
             from_checkpoint: m("prompts_from_checkpoint"),
+            candidates: m("candidates"),
             retries: m("retries"),
             policy_wait: MetricBuilder::new(&self.metrics).subset_time("policy_wait", partition),
             reward_wait: MetricBuilder::new(&self.metrics).subset_time("reward_wait", partition),
@@ -354,6 +357,7 @@ async fn produce(
         if let Some(result) = loaded {
             counters.prompts.add(1);
             counters.from_checkpoint.add(1);
+            counters.candidates.add(result.candidates.len());
             spec.stats
                 .add_prompt(result.candidates.len() as u64, &[], true);
             return Ok(result);
@@ -392,6 +396,7 @@ async fn produce(
         .completion_tokens
         .add(stats.completion_tokens as usize);
     counters.failed_candidates.add(stats.error_kinds.len());
+    counters.candidates.add(candidates.len());
     let called = stats.policy_requests > 0;
     let policy_model = if called {
         Some(spec.sampler.policy.model().await?)
