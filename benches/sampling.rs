@@ -1,7 +1,7 @@
 //! The scheduling benchmark (issue: keep the GPUs full). Not a test: run it with
 //!
-//!     cargo bench --bench sampling                 # release build
-//!     cargo bench --profile dev --bench sampling   # quicker to build; client CPU is higher
+//!     cargo bench --no-default-features --bench sampling   # release build, no Ballista needed
+//!     cargo bench --profile dev --bench sampling           # quicker to build; more client CPU
 //!
 //! It starts `prs sim --engine` (a continuous-batching engine model, see src/sim/engine.rs) as
 //! a child process and reports, for PRS (n = 16) and random sampling (n = 16) over
@@ -11,7 +11,12 @@
 //! * for PRS, the speedup over the reference implementation's stage-by-stage schedule (all
 //!   layer-0 samples, then all rewards, then all feedback, then all revisions, then all rewards),
 //!   run against the same simulator in the same process;
-//! * client CPU time per 1,000 candidates and candidates/s against an instant simulator.
+//! * client CPU time per 1,000 candidates and candidates/s against an instant simulator;
+//! * from the simulator's own counters, where each gap to the lower bound went (prefill,
+//!   under-full steps, no step running) and the makespan of the same sequences all queued at
+//!   once, the floor for a client that cannot know response lengths;
+//! * peak RSS of the CLI streaming Parquet to Parquet (`PRS_BENCH_RSS_PROMPTS`, default
+//!   1000,100000).
 //!
 //! `PRS_BENCH_SET="name=value,..."` applies settings to every run (the pipelined and the
 //! reference schedules alike), e.g. `prompt_concurrency=64,max_in_flight=512`.
