@@ -255,17 +255,26 @@ async fn run(
 mod tests {
     use super::*;
 
+    /// An engine with the given step costs and slots; 1-token minimum length, free rewards.
+    fn model(step_ms: f64, per_seq_ms: f64, prefill: f64, max_seqs: usize) -> EngineConfig {
+        EngineConfig {
+            step_ms,
+            per_seq_ms,
+            prefill_ms_per_1k_tokens: prefill,
+            max_seqs,
+            min_tokens: 1,
+            length_shape: 2.0,
+            reward_batch_ms: 0.0,
+            reward_text_ms: 0.0,
+        }
+    }
+
     #[test]
     fn lengths_are_long_tailed() {
         let cfg = EngineConfig {
-            step_ms: 10.0,
-            per_seq_ms: 0.05,
-            prefill_ms_per_1k_tokens: 0.0,
-            max_seqs: 256,
             min_tokens: 40,
             length_shape: 2.5,
-            reward_batch_ms: 0.0,
-            reward_text_ms: 0.0,
+            ..model(10.0, 0.05, 0.0, 256)
         };
         assert_eq!(cfg.length(1.0), 40);
         assert!(cfg.length(0.01) > 200);
@@ -275,16 +284,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn batching_shares_steps() {
-        let cfg = EngineConfig {
-            step_ms: 10.0,
-            per_seq_ms: 0.0,
-            prefill_ms_per_1k_tokens: 0.0,
-            max_seqs: 4,
-            min_tokens: 1,
-            length_shape: 2.0,
-            reward_batch_ms: 0.0,
-            reward_text_ms: 0.0,
-        };
+        let cfg = model(10.0, 0.0, 0.0, 4);
         let engine = std::sync::Arc::new(Engine::start(cfg));
         // milliseconds until `count` sequences of 10 tokens, submitted at once, are all done
         let run = |count: usize| {
@@ -313,16 +313,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stats_split_the_busy_time() {
-        let cfg = EngineConfig {
-            step_ms: 10.0,
-            per_seq_ms: 1.0,
-            prefill_ms_per_1k_tokens: 100.0,
-            max_seqs: 4,
-            min_tokens: 1,
-            length_shape: 2.0,
-            reward_batch_ms: 0.0,
-            reward_text_ms: 0.0,
-        };
+        let cfg = model(10.0, 1.0, 100.0, 4);
         let engine = std::sync::Arc::new(Engine::start(cfg));
         // two sequences: 10 and 5 tokens, with 500 and 0 prompt tokens, admitted in one step
         futures::future::join(engine.generate(10, 500), engine.generate(5, 0)).await;
@@ -337,16 +328,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn all_queued_replay_matches_a_fully_fed_run() {
-        let cfg = EngineConfig {
-            step_ms: 10.0,
-            per_seq_ms: 1.0,
-            prefill_ms_per_1k_tokens: 100.0,
-            max_seqs: 2,
-            min_tokens: 1,
-            length_shape: 2.0,
-            reward_batch_ms: 0.0,
-            reward_text_ms: 0.0,
-        };
+        let cfg = model(10.0, 1.0, 100.0, 2);
         // by hand: steps 1-3 run (4, 3): 12 ms each, +20 ms prefill in step 1; step 4 runs
         // (1, 5) with 10 ms prefill: 22; steps 5-8 run the 5-token one alone: 11 each
         let seqs = [(4, 200), (3, 0), (5, 100)];
