@@ -505,3 +505,36 @@ async fn reward_udf_on_the_cluster_equals_single_node() {
         "the executors scored the texts"
     );
 }
+
+/// A budget holds for the whole job on a cluster: each task (one per input partition) gets an
+/// even share, so the executors together stay within it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_holds_for_the_whole_job_on_the_cluster() {
+    let (url, fake, source, _data) = fixture(Mode::Normal).await;
+    let cluster = Cluster::start(2);
+    // FILES = 4 tasks, 2 requests each; a prompt costs 1 generation + 1 reward request
+    // (preflight probes are not counted: off, so the servers see only counted requests)
+    let extra = [
+        ("max_requests", "8"),
+        ("prompt_concurrency", "1"),
+        ("preflight", "false"),
+    ];
+    let ctx = cluster_ctx(&cluster, settings(&url, &extra));
+    let sql = format!(
+        "SELECT prompt_id, count(*) AS rows, max(error) AS error \
+         FROM random_sample('{source}', 2) GROUP BY prompt_id ORDER BY prompt_id"
+    );
+    let shown = table(&collect(&ctx, &sql).await.unwrap());
+    let generations = requests(&fake, "/chat/completions").len();
+    let rewards = requests(&fake, "/pooling").len();
+    assert!(
+        generations + rewards <= 8,
+        "{generations} + {rewards} requests\n{shown}"
+    );
+    assert_eq!(
+        generations, FILES,
+        "one prompt per task fits its share\n{shown}"
+    );
+    let over = shown.matches("budget: prs.max_requests").count();
+    assert_eq!(over, FILES * (PROMPTS_PER_FILE - 1), "{shown}");
+}

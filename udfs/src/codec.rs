@@ -101,7 +101,10 @@ impl LogicalExtensionCodec for PrsLogicalCodec {
     ) -> Result<Arc<dyn TableProvider>> {
         let call = SampleCall::from_json(&read_tagged(buf, TABLE_TAG)?)?;
         let session = session_from_task(ctx);
-        Ok(Arc::new(SampleTable::new(&session, call)?))
+        // decoded where a distributed engine plans: its tasks each count their own budget
+        Ok(Arc::new(
+            SampleTable::new(&session, call)?.with_budget_split_across_tasks(),
+        ))
     }
 
     fn try_encode_table_provider(

@@ -14,7 +14,7 @@ use datafusion::config::ExtensionOptions;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use crate::checkpoint::{hash_parts, Checkpoint};
 use crate::client::{PolicyClient, RewardClient};
@@ -482,6 +482,9 @@ pub struct SampleTable {
     schema: SchemaRef,
     input: Arc<dyn TableProvider>,
     spec: Arc<SampleSpec>,
+    /// Planned for a distributed engine, whose tasks (one per input partition) each count
+    /// their own requests and tokens: the budget is split across them.
+    split_budget: bool,
 }
 
 impl SampleTable {
@@ -494,12 +497,43 @@ impl SampleTable {
             schema: spec.schema.clone(),
             input,
             spec: Arc::new(spec),
+            split_budget: false,
         })
+    }
+
+    /// For a distributed engine (Ballista and the like), where every task of the plan counts on
+    /// its own: `max_requests` and `max_generated_tokens` are split evenly across the input's
+    /// partitions (at least 1 each), so the job as a whole stays within them.
+    pub fn with_budget_split_across_tasks(mut self) -> Self {
+        self.split_budget = true;
+        self
     }
 
     /// The call this table runs.
     pub fn call(&self) -> &SampleCall {
         &self.spec.call
+    }
+
+    /// The spec each of `tasks` tasks runs: the call's, or with its share of a split budget.
+    fn spec_for(&self, tasks: usize) -> Result<Arc<SampleSpec>> {
+        let cfg = &self.spec.call.cfg;
+        let has_budget = cfg.max_requests > 0 || cfg.max_generated_tokens > 0;
+        if !self.split_budget || tasks <= 1 || !has_budget {
+            return Ok(self.spec.clone());
+        }
+        // 0 means no limit, so a share never rounds down to it
+        let share = |total: u64| {
+            if total == 0 {
+                0
+            } else {
+                (total / tasks as u64).max(1)
+            }
+        };
+        let mut call = self.spec.call.clone();
+        call.cfg.max_requests = share(cfg.max_requests);
+        call.cfg.max_generated_tokens = share(cfg.max_generated_tokens);
+        let spec = SampleSpec::build(call, self.spec.columns.clone(), self.spec.stats.clone())?;
+        Ok(Arc::new(spec))
     }
 }
 
@@ -543,14 +577,10 @@ impl TableProvider for SampleTable {
             }
         }
         let input = self.input.scan(state, Some(&indices), &[], None).await?;
+        let spec = self.spec_for(input.output_partitioning().partition_count())?;
         Ok(Arc::new(
-            SampleExec::try_new(
-                input,
-                self.spec.clone(),
-                self.schema.clone(),
-                projection.cloned(),
-            )?
-            .with_limit(limit),
+            SampleExec::try_new(input, spec, self.schema.clone(), projection.cloned())?
+                .with_limit(limit),
         ))
     }
 }
