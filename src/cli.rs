@@ -471,6 +471,12 @@ async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> 
         }
     }
     let ctx = match &args.cluster {
+        // a dry run plans here and reads only the inputs: Ballista's planner would hide the
+        // sampling nodes inside the job it sends
+        Some(url) if args.dry_run => {
+            eprintln!("dry run: planned on this machine, not on the cluster at {url}");
+            context(cfg)
+        }
         Some(url) => cluster_context(url, cfg)?,
         None => context(cfg),
     };

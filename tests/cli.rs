@@ -449,18 +449,19 @@ fn dry_run_counts_without_calling() {
     );
     assert!(!dir.path().join("out").exists(), "nothing written");
 
-    // no endpoint configured at all: a cost estimate still plans
-    let out = prs(
-        dir.path(),
-        &["sql", "--dry-run", "-f", q.to_str().unwrap()],
-        &[],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("total: 1 sampling call(s), 24 prompts"),
-        "{}",
-        text(&out)
-    );
+    // no endpoint configured at all, and a cluster nobody runs: a cost estimate still plans,
+    // here, and counts the same
+    for extra in [&[][..], &["--cluster", "df://127.0.0.1:9"][..]] {
+        let mut args = vec!["sql", "--dry-run", "-f", q.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = prs(dir.path(), &args, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("total: 1 sampling call(s), 24 prompts"),
+            "{extra:?}: {}",
+            text(&out)
+        );
+    }
 }
 
 /// A reader that goes away early (`prs sql ... | head`) ends the output quietly, not in a panic.
