@@ -102,7 +102,7 @@ impl SampleExec {
 
     /// Prompts started at once: `prompt_concurrency`, or fewer under a limit.
     fn prompts_at_once(&self) -> usize {
-        let n: usize = self.spec.sampler.widths.iter().sum();
+        let n = self.spec.sampler.n();
         let all = self.spec.prompt_concurrency.max(1);
         match self.limit {
             Some(rows) => all.min(rows.div_ceil(n.max(1)).max(1)),
@@ -129,7 +129,7 @@ impl SampleExec {
 impl DisplayAs for SampleExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let s = &self.spec.sampler;
-        let n: usize = s.widths.iter().sum();
+        let n = s.n();
         write!(f, "SampleExec: method={}, n={n}", s.method.as_str())?;
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;

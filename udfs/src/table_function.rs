@@ -402,7 +402,7 @@ impl SampleSpec {
         } else {
             0
         };
-        let samples: u64 = s.widths.iter().map(|w| *w as u64).sum();
+        let samples = s.n() as u64;
         PromptCost {
             policy_requests: s
                 .widths

@@ -185,6 +185,11 @@ impl std::fmt::Debug for Sampler {
 }
 
 impl Sampler {
+    /// Candidates per prompt (`n`): the layer widths summed.
+    pub fn n(&self) -> usize {
+        self.widths.iter().sum()
+    }
+
     /// Candidates for one prompt. A null or empty prompt makes no calls and yields one row
     /// holding the error.
     pub async fn sample(&self, input: &PromptInput) -> Result<(Vec<Candidate>, WorkStats)> {
