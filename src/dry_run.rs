@@ -84,7 +84,7 @@ async fn cost_of(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Cost, Strin
             .await
             .map_err(|e| e.to_string())?;
         let prompts: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let per = exec.spec().cost_per_prompt();
+        let per = exec.runtime().cost_per_prompt();
         total.add(&Cost {
             sampling_calls: 1,
             prompts,

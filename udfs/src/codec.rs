@@ -3,7 +3,7 @@
 //! Ballista can ship them between its client, scheduler and executors.
 //!
 //! Only the call travels: method, source, n, every `prs.*` setting and the template texts
-//! ([`SampleCall::to_json`]), plus the input columns and projection for the node. Each process
+//! ([`CallWire`]), plus the input columns and projection for the node. Each process
 //! builds its own HTTP clients from that, with API keys read from its own environment, so no
 //! secret is ever part of a plan.
 //!
@@ -24,13 +24,16 @@ use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
+use crate::call::{CallWire, SampleCall};
 use crate::error::PrsError;
 use crate::exec::SampleExec;
+use crate::runtime::CallRuntime;
 use crate::source::{self, InputColumns};
 use crate::stats::JobStats;
-use crate::table_function::{SampleCall, SampleSpec, SampleTable};
+use crate::table_provider::SampleTable;
 
 const TABLE_TAG: &[u8] = b"prs-sample-table/1\n";
 const EXEC_TAG: &[u8] = b"prs-sample-exec/1\n";
@@ -39,14 +42,14 @@ fn bad(what: impl Into<String>) -> DataFusionError {
     PrsError::BadPlan(what.into()).into()
 }
 
-fn read_tagged(buf: &[u8], tag: &[u8]) -> Result<Value> {
+fn read_tagged<T: DeserializeOwned>(buf: &[u8], tag: &[u8]) -> Result<T> {
     let body = buf
         .strip_prefix(tag)
         .ok_or_else(|| bad("the bytes are not a prs node of this version"))?;
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid node: {e}")))
 }
 
-fn write_tagged(buf: &mut Vec<u8>, tag: &[u8], v: &Value) -> Result<()> {
+fn write_tagged<T: Serialize>(buf: &mut Vec<u8>, tag: &[u8], v: &T) -> Result<()> {
     buf.extend_from_slice(tag);
     serde_json::to_writer(buf, v).map_err(|e| bad(format!("cannot encode: {e}")))
 }
@@ -99,7 +102,7 @@ impl LogicalExtensionCodec for PrsLogicalCodec {
         _schema: datafusion::arrow::datatypes::SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
-        let call = SampleCall::from_json(&read_tagged(buf, TABLE_TAG)?)?;
+        let call = SampleCall::from_wire(read_tagged(buf, TABLE_TAG)?)?;
         let session = session_from_task(ctx);
         // decoded where a distributed engine plans: its tasks each count their own budget
         Ok(Arc::new(
@@ -120,14 +123,14 @@ impl LogicalExtensionCodec for PrsLogicalCodec {
         if !source::looks_like_path(&call.source) {
             return Err(PrsError::Input {
                 source_name: call.source.clone(),
-                reason: crate::table_function::NOT_PORTABLE.into(),
+                reason: source::NOT_PORTABLE.into(),
             }
             .into());
         }
         // relative paths mean the client's working directory
         call.source = source::absolute(&call.source);
         call.cfg.checkpoint_dir = source::absolute(&call.cfg.checkpoint_dir);
-        write_tagged(buf, TABLE_TAG, &call.to_json())
+        write_tagged(buf, TABLE_TAG, &call.to_wire())
     }
 }
 
@@ -143,25 +146,45 @@ impl PrsPhysicalCodec {
     }
 }
 
-fn columns_json(c: &InputColumns) -> Value {
-    json!({
-        "prompt": c.prompt,
-        "id": c.id,
-        "preference": c.preference,
-        "id_type": c.id_type.to_string(),
-    })
+/// A [`SampleExec`] as it travels: its call, the input columns it reads, and what the query
+/// asks of its output.
+#[derive(Debug, Serialize, Deserialize)]
+struct ExecWire {
+    call: CallWire,
+    columns: ColumnsWire,
+    projection: Option<Vec<usize>>,
+    limit: Option<usize>,
 }
 
-fn columns_from_json(v: &Value) -> Result<InputColumns> {
-    let text = |key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_string);
-    let id_type = text("id_type").ok_or_else(|| bad("input columns: missing id_type"))?;
-    Ok(InputColumns {
-        prompt: text("prompt").ok_or_else(|| bad("input columns: missing prompt"))?,
-        id: text("id"),
-        preference: text("preference"),
-        id_type: DataType::from_str(&id_type)
-            .map_err(|e| bad(format!("input columns: id_type {id_type:?}: {e}")))?,
-    })
+/// [`InputColumns`] with the id type as text.
+#[derive(Debug, Serialize, Deserialize)]
+struct ColumnsWire {
+    prompt: String,
+    id: Option<String>,
+    preference: Option<String>,
+    id_type: String,
+}
+
+impl ColumnsWire {
+    fn of(c: &InputColumns) -> Self {
+        ColumnsWire {
+            prompt: c.prompt.clone(),
+            id: c.id.clone(),
+            preference: c.preference.clone(),
+            id_type: c.id_type.to_string(),
+        }
+    }
+
+    fn columns(self) -> Result<InputColumns> {
+        let id_type = DataType::from_str(&self.id_type)
+            .map_err(|e| bad(format!("input columns: id_type {:?}: {e}", self.id_type)))?;
+        Ok(InputColumns {
+            prompt: self.prompt,
+            id: self.id,
+            preference: self.preference,
+            id_type,
+        })
+    }
 }
 
 impl PhysicalExtensionCodec for PrsPhysicalCodec {
@@ -172,35 +195,20 @@ impl PhysicalExtensionCodec for PrsPhysicalCodec {
         ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let v = read_tagged(buf, EXEC_TAG)?;
-        let call = SampleCall::from_json(v.get("call").ok_or_else(|| bad("missing call"))?)?;
-        let columns = columns_from_json(v.get("columns").unwrap_or(&Value::Null))?;
-        let projection = match v.get("projection") {
-            None | Some(Value::Null) => None,
-            Some(p) => Some(
-                serde_json::from_value::<Vec<usize>>(p.clone())
-                    .map_err(|e| bad(format!("projection: {e}")))?,
-            ),
-        };
-        let limit = match v.get("limit") {
-            None | Some(Value::Null) => None,
-            Some(l) => Some(
-                l.as_u64()
-                    .ok_or_else(|| bad(format!("limit: expected a count, got {l}")))?
-                    as usize,
-            ),
-        };
+        let wire: ExecWire = read_tagged(buf, EXEC_TAG)?;
         let [input] = inputs else {
             return Err(bad(format!(
                 "SampleExec takes one input, got {}",
                 inputs.len()
             )));
         };
-        let spec = SampleSpec::build(call, columns, JobStats::of(ctx.session_config()))?;
-        let schema = spec.schema.clone();
+        let call = SampleCall::from_wire(wire.call)?;
+        let columns = wire.columns.columns()?;
+        let runtime = CallRuntime::build(call, columns, JobStats::of(ctx.session_config()))?;
+        let schema = runtime.schema.clone();
         Ok(Arc::new(
-            SampleExec::try_new(input.clone(), Arc::new(spec), schema, projection)?
-                .with_limit(limit),
+            SampleExec::try_new(input.clone(), Arc::new(runtime), schema, wire.projection)?
+                .with_limit(wire.limit),
         ))
     }
 
@@ -213,14 +221,14 @@ impl PhysicalExtensionCodec for PrsPhysicalCodec {
         let Some(exec) = node.downcast_ref::<SampleExec>() else {
             return not_impl_err!("PrsPhysicalCodec only encodes SampleExec");
         };
-        let spec = exec.spec();
-        let v = json!({
-            "call": spec.call.to_json(),
-            "columns": columns_json(&spec.columns),
-            "projection": exec.projection(),
-            "limit": exec.limit(),
-        });
-        write_tagged(buf, EXEC_TAG, &v)
+        let runtime = exec.runtime();
+        let wire = ExecWire {
+            call: runtime.call.to_wire(),
+            columns: ColumnsWire::of(&runtime.columns),
+            projection: exec.projection().map(<[usize]>::to_vec),
+            limit: exec.limit(),
+        };
+        write_tagged(buf, EXEC_TAG, &wire)
     }
 }
 
@@ -294,7 +302,7 @@ mod tests {
             format!("SELECT prompt_id, response FROM prs_sample('{DATA}', 4, 'seed=7') LIMIT 3");
         let (plan, back) = round_trip(&ctx, &sql).await;
         let (sent, got) = (sample_table(&plan), sample_table(&back));
-        assert_eq!(got.to_json(), sent.to_json());
+        assert_eq!(got.to_wire(), sent.to_wire());
         assert_eq!(got.n, 4);
         assert_eq!(got.cfg.seed, 7, "per-call options travel");
         assert_eq!(got.cfg.temperature, 0.3, "session settings travel");
@@ -315,8 +323,8 @@ mod tests {
             displayable(rebuilt.as_ref()).indent(true).to_string()
         );
         let (a, b) = (
-            sample_exec(&physical).unwrap().spec(),
-            sample_exec(&rebuilt).unwrap().spec(),
+            sample_exec(&physical).unwrap().runtime(),
+            sample_exec(&rebuilt).unwrap().runtime(),
         );
         // the LIMIT pushed into the scan travels too
         assert_eq!(sample_exec(&rebuilt).unwrap().limit(), Some(3));

@@ -3,6 +3,62 @@
 
 use datafusion::error::DataFusionError;
 
+/// Which endpoint a request, a setting or a failure concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointKind {
+    /// The OpenAI-compatible server that generates samples and feedback.
+    Policy,
+    /// The server that scores candidates.
+    Reward,
+}
+
+impl EndpointKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndpointKind::Policy => "policy",
+            EndpointKind::Reward => "reward",
+        }
+    }
+
+    /// The setting holding its URL(s).
+    pub fn url_setting(&self) -> &'static str {
+        match self {
+            EndpointKind::Policy => "policy_url",
+            EndpointKind::Reward => "reward_url",
+        }
+    }
+
+    /// The environment variable feeding [`EndpointKind::url_setting`].
+    pub fn url_env(&self) -> &'static str {
+        match self {
+            EndpointKind::Policy => "PRS_POLICY_URL",
+            EndpointKind::Reward => "PRS_REWARD_URL",
+        }
+    }
+
+    /// The CLI flag feeding [`EndpointKind::url_setting`].
+    pub fn url_flag(&self) -> &'static str {
+        match self {
+            EndpointKind::Policy => "policy-url",
+            EndpointKind::Reward => "reward-url",
+        }
+    }
+
+    /// The environment variable holding its API key (never a setting).
+    pub fn api_key_env(&self) -> &'static str {
+        match self {
+            EndpointKind::Policy => "PRS_POLICY_API_KEY",
+            EndpointKind::Reward => "PRS_REWARD_API_KEY",
+        }
+    }
+}
+
+impl std::fmt::Display for EndpointKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = PrsError> = std::result::Result<T, E>;
 
@@ -29,13 +85,9 @@ pub enum PrsError {
     InvalidArgument { function: String, reason: String },
 
     /// An endpoint that must be configured is not.
-    #[error("no {endpoint} endpoint configured: set prs.{setting} (SQL `SET prs.{setting} = 'http://host:port/...'`), the environment variable {env}, or the CLI flag --{flag}")]
-    MissingEndpoint {
-        endpoint: &'static str,
-        setting: &'static str,
-        env: &'static str,
-        flag: &'static str,
-    },
+    #[error("no {0} endpoint configured: set prs.{setting} (SQL `SET prs.{setting} = 'http://host:port/...'`), the environment variable {env}, or the CLI flag --{flag}",
+        setting = .0.url_setting(), env = .0.url_env(), flag = .0.url_flag())]
+    MissingEndpoint(EndpointKind),
 
     /// The input table cannot be used.
     #[error("input {source_name}: {reason}")]
@@ -46,18 +98,18 @@ pub enum PrsError {
     Template { name: String, reason: String },
 
     /// The endpoint could not be reached (connection refused, DNS, timeout...).
-    #[error("{endpoint} endpoint {url} could not be reached: {reason}; check that the server is running and prs.{setting} is right")]
+    #[error("{endpoint} endpoint {url} could not be reached: {reason}; check that the server is running and prs.{setting} is right",
+        setting = .endpoint.url_setting())]
     Unreachable {
-        endpoint: &'static str,
+        endpoint: EndpointKind,
         url: String,
-        setting: &'static str,
         reason: String,
     },
 
     /// The endpoint answered with an HTTP error status.
     #[error("{endpoint} endpoint {url} answered HTTP {status}: {message}")]
     Status {
-        endpoint: &'static str,
+        endpoint: EndpointKind,
         url: String,
         status: u16,
         message: String,
@@ -68,8 +120,16 @@ pub enum PrsError {
     /// The endpoint answered 2xx with a body we cannot use.
     #[error("{endpoint} endpoint {url} answered with an unexpected body: {reason}")]
     BadResponse {
-        endpoint: &'static str,
+        endpoint: EndpointKind,
         url: String,
+        reason: String,
+    },
+
+    /// A server broke the protocol in a way retrying the request did not mend (no choices
+    /// three times, fewer scores than texts).
+    #[error("{endpoint} endpoint: {reason}")]
+    ServerFault {
+        endpoint: EndpointKind,
         reason: String,
     },
 
@@ -121,7 +181,8 @@ impl PrsError {
             } => format!("{endpoint}_http_{status}"),
             PrsError::Unreachable { endpoint, .. } => format!("{endpoint}_unreachable"),
             PrsError::BadResponse { endpoint, .. } => format!("{endpoint}_bad_response"),
-            PrsError::MissingEndpoint { .. } | PrsError::InvalidSetting { .. } => "config".into(),
+            PrsError::ServerFault { endpoint, .. } => format!("{endpoint}_fault"),
+            PrsError::MissingEndpoint(_) | PrsError::InvalidSetting { .. } => "config".into(),
             PrsError::Shared(e) => e.kind(),
             _ => "other".into(),
         }
@@ -150,7 +211,7 @@ impl From<PrsError> for DataFusionError {
             PrsError::InvalidSetting { .. }
             | PrsError::UnknownOption { .. }
             | PrsError::InvalidArgument { .. }
-            | PrsError::MissingEndpoint { .. }
+            | PrsError::MissingEndpoint(_)
             | PrsError::Template { .. }
             | PrsError::Input { .. } => DataFusionError::Plan(e.to_string()),
             other => DataFusionError::External(Box::new(other)),

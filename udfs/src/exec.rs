@@ -1,41 +1,39 @@
 //! `SampleExec`: the execution node of a sampling call. A unary node over the input scan; each
-//! input partition's prompts are sampled concurrently and rows stream out as prompts finish.
-//! Dropping the stream (e.g. `LIMIT`) drops the in-flight requests.
+//! input partition's prompts go through a [`PromptPipeline`] and rows stream out, in a
+//! [`SampleStream`], as prompts finish. Dropping the stream (e.g. `LIMIT`) drops the in-flight
+//! requests.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::ScalarValue;
+use datafusion::common::{internal_datafusion_err, internal_err};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::TaskContext;
+use datafusion::execution::{RecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput, Time,
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, RecordOutput,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties, SendableRecordBatchStream,
 };
-use futures::{stream, FutureExt, StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
+use futures::stream::BoxStream;
+use futures::{stream, Stream, StreamExt, TryStreamExt};
 
-use datafusion::common::stats::Precision;
-use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
-
-use crate::checkpoint::prompt_key;
-use crate::sampler::{Candidate, Method, PromptInput, WorkStats};
-use crate::schema::{to_batch, PromptResult};
+use crate::pipeline::{PromptPipeline, SampleMetrics};
+use crate::prompts::prompts_of;
+use crate::runtime::CallRuntime;
+use crate::sampler::Method;
+use crate::schema::to_batch;
 use crate::single_flight::ExecGuard;
-use crate::stats::{CallCounters, CALL_COUNTERS};
-use crate::table_function::SampleSpec;
 
 /// Finished prompts gathered into one output batch when they are ready together.
 const PROMPTS_PER_BATCH: usize = 32;
@@ -43,7 +41,7 @@ const PROMPTS_PER_BATCH: usize = 32;
 #[derive(Debug)]
 pub struct SampleExec {
     input: Arc<dyn ExecutionPlan>,
-    spec: Arc<SampleSpec>,
+    runtime: Arc<CallRuntime>,
     /// Full output schema.
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
@@ -52,13 +50,13 @@ pub struct SampleExec {
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     /// Shared by this node's open partition streams: the node counts once in its flight.
-    open_streams: std::sync::Mutex<std::sync::Weak<ExecGuard>>,
+    open_streams: Mutex<Weak<ExecGuard>>,
 }
 
 impl SampleExec {
     pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
-        spec: Arc<SampleSpec>,
+        runtime: Arc<CallRuntime>,
         schema: SchemaRef,
         projection: Option<Vec<usize>>,
     ) -> DfResult<Self> {
@@ -75,13 +73,13 @@ impl SampleExec {
         );
         Ok(SampleExec {
             input,
-            spec,
+            runtime,
             schema,
             projection,
             limit: None,
             props: Arc::new(props),
             metrics: ExecutionPlanMetricsSet::new(),
-            open_streams: std::sync::Mutex::new(std::sync::Weak::new()),
+            open_streams: Mutex::new(Weak::new()),
         })
     }
 }
@@ -102,17 +100,17 @@ impl SampleExec {
 
     /// Prompts started at once: `prompt_concurrency`, or fewer under a limit.
     fn prompts_at_once(&self) -> usize {
-        let n = self.spec.sampler.n();
-        let all = self.spec.prompt_concurrency.max(1);
+        let n = self.runtime.sampler.n();
+        let all = self.runtime.prompt_concurrency.max(1);
         match self.limit {
             Some(rows) => all.min(rows.div_ceil(n.max(1)).max(1)),
             None => all,
         }
     }
 
-    /// The sampling call this node runs.
-    pub fn spec(&self) -> &Arc<SampleSpec> {
-        &self.spec
+    /// What the sampling call this node runs runs with.
+    pub fn runtime(&self) -> &Arc<CallRuntime> {
+        &self.runtime
     }
 
     /// The node reading the prompts.
@@ -128,7 +126,7 @@ impl SampleExec {
 
 impl DisplayAs for SampleExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let s = &self.spec.sampler;
+        let s = &self.runtime.sampler;
         let n = s.n();
         write!(f, "SampleExec: method={}, n={n}", s.method.as_str())?;
         if let Some(limit) = self.limit {
@@ -142,31 +140,15 @@ impl DisplayAs for SampleExec {
         write!(
             f,
             ", policy={} model={}, reward={} protocol={}",
-            self.spec.policy.base_url(),
-            self.spec
+            self.runtime.policy.base_url(),
+            self.runtime
                 .policy
                 .configured_model()
                 .unwrap_or("(from /models)"),
-            self.spec.reward.base_url(),
-            self.spec.reward.protocol().as_str(),
+            self.runtime.reward.base_url(),
+            self.runtime.reward.protocol().as_str(),
         )
     }
-}
-
-/// Counters shown by EXPLAIN ANALYZE.
-struct Counters {
-    prompts: Count,
-    policy_requests: Count,
-    reward_texts: Count,
-    prompt_tokens: Count,
-    completion_tokens: Count,
-    failed_candidates: Count,
-    from_checkpoint: Count,
-    /// Rows produced (one per candidate; one for a prompt that could not start).
-    candidates: Count,
-    retries: Count,
-    policy_wait: Time,
-    reward_wait: Time,
 }
 
 impl ExecutionPlan for SampleExec {
@@ -194,11 +176,11 @@ impl ExecutionPlan for SampleExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let [child] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("SampleExec takes one child".into()))?;
+            .map_err(|_| internal_datafusion_err!("SampleExec takes one child"))?;
         Ok(Arc::new(
             SampleExec::try_new(
                 child,
-                self.spec.clone(),
+                self.runtime.clone(),
                 self.schema.clone(),
                 self.projection.clone(),
             )?
@@ -215,296 +197,114 @@ impl ExecutionPlan for SampleExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        if let Some(checkpoint) = &self.spec.checkpoint {
+        if let Some(checkpoint) = &self.runtime.checkpoint {
             checkpoint.prepare()?;
         }
-        // the input's exact row count, when its statistics know it, feeds progress and ETA
+        self.count_expected_prompts(partition);
+        let input = self.input.execute(partition, context)?;
+        let rt = self.runtime.clone();
+        let prompts = input
+            .map(move |batch| {
+                let default_preference = rt.default_preference.as_deref();
+                prompts_of(&rt.columns, default_preference, &batch?)
+            })
+            .map_ok(|prompts| stream::iter(prompts.into_iter().map(Ok)))
+            .try_flatten();
+        let pipeline = PromptPipeline {
+            runtime: self.runtime.clone(),
+            metrics: Arc::new(SampleMetrics::new(&self.metrics, partition)),
+        };
+        let results = pipeline.run(prompts, self.prompts_at_once());
+        Ok(Box::pin(SampleStream::new(
+            self,
+            results,
+            BaselineMetrics::new(&self.metrics, partition),
+            self.flight_guard()?,
+        )))
+    }
+}
+
+impl SampleExec {
+    /// The input's exact row count, when its statistics know it, feeds progress and ETA.
+    fn count_expected_prompts(&self, partition: usize) {
         let args = StatisticsArgs::new().with_partition(Some(partition));
         if let Ok(stats) = StatisticsContext::new().compute(self.input.as_ref(), &args) {
             if let Precision::Exact(rows) = stats.num_rows {
-                self.spec.stats.add_expected_prompts(rows as u64);
+                self.runtime.stats.add_expected_prompts(rows as u64);
             }
         }
-        let input = self.input.execute(partition, context)?;
-        // this node counts once in its flight while any of its streams is open, so results are
-        // kept only when a second node of the same call runs at the same time
-        let flight_guard = {
-            let mut live = self
-                .open_streams
-                .lock()
-                .map_err(|_| DataFusionError::Internal("SampleExec stream lock poisoned".into()))?;
-            match live.upgrade() {
-                Some(guard) => guard,
-                None => {
-                    let guard = Arc::new(self.spec.flight.register_exec());
-                    *live = Arc::downgrade(&guard);
-                    guard
-                }
-            }
-        };
-        let spec = self.spec.clone();
-        let schema = self.schema.clone();
-        let projection = self.projection.clone();
-        let out_schema = self.props.eq_properties.schema().clone();
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let m = |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, partition);
-        let counters = Arc::new(Counters {
-            prompts: m("prompts"),
-            policy_requests: m("policy_requests"),
-            reward_texts: m("reward_texts"),
-            prompt_tokens: m("prompt_tokens"),
-            completion_tokens: m("completion_tokens"),
-            failed_candidates: m("failed_candidates"),
-            from_checkpoint: m("prompts_from_checkpoint"),
-            candidates: m("candidates"),
-            retries: m("retries"),
-            policy_wait: MetricBuilder::new(&self.metrics).subset_time("policy_wait", partition),
-            reward_wait: MetricBuilder::new(&self.metrics).subset_time("reward_wait", partition),
-        });
+    }
 
-        let extract_spec = spec.clone();
-        let jobs = input
-            .map(move |batch| prompts_of(&extract_spec, &batch?))
-            .map_ok(|jobs| stream::iter(jobs.into_iter().map(Ok::<_, DataFusionError>)))
-            .try_flatten();
-        let concurrency = self.prompts_at_once();
-        let results = jobs
-            .map_ok(move |(id, input)| {
-                let spec = spec.clone();
-                let counters = counters.clone();
-                async move {
-                    let key = prompt_key(&spec.fingerprint, &input);
-                    let flight = spec.flight.clone();
-                    let work = {
-                        let key = key.clone();
-                        move || {
-                            async move {
-                                produce(spec, counters, key, id, input)
-                                    .await
-                                    .map(Arc::new)
-                                    .map_err(Arc::new)
-                            }
-                            .boxed()
-                        }
-                    };
-                    flight
-                        .run(key, work)
-                        .await
-                        .map_err(|e| match Arc::try_unwrap(e) {
-                            Ok(e) => e,
-                            Err(shared) => DataFusionError::Shared(shared),
-                        })
-                }
-            })
-            .try_buffer_unordered(concurrency);
+    /// This node counts once in its call's flight while any of its streams is open, so results
+    /// are kept only when a second node of the same call runs at the same time.
+    fn flight_guard(&self) -> DfResult<Arc<ExecGuard>> {
+        let Ok(mut live) = self.open_streams.lock() else {
+            return internal_err!("SampleExec stream lock poisoned");
+        };
+        Ok(match live.upgrade() {
+            Some(guard) => guard,
+            None => {
+                let guard = Arc::new(self.runtime.flight.register_exec());
+                *live = Arc::downgrade(&guard);
+                guard
+            }
+        })
+    }
+}
+
+/// The output of one partition: finished prompts gathered into record batches (up to
+/// [`PROMPTS_PER_BATCH`] prompts that are ready together), projected as the query asks.
+pub struct SampleStream {
+    /// The projected output schema.
+    schema: SchemaRef,
+    batches: BoxStream<'static, DfResult<RecordBatch>>,
+    /// Keeps the node counted in its call's flight while the stream lives.
+    _flight: Arc<ExecGuard>,
+}
+
+impl SampleStream {
+    fn new(
+        exec: &SampleExec,
+        results: impl Stream<Item = DfResult<Arc<crate::schema::PromptResult>>> + Send + 'static,
+        baseline: BaselineMetrics,
+        flight: Arc<ExecGuard>,
+    ) -> Self {
+        let schema = exec.schema.clone();
+        let projection = exec.projection.clone();
         let batches = results
             .try_ready_chunks(PROMPTS_PER_BATCH)
             .map_err(|e| e.1)
             .and_then(move |chunk| {
-                let schema = schema.clone();
-                let projection = projection.clone();
-                let baseline = baseline.clone();
-                async move {
-                    // compute here is turning candidates into Arrow; the rest is waiting
-                    let timer = baseline.elapsed_compute().timer();
-                    let batch = to_batch(&schema, &chunk)?;
-                    let batch = match &projection {
-                        Some(p) => batch.project(p)?,
-                        None => batch,
-                    };
-                    timer.done();
-                    Ok(batch.record_output(&baseline))
-                }
-            });
-        let batches = batches.inspect(move |_| {
-            let _held = &flight_guard;
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, batches)))
-    }
-}
-
-/// The row of a prompt that was not started because the budget is spent.
-fn budget_rows(reason: String) -> (Vec<Candidate>, WorkStats) {
-    (
-        vec![Candidate {
-            error: Some(format!(
-                "budget: {reason}; no request was made for this prompt"
-            )),
-            ..Candidate::default()
-        }],
-        WorkStats {
-            error_kinds: vec!["budget".into()],
-            ..WorkStats::default()
-        },
-    )
-}
-
-/// One prompt's rows: from the checkpoint when it holds them, else sampled (and then stored).
-async fn produce(
-    spec: Arc<SampleSpec>,
-    counters: Arc<Counters>,
-    key: String,
-    id: ScalarValue,
-    input: PromptInput,
-) -> DfResult<PromptResult> {
-    if spec.checkpoint.is_some() {
-        let (s, k) = (spec.clone(), key.clone());
-        let loaded = tokio::task::spawn_blocking(move || {
-            s.checkpoint.as_ref().and_then(|c| c.load(&k, &s.schema))
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        if let Some(result) = loaded {
-            counters.prompts.add(1);
-            counters.from_checkpoint.add(1);
-            counters.candidates.add(result.candidates.len());
-            spec.stats
-                .add_prompt(result.candidates.len() as u64, &[], true);
-            return Ok(result);
+                // compute here is turning candidates into Arrow; the rest is waiting
+                let timer = baseline.elapsed_compute().timer();
+                let batch = to_batch(&schema, &chunk)
+                    .map_err(DataFusionError::from)
+                    .and_then(|batch| match &projection {
+                        Some(p) => Ok(batch.project(p)?),
+                        None => Ok(batch),
+                    });
+                timer.done();
+                futures::future::ready(batch.map(|b| b.record_output(&baseline)))
+            })
+            .boxed();
+        SampleStream {
+            schema: exec.props.eq_properties.schema().clone(),
+            batches,
+            _flight: flight,
         }
     }
-    let has_prompt = input
-        .prompt
-        .as_deref()
-        .is_some_and(|p| !p.trim().is_empty());
-    if has_prompt {
-        spec.preflight().await?;
+}
+
+impl Stream for SampleStream {
+    type Item = DfResult<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.batches.poll_next_unpin(cx)
     }
-    let calls = Arc::new(CallCounters::default());
-    let (candidates, stats) = match spec.budget.exhausted(&spec.stats) {
-        Some(reason) if has_prompt => budget_rows(reason),
-        _ => {
-            CALL_COUNTERS
-                .scope(calls.clone(), spec.sampler.sample(&input))
-                .await?
-        }
-    };
-    counters
-        .retries
-        .add(calls.retries.load(Ordering::Relaxed) as usize);
-    counters.policy_wait.add_duration(Duration::from_nanos(
-        calls.policy_wait_ns.load(Ordering::Relaxed),
-    ));
-    counters.reward_wait.add_duration(Duration::from_nanos(
-        calls.reward_wait_ns.load(Ordering::Relaxed),
-    ));
-    counters.prompts.add(1);
-    counters.policy_requests.add(stats.policy_requests as usize);
-    counters.reward_texts.add(stats.reward_texts as usize);
-    counters.prompt_tokens.add(stats.prompt_tokens as usize);
-    counters
-        .completion_tokens
-        .add(stats.completion_tokens as usize);
-    counters.failed_candidates.add(stats.error_kinds.len());
-    counters.candidates.add(candidates.len());
-    let called = stats.policy_requests > 0;
-    let policy_model = if called {
-        Some(spec.sampler.policy.model().await?)
-    } else {
-        None
-    };
-    let result = PromptResult {
-        id,
-        prompt: input.prompt,
-        preference: input.preference,
-        method: spec.sampler.method,
-        policy_model,
-        reward_model: called.then(|| spec.sampler.reward.model_label()),
-        candidates,
-    };
-    // only complete prompts are kept: a re-run retries the failed ones
-    let complete = called && result.candidates.iter().all(|c| c.error.is_none());
-    if complete && spec.checkpoint.is_some() {
-        let s = spec.clone();
-        let stored = result.clone();
-        tokio::task::spawn_blocking(move || match &s.checkpoint {
-            Some(c) => c.store(&key, &s.schema, &stored),
-            None => Ok(()),
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))??;
-    }
-    spec.stats
-        .add_prompt(result.candidates.len() as u64, &stats.error_kinds, false);
-    spec.stats.add_reward_texts(stats.reward_texts);
-    Ok(result)
 }
 
-fn text_column(batch: &RecordBatch, name: &str) -> DfResult<ArrayRef> {
-    let col = batch.column_by_name(name).ok_or_else(|| {
-        DataFusionError::Execution(format!("input column {name:?} missing from the scan"))
-    })?;
-    Ok(cast(col, &DataType::Utf8)?)
-}
-
-/// A stable id for a prompt without one: the first 16 hex digits of SHA-256 of its text.
-pub fn derived_id(prompt: &str) -> String {
-    let d = Sha256::digest(prompt.as_bytes());
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-/// The prompts of one input batch.
-fn prompts_of(spec: &SampleSpec, batch: &RecordBatch) -> DfResult<Vec<(ScalarValue, PromptInput)>> {
-    let cols = &spec.columns;
-    let prompts = text_column(batch, &cols.prompt)?;
-    let prompts = prompts.as_string::<i32>();
-    let prefs = match &cols.preference {
-        Some(p) => Some(text_column(batch, p)?),
-        None => None,
-    };
-    let ids = match &cols.id {
-        Some(name) => Some(batch.column_by_name(name).cloned().ok_or_else(|| {
-            DataFusionError::Execution(format!("input column {name:?} missing from the scan"))
-        })?),
-        None => None,
-    };
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        let prompt = prompts
-            .is_valid(row)
-            .then(|| prompts.value(row).to_string());
-        let (id, id_text) = match &ids {
-            Some(arr) => {
-                let v = ScalarValue::try_from_array(arr, row)?;
-                let text = if v.is_null() {
-                    derived_id(prompt.as_deref().unwrap_or(""))
-                } else {
-                    scalar_text(&v)
-                };
-                (v, text)
-            }
-            None => {
-                let text = derived_id(prompt.as_deref().unwrap_or(""));
-                (ScalarValue::Utf8(Some(text.clone())), text)
-            }
-        };
-        let row_pref = prefs.as_ref().and_then(|p| {
-            let p = p.as_string::<i32>();
-            (p.is_valid(row) && !p.value(row).trim().is_empty()).then(|| p.value(row).to_string())
-        });
-        let (preference, per_row) = match row_pref {
-            Some(p) => (Some(p), true),
-            None => (spec.default_preference.clone(), false),
-        };
-        out.push((
-            id,
-            PromptInput {
-                id_text,
-                prompt,
-                preference,
-                preference_per_row: per_row,
-            },
-        ));
-    }
-    Ok(out)
-}
-
-/// The id as plain text (no quotes), for seeds.
-fn scalar_text(v: &ScalarValue) -> String {
-    match v {
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => s.clone(),
-        other => other.to_string(),
+impl RecordBatchStream for SampleStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 }

@@ -14,20 +14,26 @@
 //! HTTP clients), [`schema`] (output rows), [`templates`], [`reward_udf`], [`source`] (input
 //! tables), [`codec`] (plan codecs for distributed engines, feature `proto`).
 
+pub mod call;
 pub mod checkpoint;
 pub mod client;
 #[cfg(feature = "proto")]
 pub mod codec;
 pub mod config;
+pub mod cost;
 pub mod error;
 pub mod exec;
+mod pipeline;
+pub mod prompts;
 pub mod reward_udf;
+pub mod runtime;
 pub mod sampler;
 pub mod schema;
 pub mod single_flight;
 pub mod source;
 pub mod stats;
 pub mod table_function;
+pub mod table_provider;
 pub mod templates;
 
 use std::sync::Arc;

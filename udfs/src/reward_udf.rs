@@ -119,7 +119,7 @@ impl AsyncScalarUDFImpl for RewardUdf {
     async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let cfg = PrsConfig::from_session(&args.config_options)?;
         let (client, templates) = self.client(&cfg)?;
-        let mode = RewardPreference::parse(&cfg.reward_preference)?;
+        let mode = cfg.reward_preference;
         let rows = args.number_rows;
         let arrays = args
             .args

@@ -171,11 +171,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| bad("seed"))?;
     let (policy_model, reward_model, error) = (text(13)?, text(14)?, text(15)?);
-    let method = match method.value(0) {
-        "random" => Method::Random,
-        "prs" => Method::Prs,
-        _ => return Err(bad("method")),
-    };
+    let method: Method = method.value(0).parse().map_err(|_| bad("method"))?;
     let candidates = (0..batch.num_rows())
         .map(|r| Candidate {
             layer: layer.value(r),

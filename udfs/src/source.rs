@@ -56,6 +56,11 @@ where
     })
 }
 
+/// Why a session table cannot be the source of a call that runs on other machines.
+pub(crate) const NOT_PORTABLE: &str = "a table of this session cannot be sent to other machines; \
+     on a cluster give a Parquet file, directory or glob that the scheduler and every executor \
+     can read at the same path";
+
 /// Whether `source` names files (a path, directory or glob) rather than a session table.
 pub fn looks_like_path(source: &str) -> bool {
     source.contains('/')
@@ -157,85 +162,87 @@ fn is_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
-/// Pick the prompt, id and preference columns of `schema` according to the settings.
-pub fn columns(source: &str, schema: &SchemaRef, cfg: &PrsConfig) -> Result<InputColumns> {
-    let found = || {
-        schema
-            .fields()
+/// The columns of `schema`, for messages.
+fn found(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} ({})", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The text column that `prs.<setting>` names (it must exist), or without it the first of
+/// `defaults` that the table has.
+fn text_column(
+    source: &str,
+    schema: &SchemaRef,
+    what: &str,
+    setting: &str,
+    configured: &str,
+    defaults: &[&str],
+) -> Result<Option<String>> {
+    let name = match configured.trim() {
+        "" => defaults
             .iter()
-            .map(|f| format!("{} ({})", f.name(), f.data_type()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let has = |name: &str| schema.field_with_name(name).ok();
-    let prompt = if cfg.prompt_column.trim().is_empty() {
-        ["prompt", "instruction"]
-            .into_iter()
-            .find(|c| has(c).is_some())
-            .ok_or_else(|| {
-                err(
-                    source,
-                    format!(
-                        "no prompt column: expected `prompt` or `instruction` (or set prs.prompt_column); columns found: {}",
-                        found()
-                    ),
-                )
-            })?
-            .to_string()
-    } else {
-        let c = cfg.prompt_column.trim();
-        has(c).ok_or_else(|| {
-            err(
-                source,
-                format!(
-                    "prompt column {c:?} (prs.prompt_column) not found; columns found: {}",
-                    found()
-                ),
-            )
-        })?;
-        c.to_string()
-    };
-    if let Some(f) = has(&prompt) {
-        if !is_text(f.data_type()) {
+            .find(|c| schema.field_with_name(c).is_ok())
+            .map(|c| c.to_string()),
+        c if schema.field_with_name(c).is_ok() => Some(c.to_string()),
+        c => {
             return Err(err(
                 source,
                 format!(
-                    "prompt column {prompt:?} is {}, not a string",
-                    f.data_type()
+                    "{what} column {c:?} (prs.{setting}) not found; columns found: {}",
+                    found(schema)
+                ),
+            ))
+        }
+    };
+    if let Some(field) = name.as_deref().and_then(|n| schema.field_with_name(n).ok()) {
+        if !is_text(field.data_type()) {
+            return Err(err(
+                source,
+                format!(
+                    "{what} column {:?} is {}, not a string",
+                    field.name(),
+                    field.data_type()
                 ),
             ));
         }
     }
-    let id_name = cfg.id_column.trim();
-    let (id, id_type) = match has(id_name).filter(|_| !id_name.is_empty()) {
-        Some(f) => (Some(id_name.to_string()), f.data_type().clone()),
-        None => (None, DataType::Utf8),
-    };
-    let preference = if cfg.preference_column.trim().is_empty() {
-        has("preference").map(|_| "preference".to_string())
-    } else {
-        let c = cfg.preference_column.trim();
-        has(c).ok_or_else(|| {
+    Ok(name)
+}
+
+/// Pick the prompt, id and preference columns of `schema` according to the settings.
+pub fn columns(source: &str, schema: &SchemaRef, cfg: &PrsConfig) -> Result<InputColumns> {
+    let defaults = ["prompt", "instruction"];
+    let prompt = text_column(source, schema, "prompt", "prompt_column", &cfg.prompt_column, &defaults)?
+        .ok_or_else(|| {
             err(
                 source,
                 format!(
-                    "preference column {c:?} (prs.preference_column) not found; columns found: {}",
-                    found()
+                    "no prompt column: expected `prompt` or `instruction` (or set prs.prompt_column); columns found: {}",
+                    found(schema)
                 ),
             )
         })?;
-        Some(c.to_string())
+    let preference = text_column(
+        source,
+        schema,
+        "preference",
+        "preference_column",
+        &cfg.preference_column,
+        &["preference"],
+    )?;
+    let id_name = cfg.id_column.trim();
+    let (id, id_type) = match schema
+        .field_with_name(id_name)
+        .ok()
+        .filter(|_| !id_name.is_empty())
+    {
+        Some(f) => (Some(id_name.to_string()), f.data_type().clone()),
+        None => (None, DataType::Utf8),
     };
-    if let Some(p) = &preference {
-        if let Some(f) = has(p) {
-            if !is_text(f.data_type()) {
-                return Err(err(
-                    source,
-                    format!("preference column {p:?} is {}, not a string", f.data_type()),
-                ));
-            }
-        }
-    }
     Ok(InputColumns {
         prompt,
         id,

@@ -5,38 +5,90 @@
 //! `EXPLAIN ANALYZE` (the execution node's metrics).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use datafusion::prelude::SessionConfig;
 use serde::Serialize;
 
-/// Counters of the requests made while sampling one prompt, gathered through a task-local so
-/// that the clients need not know which query node they work for.
+use crate::error::EndpointKind;
+
+/// The endpoint work of the prompt being sampled, as it happens. The execution node runs each
+/// prompt inside [`PromptTally::scope`]; the clients record every request, retry and wait
+/// through [`JobStats`]'s `record_*` methods, which add to the job's totals and, through a
+/// task-local, to the current prompt's tally: each event is recorded once, in one place.
 #[derive(Debug, Default)]
-pub struct CallCounters {
-    pub retries: AtomicU64,
-    pub policy_wait_ns: AtomicU64,
-    pub reward_wait_ns: AtomicU64,
+pub struct PromptTally {
+    policy_requests: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    retries: AtomicU64,
+    policy_wait_ns: AtomicU64,
+    reward_wait_ns: AtomicU64,
 }
 
 tokio::task_local! {
-    /// Set by the execution node around each prompt's work.
-    pub static CALL_COUNTERS: Arc<CallCounters>;
+    static PROMPT_TALLY: Arc<PromptTally>;
 }
 
-/// Count a retry against the current prompt's node, if any.
-pub(crate) fn note_retry() {
-    let _ = CALL_COUNTERS.try_with(|c| c.retries.fetch_add(1, Ordering::Relaxed));
+impl PromptTally {
+    /// Run `work` with this tally as the current prompt's.
+    pub async fn scope<F: Future>(self: &Arc<Self>, work: F) -> F::Output {
+        PROMPT_TALLY.scope(self.clone(), work).await
+    }
+
+    /// Add to the current prompt's tally, if a prompt is being sampled.
+    fn add(f: impl FnOnce(&PromptTally)) {
+        let _ = PROMPT_TALLY.try_with(|t| f(t));
+    }
+
+    /// Time spent on a request of `endpoint` (retries and their waits included).
+    pub(crate) fn record_wait(endpoint: EndpointKind, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        Self::add(|t| {
+            let wait = match endpoint {
+                EndpointKind::Policy => &t.policy_wait_ns,
+                EndpointKind::Reward => &t.reward_wait_ns,
+            };
+            wait.fetch_add(ns, Ordering::Relaxed);
+        });
+    }
+
+    /// The tally as a prompt's work (what the sampler reports is added by the caller).
+    pub fn work(&self) -> PromptWork {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PromptWork {
+            policy_requests: g(&self.policy_requests),
+            prompt_tokens: g(&self.prompt_tokens),
+            completion_tokens: g(&self.completion_tokens),
+            retries: g(&self.retries),
+            policy_wait: Duration::from_nanos(g(&self.policy_wait_ns)),
+            reward_wait: Duration::from_nanos(g(&self.reward_wait_ns)),
+            ..PromptWork::default()
+        }
+    }
 }
 
-/// Count time spent on a request (retries and their waits included) of `endpoint`.
-pub(crate) fn note_wait(endpoint: &str, took: std::time::Duration) {
-    let ns = took.as_nanos() as u64;
-    let _ = CALL_COUNTERS.try_with(|c| match endpoint {
-        "policy" => c.policy_wait_ns.fetch_add(ns, Ordering::Relaxed),
-        _ => c.reward_wait_ns.fetch_add(ns, Ordering::Relaxed),
-    });
+/// What one finished prompt cost and produced: the one record of a prompt's work, added to
+/// the job's totals ([`JobStats::add_prompt`]) and to the execution node's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptWork {
+    pub from_checkpoint: bool,
+    /// Rows produced (one per candidate; one for a prompt that could not start).
+    pub candidates: u64,
+    /// The kind of error of each failed candidate.
+    pub error_kinds: Vec<String>,
+    /// Texts sent to the reward model.
+    pub reward_texts: u64,
+    /// Policy requests sent (every attempt).
+    pub policy_requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub retries: u64,
+    pub policy_wait: Duration,
+    pub reward_wait: Duration,
 }
 
 /// Limits on the work a job may start (`max_requests`, `max_generated_tokens`; 0 = none).
@@ -124,28 +176,50 @@ impl JobStats {
         self.expected_prompts.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn add_retry(&self) {
+    /// A retry of a request (of either endpoint).
+    pub(crate) fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        PromptTally::add(|t| {
+            t.retries.fetch_add(1, Ordering::Relaxed);
+        });
     }
-    pub fn add_policy_request(&self) {
+
+    /// A policy request sent (each attempt counts).
+    pub(crate) fn record_policy_request(&self) {
         self.policy_requests.fetch_add(1, Ordering::Relaxed);
+        PromptTally::add(|t| {
+            t.policy_requests.fetch_add(1, Ordering::Relaxed);
+        });
     }
-    pub fn add_reward_request(&self) {
-        self.reward_requests.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn add_tokens(&self, prompt: u64, completion: u64) {
+
+    /// Tokens a policy server reported for one answer.
+    pub(crate) fn record_tokens(&self, prompt: u64, completion: u64) {
         self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
         self.completion_tokens
             .fetch_add(completion, Ordering::Relaxed);
+        PromptTally::add(|t| {
+            t.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+            t.completion_tokens.fetch_add(completion, Ordering::Relaxed);
+        });
     }
 
-    /// A finished prompt with its candidates; `errors` are the kinds of its failed candidates.
-    pub fn add_prompt(&self, candidates: u64, errors: &[String], from_checkpoint: bool) {
+    /// A reward request sent (each attempt counts). A batch may hold texts of many prompts,
+    /// so it counts for the job only.
+    pub(crate) fn record_reward_request(&self) {
+        self.reward_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A finished prompt. Requests, tokens and retries were counted as they happened.
+    pub fn add_prompt(&self, work: &PromptWork) {
         self.prompts.fetch_add(1, Ordering::Relaxed);
-        if from_checkpoint {
+        if work.from_checkpoint {
             self.prompts_from_checkpoint.fetch_add(1, Ordering::Relaxed);
         }
-        self.candidates.fetch_add(candidates, Ordering::Relaxed);
+        self.candidates
+            .fetch_add(work.candidates, Ordering::Relaxed);
+        self.reward_texts
+            .fetch_add(work.reward_texts, Ordering::Relaxed);
+        let errors = &work.error_kinds;
         self.failed_candidates
             .fetch_add(errors.len() as u64, Ordering::Relaxed);
         if !errors.is_empty() {
@@ -155,10 +229,6 @@ impl JobStats {
                 }
             }
         }
-    }
-
-    pub fn add_reward_texts(&self, n: u64) {
-        self.reward_texts.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Add counters gathered elsewhere (a cluster's executors, say) to these.

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::PrsConfig;
-use crate::error::{PrsError, Result};
-use crate::stats::JobStats;
+use crate::error::{EndpointKind, PrsError, Result};
+use crate::stats::{JobStats, PromptTally};
 
 /// How failed requests are retried (from the `retry_*` settings).
 #[derive(Debug, Clone, Copy)]
@@ -54,10 +54,7 @@ pub use reward::{RewardClient, RewardProtocol};
 /// What a client needs to know about its endpoint for requests and error messages.
 #[derive(Clone)]
 pub(crate) struct Endpoint {
-    /// "policy" or "reward"
-    pub kind: &'static str,
-    /// setting that holds the URL, for messages
-    pub setting: &'static str,
+    pub kind: EndpointKind,
     /// One or more servers (a comma-separated URL setting) sharing the work.
     replicas: Arc<Vec<Replica>>,
     /// Which replica `url()` names, for a single-replica view (preflight of each replica).
@@ -136,14 +133,15 @@ pub(crate) fn parse_base_url(setting: &'static str, value: &str) -> Result<Url> 
 }
 
 impl Endpoint {
+    /// The endpoint of `kind` at `url` (one or more comma-separated base URLs), with its API
+    /// key from the environment.
     pub fn new(
-        kind: &'static str,
-        setting: &'static str,
+        kind: EndpointKind,
         url: &str,
-        api_key_env: &str,
         cfg: &PrsConfig,
         stats: Arc<JobStats>,
     ) -> Result<Self> {
+        let setting = kind.url_setting();
         let replicas = url
             .split(',')
             .filter(|u| !u.trim().is_empty())
@@ -157,7 +155,7 @@ impl Endpoint {
             })
             .collect::<Result<Vec<_>>>()?;
         if replicas.is_empty() {
-            return Err(PrsError::setting(setting, url, "no URL given"));
+            return Err(PrsError::MissingEndpoint(kind));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
@@ -167,10 +165,11 @@ impl Endpoint {
             .map_err(|e| {
                 PrsError::setting(setting, url, format!("cannot build HTTP client: {e}"))
             })?;
-        let api_key = std::env::var(api_key_env).ok().filter(|k| !k.is_empty());
+        let api_key = std::env::var(kind.api_key_env())
+            .ok()
+            .filter(|k| !k.is_empty());
         Ok(Endpoint {
             kind,
-            setting,
             replicas: Arc::new(replicas),
             only: None,
             eject_after: cfg.replica_eject_after.max(1),
@@ -242,7 +241,7 @@ impl Endpoint {
             );
             r.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::warn!(
-                endpoint = self.kind,
+                endpoint = self.kind.as_str(),
                 replica = %r.base,
                 "{n} failures in a row: no work for this replica for {}s",
                 self.eject_for.as_secs()
@@ -276,14 +275,13 @@ impl Endpoint {
                 planned.map(|d| e.retry_after().map(|r| r.min(max_delay)).unwrap_or(d))
             })
             .notify(|e: &PrsError, wait| {
-                self.stats.add_retry();
-                crate::stats::note_retry();
-                tracing::debug!(endpoint = self.kind, error = %e, wait_ms = wait.as_millis() as u64, "retrying");
+                self.stats.record_retry();
+                tracing::debug!(endpoint = self.kind.as_str(), error = %e, wait_ms = wait.as_millis() as u64, "retrying");
             })
             .await;
         // reward time is counted by the reward client around the whole (possibly shared) batch
-        if self.kind == "policy" {
-            crate::stats::note_wait(self.kind, started.elapsed());
+        if self.kind == EndpointKind::Policy {
+            PromptTally::record_wait(self.kind, started.elapsed());
         }
         out
     }
@@ -337,7 +335,7 @@ impl Endpoint {
         req: reqwest::RequestBuilder,
         url: String,
     ) -> Result<T> {
-        tracing::trace!(endpoint = self.kind, %url, "request");
+        tracing::trace!(endpoint = self.kind.as_str(), %url, "request");
         let resp = req.send().await.map_err(|e| self.unreachable(&url, &e))?;
         let status = resp.status();
         let retry_after = resp
@@ -350,7 +348,7 @@ impl Endpoint {
         let bytes = resp.bytes().await.map_err(|e| self.unreachable(&url, &e))?;
         if !status.is_success() {
             let message = error_message(&bytes);
-            tracing::debug!(endpoint = self.kind, %url, status = status.as_u16(), %message, "endpoint error");
+            tracing::debug!(endpoint = self.kind.as_str(), %url, status = status.as_u16(), %message, "endpoint error");
             return Err(PrsError::Status {
                 endpoint: self.kind,
                 url,
@@ -378,7 +376,6 @@ impl Endpoint {
         PrsError::Unreachable {
             endpoint: self.kind,
             url: url.to_string(),
-            setting: self.setting,
             reason,
         }
     }

@@ -7,8 +7,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::Endpoint;
-use crate::config::PrsConfig;
-use crate::error::{PrsError, Result};
+use crate::config::{PolicyApi, PrsConfig};
+use crate::error::{EndpointKind, PrsError, Result};
 use crate::stats::JobStats;
 use crate::templates::Template;
 
@@ -26,27 +26,6 @@ pub struct Usage {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
-}
-
-/// Chat or completions API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyApi {
-    Chat,
-    Completions,
-}
-
-impl PolicyApi {
-    pub fn parse(value: &str) -> Result<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "chat" => Ok(PolicyApi::Chat),
-            "completions" | "completion" => Ok(PolicyApi::Completions),
-            _ => Err(PrsError::setting(
-                "policy_api",
-                value,
-                "expected `chat` or `completions`",
-            )),
-        }
-    }
 }
 
 /// Sampling settings sent with every request.
@@ -159,26 +138,11 @@ pub struct PolicyClient {
 
 impl PolicyClient {
     pub fn new(cfg: &PrsConfig, prompt_template: Template, stats: Arc<JobStats>) -> Result<Self> {
-        if cfg.policy_url.trim().is_empty() {
-            return Err(PrsError::MissingEndpoint {
-                endpoint: "policy",
-                setting: "policy_url",
-                env: "PRS_POLICY_URL",
-                flag: "policy-url",
-            });
-        }
-        let endpoint = Endpoint::new(
-            "policy",
-            "policy_url",
-            &cfg.policy_url,
-            "PRS_POLICY_API_KEY",
-            cfg,
-            stats,
-        )?;
+        let endpoint = Endpoint::new(EndpointKind::Policy, &cfg.policy_url, cfg, stats)?;
         let model = cfg.policy_model.trim();
         Ok(PolicyClient {
             endpoint,
-            api: PolicyApi::parse(&cfg.policy_api)?,
+            api: cfg.policy_api,
             configured_model: (!model.is_empty()).then(|| model.to_string()),
             model: OnceCell::new(),
             params: SamplingParams::from_config(cfg)?,
@@ -304,12 +268,12 @@ impl PolicyClient {
         body: &Value,
         n: usize,
     ) -> Result<(Vec<Choice>, Usage)> {
-        self.endpoint.stats.add_policy_request();
+        self.endpoint.stats.record_policy_request();
         let resp: CompletionResponse = self.endpoint.post_json(path, body).await?;
         let usage = resp.usage.unwrap_or_default();
         self.endpoint
             .stats
-            .add_tokens(usage.prompt_tokens, usage.completion_tokens);
+            .record_tokens(usage.prompt_tokens, usage.completion_tokens);
         if resp.choices.len() > n {
             return Err(self.endpoint.bad_response(
                 path,

@@ -11,48 +11,12 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Endpoint;
 use crate::config::PrsConfig;
-use crate::error::{PrsError, Result};
-use crate::stats::JobStats;
+pub use crate::config::RewardProtocol;
+use crate::error::{EndpointKind, PrsError, Result};
+use crate::stats::{JobStats, PromptTally};
 
-/// How to talk to the reward server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RewardProtocol {
-    /// vLLM `POST {url}/pooling` with `input`; score = last value of each item's `data`.
-    VllmPooling,
-    /// vLLM `POST {url}/classify` with `input`; score = `probs[0]`.
-    VllmClassify,
-    /// OpenRLHF `POST {url}/get_reward` with `{"query": [...]}`; scores in `rewards`.
-    OpenRlhf,
-    /// Text Embeddings Inference `POST {url}/predict` with `{"inputs": [...], "raw_scores": true}`.
-    Tei,
-}
-
+/// The wire format of each protocol (the setting itself is [`RewardProtocol`]).
 impl RewardProtocol {
-    pub const ALL: [&'static str; 4] = ["vllm-pooling", "vllm-classify", "openrlhf", "tei"];
-
-    pub fn parse(value: &str) -> Result<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "vllm-pooling" => Ok(Self::VllmPooling),
-            "vllm-classify" => Ok(Self::VllmClassify),
-            "openrlhf" => Ok(Self::OpenRlhf),
-            "tei" => Ok(Self::Tei),
-            _ => Err(PrsError::setting(
-                "reward_protocol",
-                value,
-                format!("expected one of {}", Self::ALL.join(", ")),
-            )),
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::VllmPooling => "vllm-pooling",
-            Self::VllmClassify => "vllm-classify",
-            Self::OpenRlhf => "openrlhf",
-            Self::Tei => "tei",
-        }
-    }
-
     fn path(&self) -> &'static str {
         match self {
             Self::VllmPooling => "pooling",
@@ -165,7 +129,7 @@ impl BatchSender {
         // a body that is not what the protocol promises is retried like a failed request
         self.endpoint
             .with_retry(|| async {
-                self.endpoint.stats.add_reward_request();
+                self.endpoint.stats.record_reward_request();
                 let resp: Value = self.endpoint.post_json(path, &body).await?;
                 self.protocol
                     .scores(&resp, texts.len())
@@ -203,14 +167,6 @@ pub struct RewardClient {
 
 impl RewardClient {
     pub fn new(cfg: &PrsConfig, stats: Arc<JobStats>) -> Result<Self> {
-        if cfg.reward_url.trim().is_empty() {
-            return Err(PrsError::MissingEndpoint {
-                endpoint: "reward",
-                setting: "reward_url",
-                env: "PRS_REWARD_URL",
-                flag: "reward-url",
-            });
-        }
         if cfg.reward_batch_size == 0 {
             return Err(PrsError::setting(
                 "reward_batch_size",
@@ -221,15 +177,8 @@ impl RewardClient {
         let model = cfg.reward_model.trim();
         Ok(RewardClient {
             sender: BatchSender {
-                endpoint: Endpoint::new(
-                    "reward",
-                    "reward_url",
-                    &cfg.reward_url,
-                    "PRS_REWARD_API_KEY",
-                    cfg,
-                    stats,
-                )?,
-                protocol: RewardProtocol::parse(&cfg.reward_protocol)?,
+                endpoint: Endpoint::new(EndpointKind::Reward, &cfg.reward_url, cfg, stats)?,
+                protocol: cfg.reward_protocol,
                 model: (!model.is_empty()).then(|| model.to_string()),
                 in_flight: Arc::new(Semaphore::new(cfg.reward_max_in_flight.max(1))),
                 in_flight_limit: cfg.reward_max_in_flight.max(1),
@@ -332,7 +281,7 @@ impl RewardClient {
                     .bad_response(self.sender.protocol.path(), "the reward batcher stopped")),
             }
         };
-        crate::stats::note_wait("reward", started.elapsed());
+        PromptTally::record_wait(EndpointKind::Reward, started.elapsed());
         out
     }
 
@@ -440,6 +389,6 @@ mod tests {
             RewardProtocol::Tei.body(None, &texts),
             json!({"inputs": ["a"], "raw_scores": true})
         );
-        assert!(RewardProtocol::parse("nope").is_err());
+        assert!("nope".parse::<RewardProtocol>().is_err());
     }
 }

@@ -12,20 +12,24 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::client::{Choice, PolicyClient, RewardClient, Usage};
-use crate::error::{PrsError, Result};
+use crate::error::Result;
 use crate::templates::Templates;
 
+pub use crate::config::{OnError, RewardPreference};
 pub use seed::derive_seed;
 pub use tree::default_widths;
 
-/// Which sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which sampler. Its names (`random`, `prs`) and SQL function names are mapped here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Method {
     Random,
     Prs,
 }
 
 impl Method {
+    pub const ALL: [Method; 2] = [Method::Random, Method::Prs];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Method::Random => "random",
@@ -38,6 +42,29 @@ impl Method {
             Method::Random => "random_sample",
             Method::Prs => "prs_sample",
         }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown sampling method {s:?}; expected random or prs"))
+    }
+}
+
+impl From<Method> for &'static str {
+    fn from(m: Method) -> Self {
+        m.as_str()
+    }
+}
+
+impl TryFrom<String> for Method {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
     }
 }
 
@@ -78,49 +105,6 @@ impl Reward for RewardClient {
     }
 }
 
-/// Whether the text scored by the reward model carries the preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RewardPreference {
-    /// Only when the preference came from a column of the input (the reference's behaviour).
-    Auto,
-    Always,
-    Never,
-}
-
-impl RewardPreference {
-    pub fn parse(value: &str) -> Result<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Self::Auto),
-            "always" => Ok(Self::Always),
-            "never" => Ok(Self::Never),
-            _ => Err(PrsError::setting(
-                "reward_preference",
-                value,
-                "expected auto, always or never",
-            )),
-        }
-    }
-}
-
-/// What a candidate that still fails after retries becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    /// A row with `error` set and a null reward; the query goes on.
-    Row,
-    /// The query fails.
-    Fail,
-}
-
-impl OnError {
-    pub fn parse(value: &str) -> Result<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "row" => Ok(Self::Row),
-            "fail" => Ok(Self::Fail),
-            _ => Err(PrsError::setting("on_error", value, "expected row or fail")),
-        }
-    }
-}
-
 /// One prompt to sample for.
 #[derive(Debug, Clone)]
 pub struct PromptInput {
@@ -147,15 +131,15 @@ pub struct Candidate {
     pub error: Option<String>,
 }
 
-/// Counters of the endpoint work one prompt cost.
+/// One prompt's candidates, with what the sampler knows of their failures. Requests, tokens
+/// and waits are counted by the clients (see [`crate::stats::PromptTally`]).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct WorkStats {
-    pub policy_requests: u64,
-    pub reward_texts: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+pub struct Sampled {
+    pub candidates: Vec<Candidate>,
     /// The kind of error of each failed candidate.
     pub error_kinds: Vec<String>,
+    /// Texts sent to the reward model.
+    pub reward_texts: u64,
 }
 
 /// Everything a sampling call needs, shared by all prompts of a query.
@@ -184,31 +168,24 @@ impl std::fmt::Debug for Sampler {
     }
 }
 
+impl Sampled {
+    /// The one row of a prompt that was not sampled, holding why.
+    pub fn not_started(kind: &str, error: String) -> Self {
+        Sampled {
+            candidates: vec![Candidate {
+                error: Some(error),
+                ..Candidate::default()
+            }],
+            error_kinds: vec![kind.to_string()],
+            reward_texts: 0,
+        }
+    }
+}
+
 impl Sampler {
     /// Candidates per prompt (`n`): the layer widths summed.
     pub fn n(&self) -> usize {
         self.widths.iter().sum()
-    }
-
-    /// Candidates for one prompt. A null or empty prompt makes no calls and yields one row
-    /// holding the error.
-    pub async fn sample(&self, input: &PromptInput) -> Result<(Vec<Candidate>, WorkStats)> {
-        let prompt = match input.prompt.as_deref() {
-            Some(p) if !p.trim().is_empty() => p,
-            _ => {
-                return Ok((
-                    vec![Candidate {
-                        error: Some("prompt is null or empty; no request was made".into()),
-                        ..Candidate::default()
-                    }],
-                    WorkStats {
-                        error_kinds: vec!["empty_prompt".into()],
-                        ..WorkStats::default()
-                    },
-                ))
-            }
-        };
-        tree::run(self, input, prompt).await
     }
 }
 

@@ -2,6 +2,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::config::PrsConfig;
+use crate::error::PrsError;
 
 /// A policy that records every request and answers `min(n, cap)` choices.
 struct FakePolicy {
@@ -59,7 +60,7 @@ impl Reward for FakeReward {
         };
         if Some(call) == self.fail_call {
             return Err(PrsError::Status {
-                endpoint: "reward",
+                endpoint: crate::error::EndpointKind::Reward,
                 url: "http://rm/pooling".into(),
                 status: 503,
                 message: "overloaded".into(),
@@ -117,7 +118,11 @@ fn input() -> PromptInput {
 #[tokio::test]
 async fn random_sampling_shape_and_best() {
     let (s, policy, reward) = sampler(Method::Random, vec![6], true, 100);
-    let (c, stats) = s.sample(&input()).await.unwrap();
+    let Sampled {
+        candidates: c,
+        error_kinds,
+        ..
+    } = s.sample(&input()).await.unwrap();
     assert_eq!(c.len(), 6);
     assert_eq!(
         c.iter().map(|c| c.sample_index).collect::<Vec<_>>(),
@@ -134,7 +139,8 @@ async fn random_sampling_shape_and_best() {
     assert!(calls
         .iter()
         .all(|c| c.0 == "Name a colour.\n\nI like short answers."));
-    assert_eq!(stats.policy_requests, 2);
+    assert_eq!(calls.len(), 2);
+    assert!(error_kinds.is_empty());
     // each stored reward is the one returned for that response's text
     let scored = reward.scored.lock().unwrap().clone();
     for cand in &c {
@@ -158,7 +164,7 @@ async fn random_sampling_shape_and_best() {
 #[tokio::test]
 async fn prs_call_graph() {
     let (s, policy, _reward) = sampler(Method::Prs, vec![3, 3], true, 100);
-    let (c, _) = s.sample(&input()).await.unwrap();
+    let c = s.sample(&input()).await.unwrap().candidates;
     assert_eq!(c.len(), 6);
     let calls = policy.calls.lock().unwrap().clone();
     // layer 0 request, one feedback request (n=1), one layer-1 request
@@ -191,7 +197,7 @@ async fn prs_call_graph() {
 #[tokio::test]
 async fn prs_without_feedback_and_deeper_trees() {
     let (s, policy, _) = sampler(Method::Prs, vec![2, 1, 1], false, 100);
-    let (c, _) = s.sample(&input()).await.unwrap();
+    let c = s.sample(&input()).await.unwrap().candidates;
     assert_eq!(c.len(), 4);
     assert_eq!(
         c.iter().map(|c| c.layer).collect::<Vec<_>>(),
@@ -216,7 +222,11 @@ async fn prs_without_feedback_and_deeper_trees() {
 #[tokio::test]
 async fn tops_up_when_server_ignores_n() {
     let (s, policy, _) = sampler(Method::Random, vec![3], true, 1);
-    let (c, stats) = s.sample(&input()).await.unwrap();
+    let Sampled {
+        candidates: c,
+        error_kinds,
+        ..
+    } = s.sample(&input()).await.unwrap();
     assert_eq!(c.len(), 3);
     let calls = policy.calls.lock().unwrap().clone();
     assert_eq!(calls.iter().map(|c| c.1).collect::<Vec<_>>(), vec![3, 2, 1]);
@@ -229,20 +239,22 @@ async fn tops_up_when_server_ignores_n() {
             .collect::<Vec<_>>()
     );
     assert_eq!(c.iter().map(|c| c.seed.unwrap()).collect::<Vec<_>>(), seeds);
-    assert_eq!(stats.policy_requests, 3);
+    assert_eq!(calls.len(), 3);
+    assert!(error_kinds.is_empty());
 }
 
 #[tokio::test]
 async fn empty_prompt_makes_no_calls() {
     let (s, policy, _) = sampler(Method::Prs, vec![2, 2], true, 100);
     for p in [None, Some("  ".to_string())] {
-        let (c, _) = s
+        let c = s
             .sample(&PromptInput {
                 prompt: p,
                 ..input()
             })
             .await
-            .unwrap();
+            .unwrap()
+            .candidates;
         assert_eq!(c.len(), 1);
         assert!(c[0].error.as_deref().unwrap().contains("null or empty"));
         assert!(!c[0].is_best);
@@ -282,7 +294,11 @@ async fn failed_rewards_are_null_and_best_is_among_scored() {
         fail_call: Some(1),
         ..FakeReward::default()
     });
-    let (c, stats) = s.sample(&input()).await.unwrap();
+    let Sampled {
+        candidates: c,
+        error_kinds,
+        ..
+    } = s.sample(&input()).await.unwrap();
     assert_eq!(c.len(), 6);
     for cand in &c[3..] {
         assert!(cand.reward.is_none() && cand.response.is_some());
@@ -292,7 +308,7 @@ async fn failed_rewards_are_null_and_best_is_among_scored() {
             .unwrap()
             .contains("HTTP 503: overloaded"));
     }
-    assert_eq!(stats.error_kinds, vec!["reward_http_503"; 3]);
+    assert_eq!(error_kinds, vec!["reward_http_503"; 3]);
     let best: Vec<_> = c.iter().filter(|c| c.is_best).collect();
     assert_eq!(best.len(), 1);
     assert_eq!(best[0].layer, 0);

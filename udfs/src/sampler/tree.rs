@@ -1,17 +1,25 @@
 //! The sampling tree. Random best-of-N is a tree of one layer; PRS has two or more layers,
 //! each after the first revising the best candidate found so far.
 //!
+//! Each layer is three steps: what the layer asks the policy ([`Tree::ask`]: the question, or
+//! feedback on the best-so-far and a revision of it), generating the layer
+//! ([`Tree::generate_layer`]) and scoring it ([`Tree::score_layer`]).
+//!
 //! Failures that survive the clients' retries become rows with `error` set and a null reward
 //! (`on_error = row`), or fail the query (`on_error = fail`). A reward is never invented.
 
 use futures::future::join_all;
 
-use super::{derive_seed, Candidate, OnError, PromptInput, RewardPreference, Sampler, WorkStats};
+use super::{derive_seed, Candidate, OnError, PromptInput, RewardPreference, Sampled, Sampler};
 use crate::client::Choice;
-use crate::error::{PrsError, Result};
+use crate::error::{EndpointKind, PrsError, Result};
 
 /// Text put in `{preference}` when a prompt has none.
 const NO_PREFERENCE: &str = "(no particular preference stated)";
+
+/// Requests for one run of samples that may come back without any choice before the server
+/// is at fault.
+const EMPTY_ANSWERS_ALLOWED: usize = 3;
 
 /// PRS's default shape: ceil(n/2) then floor(n/2), dropping an empty layer (n = 1).
 pub fn default_widths(n: usize) -> Vec<usize> {
@@ -21,6 +29,23 @@ pub fn default_widths(n: usize) -> Vec<usize> {
         .collect()
 }
 
+impl Sampler {
+    /// Candidates for one prompt. A null or empty prompt makes no calls and yields one row
+    /// holding the error.
+    pub async fn sample(&self, input: &PromptInput) -> Result<Sampled> {
+        let prompt = match input.prompt.as_deref() {
+            Some(p) if !p.trim().is_empty() => p,
+            _ => {
+                return Ok(Sampled::not_started(
+                    "empty_prompt",
+                    "prompt is null or empty; no request was made".into(),
+                ))
+            }
+        };
+        run(self, input, prompt).await
+    }
+}
+
 /// A failure that becomes rows: its message and its kind.
 #[derive(Debug, Clone)]
 struct Failure {
@@ -28,253 +53,312 @@ struct Failure {
     kind: String,
 }
 
-impl Failure {
-    fn from_error(stage: &str, e: &PrsError) -> Self {
-        Failure {
-            message: format!("{stage}: {e}"),
-            kind: e.kind(),
-        }
-    }
-}
-
 impl Sampler {
     /// Keep going with a failure (`row`) or stop the query (`fail`).
     fn absorb(&self, stage: &str, e: PrsError) -> Result<Failure> {
         match self.on_error {
-            OnError::Row => Ok(Failure::from_error(stage, &e)),
+            OnError::Row => Ok(Failure {
+                message: format!("{stage}: {e}"),
+                kind: e.kind(),
+            }),
             OnError::Fail => Err(e),
         }
     }
 }
 
-pub(super) async fn run(
-    s: &Sampler,
-    input: &PromptInput,
-    prompt: &str,
-) -> Result<(Vec<Candidate>, WorkStats)> {
-    let mut stats = WorkStats::default();
-    let preference = input.preference.as_deref().filter(|p| !p.trim().is_empty());
-    let question = match preference {
-        Some(z) if s.preference_in_prompt => format!("{prompt}\n\n{z}"),
-        _ => prompt.to_string(),
-    };
-    let reward_prompt = match (s.reward_preference, preference) {
-        (RewardPreference::Always, Some(z)) => format!("{prompt}\n\n{z}"),
-        (RewardPreference::Auto, Some(z)) if input.preference_per_row => format!("{prompt}\n\n{z}"),
-        _ => prompt.to_string(),
-    };
-    let pref_text = preference.unwrap_or(NO_PREFERENCE);
-
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut next_index = 0usize;
-    for (layer, &width) in s.widths.iter().enumerate() {
-        let layer = layer as i32;
-        let start = next_index;
-        next_index += width;
-
-        // what this layer asks the policy: the question, or a revision of the best so far
-        let (text, parent, feedback) = if layer == 0 {
-            (question.clone(), None, None)
-        } else {
-            let Some(best) = best_index(&candidates) else {
-                let failure = Failure {
-                    message: "no scored candidate in the earlier layers to refine".into(),
-                    kind: "no_candidate_to_refine".into(),
-                };
-                push_failed(
-                    &mut candidates,
-                    &mut stats,
-                    layer,
-                    start,
-                    width,
-                    None,
-                    None,
-                    None,
-                    &failure,
-                );
-                continue;
-            };
-            let answer = candidates[best].response.clone().unwrap_or_default();
-            let parent = candidates[best].sample_index;
-            let feedback = if s.feedback {
-                let fb_prompt = s.templates.feedback.render(&[
-                    ("question", &question),
-                    ("answer", &answer),
-                    ("preference", pref_text),
-                ]);
-                let seed_for =
-                    |got: usize| derive_seed(s.run_seed, &input.id_text, layer, -1 - got as i32);
-                match generate(s, &fb_prompt, &seed_for, 1, &mut stats).await {
-                    Ok(got) => Some(
-                        got.into_iter()
-                            .next()
-                            .map(|(c, _)| c.text)
-                            .unwrap_or_default(),
-                    ),
-                    Err(e) => {
-                        let failure = s.absorb("feedback", e)?;
-                        push_failed(
-                            &mut candidates,
-                            &mut stats,
-                            layer,
-                            start,
-                            width,
-                            Some(parent),
-                            None,
-                            None,
-                            &failure,
-                        );
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            let revise = match &feedback {
-                Some(f) => s.templates.revise.render(&[
-                    ("question", &question),
-                    ("answer", &answer),
-                    ("preference", pref_text),
-                    ("feedback", f),
-                ]),
-                None => s.templates.revise_no_feedback.render(&[
-                    ("question", &question),
-                    ("answer", &answer),
-                    ("preference", pref_text),
-                ]),
-            };
-            (revise, Some(parent), feedback)
-        };
-
-        // generate the layer in requests of at most max_choices_per_request samples, at once
-        let chunk = s.max_choices_per_request.max(1);
-        let mut futs = Vec::new();
-        let mut offset = 0;
-        while offset < width {
-            let count = chunk.min(width - offset);
-            futs.push(generate_chunk(
-                s,
-                &text,
-                input,
-                layer,
-                start + offset,
-                count,
-            ));
-            offset += count;
-        }
-        // (first sample index, samples or the failure of that chunk)
-        let mut layer_rows: Vec<Candidate> = Vec::with_capacity(width);
-        for (first, count, result, st) in join_all(futs).await {
-            stats.policy_requests += st.policy_requests;
-            stats.prompt_tokens += st.prompt_tokens;
-            stats.completion_tokens += st.completion_tokens;
-            match result {
-                Ok(choices) => {
-                    for (i, (choice, seed)) in choices.into_iter().enumerate() {
-                        layer_rows.push(Candidate {
-                            layer,
-                            sample_index: (first + i) as i32,
-                            parent_index: parent,
-                            feedback: feedback.clone(),
-                            response: Some(choice.text),
-                            finish_reason: choice.finish_reason,
-                            seed: Some(seed),
-                            ..Candidate::default()
-                        });
-                    }
-                }
-                Err(e) => {
-                    let failure = s.absorb("policy", e)?;
-                    let seed = derive_seed(s.run_seed, &input.id_text, layer, first as i32);
-                    push_failed(
-                        &mut layer_rows,
-                        &mut stats,
-                        layer,
-                        first,
-                        count,
-                        parent,
-                        feedback.clone(),
-                        Some(seed),
-                        &failure,
-                    );
-                }
-            }
-        }
-
-        // score what was generated, against the original prompt
-        let scored: Vec<usize> = (0..layer_rows.len())
-            .filter(|&i| layer_rows[i].error.is_none())
-            .collect();
-        let texts: Vec<String> = scored
-            .iter()
-            .map(|&i| {
-                s.templates.reward.render(&[
-                    ("prompt", &reward_prompt),
-                    ("response", layer_rows[i].response.as_deref().unwrap_or("")),
-                    ("preference", preference.unwrap_or("")),
-                ])
-            })
-            .collect();
-        stats.reward_texts += texts.len() as u64;
-        match s.reward.score(&texts).await {
-            Ok(scores) if scores.len() == scored.len() => {
-                for (&i, score) in scored.iter().zip(scores) {
-                    layer_rows[i].reward = Some(score);
-                }
-            }
-            Ok(scores) => {
-                let e = PrsError::arg(
-                    "reward",
-                    format!("expected {} scores, got {}", scored.len(), scores.len()),
-                );
-                let failure = s.absorb("reward", e)?;
-                mark_failed(&mut layer_rows, &scored, &mut stats, &failure);
-            }
-            Err(e) => {
-                let failure = s.absorb("reward", e)?;
-                mark_failed(&mut layer_rows, &scored, &mut stats, &failure);
-            }
-        }
-        candidates.extend(layer_rows);
-    }
-    candidates.sort_by_key(|c| c.sample_index);
-    if let Some(best) = best_index(&candidates) {
-        candidates[best].is_best = true;
-    }
-    Ok((candidates, stats))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn push_failed(
-    rows: &mut Vec<Candidate>,
-    stats: &mut WorkStats,
+/// Where a run of samples sits in the tree, and the lineage they carry.
+#[derive(Debug, Clone)]
+struct Slots {
     layer: i32,
+    /// Sample index of the first.
     first: usize,
     count: usize,
     parent: Option<i32>,
     feedback: Option<String>,
     seed: Option<i64>,
-    failure: &Failure,
-) {
-    for i in 0..count {
-        rows.push(Candidate {
-            layer,
-            sample_index: (first + i) as i32,
-            parent_index: parent,
-            feedback: feedback.clone(),
-            seed,
-            error: Some(failure.message.clone()),
-            ..Candidate::default()
-        });
-        stats.error_kinds.push(failure.kind.clone());
+}
+
+impl Slots {
+    /// Rows for these slots, each holding `failure`.
+    fn failed(&self, failure: &Failure) -> Vec<Candidate> {
+        (0..self.count)
+            .map(|i| Candidate {
+                layer: self.layer,
+                sample_index: (self.first + i) as i32,
+                parent_index: self.parent,
+                feedback: self.feedback.clone(),
+                seed: self.seed,
+                error: Some(failure.message.clone()),
+                ..Candidate::default()
+            })
+            .collect()
     }
 }
 
-/// Generated candidates whose scoring failed keep their text, get no reward and carry the error.
-fn mark_failed(rows: &mut [Candidate], which: &[usize], stats: &mut WorkStats, failure: &Failure) {
-    for &i in which {
-        rows[i].error = Some(failure.message.clone());
-        stats.error_kinds.push(failure.kind.clone());
+/// What a layer asks the policy for: the text and the lineage of what comes back.
+struct Ask {
+    text: String,
+    parent: Option<i32>,
+    feedback: Option<String>,
+}
+
+/// One prompt's tree as it grows.
+struct Tree<'a> {
+    s: &'a Sampler,
+    input: &'a PromptInput,
+    /// The prompt as the policy sees it (with the preference when `preference_in_prompt`).
+    question: String,
+    /// The prompt as the reward model sees it.
+    reward_prompt: String,
+    preference: Option<&'a str>,
+    candidates: Vec<Candidate>,
+    error_kinds: Vec<String>,
+    reward_texts: u64,
+}
+
+async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> {
+    let mut tree = Tree::new(s, input, prompt);
+    let mut first = 0;
+    for (layer, &width) in s.widths.iter().enumerate() {
+        let slots = Slots {
+            layer: layer as i32,
+            first,
+            count: width,
+            parent: None,
+            feedback: None,
+            seed: None,
+        };
+        first += width;
+        let Some(ask) = tree.ask(&slots).await? else {
+            continue;
+        };
+        let mut rows = tree.generate_layer(&ask, &slots).await?;
+        tree.score_layer(&mut rows).await?;
+        tree.candidates.extend(rows);
+    }
+    Ok(tree.finish())
+}
+
+impl<'a> Tree<'a> {
+    fn new(s: &'a Sampler, input: &'a PromptInput, prompt: &str) -> Self {
+        let preference = input.preference.as_deref().filter(|p| !p.trim().is_empty());
+        let with_preference = |z: &str| format!("{prompt}\n\n{z}");
+        let question = match preference {
+            Some(z) if s.preference_in_prompt => with_preference(z),
+            _ => prompt.to_string(),
+        };
+        let reward_prompt = match (s.reward_preference, preference) {
+            (RewardPreference::Always, Some(z)) => with_preference(z),
+            (RewardPreference::Auto, Some(z)) if input.preference_per_row => with_preference(z),
+            _ => prompt.to_string(),
+        };
+        Tree {
+            s,
+            input,
+            question,
+            reward_prompt,
+            preference,
+            candidates: Vec::new(),
+            error_kinds: Vec::new(),
+            reward_texts: 0,
+        }
+    }
+
+    /// Rows for `slots` holding `failure` (they are output too), their kind counted.
+    fn failed_rows(&mut self, slots: &Slots, failure: &Failure) -> Vec<Candidate> {
+        self.error_kinds
+            .extend(std::iter::repeat_n(failure.kind.clone(), slots.count));
+        slots.failed(failure)
+    }
+
+    /// What the layer in `slots` asks: the question (layer 0), or a revision of the best
+    /// candidate so far with the policy's feedback on it. `None` when the layer cannot be
+    /// asked (its rows, holding the failure, are already kept).
+    async fn ask(&mut self, slots: &Slots) -> Result<Option<Ask>> {
+        if slots.layer == 0 {
+            return Ok(Some(Ask {
+                text: self.question.clone(),
+                parent: None,
+                feedback: None,
+            }));
+        }
+        let Some(best) = best_index(&self.candidates) else {
+            let failure = Failure {
+                message: "no scored candidate in the earlier layers to refine".into(),
+                kind: "no_candidate_to_refine".into(),
+            };
+            let rows = self.failed_rows(slots, &failure);
+            self.candidates.extend(rows);
+            return Ok(None);
+        };
+        let answer = self.candidates[best].response.clone().unwrap_or_default();
+        let parent = self.candidates[best].sample_index;
+        let feedback = match self.feedback(slots.layer, &answer).await {
+            Ok(feedback) => feedback,
+            Err(e) => {
+                let failure = self.s.absorb("feedback", e)?;
+                let slots = Slots {
+                    parent: Some(parent),
+                    ..slots.clone()
+                };
+                let rows = self.failed_rows(&slots, &failure);
+                self.candidates.extend(rows);
+                return Ok(None);
+            }
+        };
+        Ok(Some(Ask {
+            text: self.revise_text(&answer, feedback.as_deref()),
+            parent: Some(parent),
+            feedback,
+        }))
+    }
+
+    /// The policy's feedback on `answer` against the preference (`None` when PRS runs
+    /// without feedback).
+    async fn feedback(&self, layer: i32, answer: &str) -> Result<Option<String>> {
+        if !self.s.feedback {
+            return Ok(None);
+        }
+        let prompt = self.s.templates.feedback.render(&[
+            ("question", &self.question),
+            ("answer", answer),
+            ("preference", self.preference.unwrap_or(NO_PREFERENCE)),
+        ]);
+        let (s, id) = (self.s, &self.input.id_text);
+        let seed_for = |got: usize| derive_seed(s.run_seed, id, layer, -1 - got as i32);
+        let got = generate(s, &prompt, &seed_for, 1).await?;
+        Ok(Some(
+            got.into_iter()
+                .next()
+                .map(|(c, _)| c.text)
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// The text asking for a revision of `answer` (with the feedback when there is some).
+    fn revise_text(&self, answer: &str, feedback: Option<&str>) -> String {
+        let preference = self.preference.unwrap_or(NO_PREFERENCE);
+        let slots = [
+            ("question", self.question.as_str()),
+            ("answer", answer),
+            ("preference", preference),
+        ];
+        match feedback {
+            Some(f) => {
+                let mut with_feedback = slots.to_vec();
+                with_feedback.push(("feedback", f));
+                self.s.templates.revise.render(&with_feedback)
+            }
+            None => self.s.templates.revise_no_feedback.render(&slots),
+        }
+    }
+
+    /// Generate the layer in requests of at most `max_choices_per_request` samples, all at
+    /// once. A request that fails makes rows holding the failure.
+    async fn generate_layer(&mut self, ask: &Ask, slots: &Slots) -> Result<Vec<Candidate>> {
+        let chunk = self.s.max_choices_per_request.max(1);
+        let chunks: Vec<Slots> = (0..slots.count)
+            .step_by(chunk)
+            .map(|offset| Slots {
+                first: slots.first + offset,
+                count: chunk.min(slots.count - offset),
+                parent: ask.parent,
+                feedback: ask.feedback.clone(),
+                ..slots.clone()
+            })
+            .collect();
+        let (s, id) = (self.s, &self.input.id_text);
+        let results = join_all(chunks.iter().map(|c| {
+            let seed_for =
+                move |got: usize| derive_seed(s.run_seed, id, c.layer, (c.first + got) as i32);
+            async move { generate(s, &ask.text, &seed_for, c.count).await }
+        }))
+        .await;
+        let mut rows = Vec::with_capacity(slots.count);
+        for (chunk, result) in chunks.into_iter().zip(results) {
+            match result {
+                Ok(choices) => {
+                    rows.extend(choices.into_iter().enumerate().map(|(i, (choice, seed))| {
+                        Candidate {
+                            layer: chunk.layer,
+                            sample_index: (chunk.first + i) as i32,
+                            parent_index: chunk.parent,
+                            feedback: chunk.feedback.clone(),
+                            response: Some(choice.text),
+                            finish_reason: choice.finish_reason,
+                            seed: Some(seed),
+                            ..Candidate::default()
+                        }
+                    }))
+                }
+                Err(e) => {
+                    let failure = self.s.absorb("policy", e)?;
+                    let chunk = Slots {
+                        seed: Some(derive_seed(s.run_seed, id, chunk.layer, chunk.first as i32)),
+                        ..chunk
+                    };
+                    rows.extend(self.failed_rows(&chunk, &failure));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Score what the layer generated, against the original prompt. Rows whose scoring failed
+    /// keep their text, get no reward and carry the error.
+    async fn score_layer(&mut self, rows: &mut [Candidate]) -> Result<()> {
+        let scored: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].error.is_none())
+            .collect();
+        let texts: Vec<String> = scored
+            .iter()
+            .map(|&i| {
+                self.s.templates.reward.render(&[
+                    ("prompt", &self.reward_prompt),
+                    ("response", rows[i].response.as_deref().unwrap_or("")),
+                    ("preference", self.preference.unwrap_or("")),
+                ])
+            })
+            .collect();
+        self.reward_texts += texts.len() as u64;
+        let scores = self.s.reward.score(&texts).await.and_then(|scores| {
+            if scores.len() == scored.len() {
+                Ok(scores)
+            } else {
+                Err(PrsError::ServerFault {
+                    endpoint: EndpointKind::Reward,
+                    reason: format!("expected {} scores, got {}", scored.len(), scores.len()),
+                })
+            }
+        });
+        match scores {
+            Ok(scores) => {
+                for (&i, score) in scored.iter().zip(scores) {
+                    rows[i].reward = Some(score);
+                }
+            }
+            Err(e) => {
+                let failure = self.s.absorb("reward", e)?;
+                for &i in &scored {
+                    rows[i].error = Some(failure.message.clone());
+                    self.error_kinds.push(failure.kind.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Candidates in sample order, the best marked.
+    fn finish(mut self) -> Sampled {
+        self.candidates.sort_by_key(|c| c.sample_index);
+        if let Some(best) = best_index(&self.candidates) {
+            self.candidates[best].is_best = true;
+        }
+        Sampled {
+            candidates: self.candidates,
+            error_kinds: self.error_kinds,
+            reward_texts: self.reward_texts,
+        }
     }
 }
 
@@ -291,54 +375,30 @@ fn best_index(c: &[Candidate]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-type Chunk = (usize, usize, Result<Vec<(Choice, i64)>>, WorkStats);
-
-async fn generate_chunk(
-    s: &Sampler,
-    text: &str,
-    input: &PromptInput,
-    layer: i32,
-    first: usize,
-    count: usize,
-) -> Chunk {
-    let mut stats = WorkStats::default();
-    let seed_for =
-        |got: usize| derive_seed(s.run_seed, &input.id_text, layer, (first + got) as i32);
-    let out = generate(s, text, &seed_for, count, &mut stats).await;
-    (first, count, out, stats)
-}
-
 /// Ask for `count` samples, topping up when the server returns fewer choices than asked (some
-/// servers ignore `n`). `seed_for(k)` is the seed of a request whose first sample is the k-th.
+/// servers ignore `n`; the client refuses more than asked). `seed_for(k)` is the seed of a
+/// request whose first sample is the k-th.
 async fn generate(
     s: &Sampler,
     text: &str,
     seed_for: &(dyn Fn(usize) -> i64 + Sync),
     count: usize,
-    stats: &mut WorkStats,
 ) -> Result<Vec<(Choice, i64)>> {
     let mut out: Vec<(Choice, i64)> = Vec::with_capacity(count);
     let mut empty_answers = 0;
     while out.len() < count {
         let want = count - out.len();
         let seed = seed_for(out.len());
-        let (choices, usage) = s.policy.complete(text, want, seed).await?;
-        stats.policy_requests += 1;
-        stats.prompt_tokens += usage.prompt_tokens;
-        stats.completion_tokens += usage.completion_tokens;
-        if choices.len() > want {
-            return Err(PrsError::arg(
-                s.method.function_name(),
-                format!("the policy returned {} choices for n={want}", choices.len()),
-            ));
-        }
+        let (choices, _usage) = s.policy.complete(text, want, seed).await?;
         if choices.is_empty() {
             empty_answers += 1;
-            if empty_answers >= 3 {
-                return Err(PrsError::arg(
-                    s.method.function_name(),
-                    format!("the policy returned no choices three times for a request of n={want}"),
-                ));
+            if empty_answers >= EMPTY_ANSWERS_ALLOWED {
+                return Err(PrsError::ServerFault {
+                    endpoint: EndpointKind::Policy,
+                    reason: format!(
+                        "returned no choices {EMPTY_ANSWERS_ALLOWED} times for a request of n={want}"
+                    ),
+                });
             }
         }
         out.extend(choices.into_iter().map(|c| (c, seed)));

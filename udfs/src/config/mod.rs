@@ -8,9 +8,14 @@
 
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::extensions_options;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionConfig;
 
 use crate::error::{PrsError, Result};
+
+mod choices;
+
+pub use choices::{OnError, PolicyApi, RewardPreference, RewardProtocol};
 
 /// The default preference used when the input table has no preference column.
 pub const DEFAULT_PREFERENCE: &str =
@@ -24,7 +29,7 @@ extensions_options! {
         /// Policy model name; empty = the first id of GET {policy_url}/models
         pub policy_model: String, default = String::new()
         /// Policy API: `chat` (POST /chat/completions) or `completions` (POST /completions with prompt_template)
-        pub policy_api: String, default = "chat".to_string()
+        pub policy_api: PolicyApi, default = PolicyApi::Chat
         /// Client-side prompt template for policy_api=completions; must hold {prompt}
         pub prompt_template: String, default = "{prompt}".to_string()
         /// File whose text replaces prompt_template (empty = unused)
@@ -64,7 +69,7 @@ extensions_options! {
         /// Most seconds spent waiting between the attempts of one request
         pub retry_deadline_secs: u64, default = 600
         /// What a candidate that still fails after retries becomes: `row` (a row with `error` set, reward null) or `fail` (the query fails)
-        pub on_error: String, default = "row".to_string()
+        pub on_error: OnError, default = OnError::Row
         /// CLI: exit with status 3 when the share of failed candidates is above this (0 = any failure)
         pub max_failed_share: f64, default = 0.0
         /// Budget: policy + reward requests after which no new prompt starts (0 = no limit); counted per job (CLI run or session)
@@ -84,13 +89,13 @@ extensions_options! {
         /// Reward model name sent to vllm-pooling / vllm-classify
         pub reward_model: String, default = String::new()
         /// Reward protocol: vllm-pooling, vllm-classify, openrlhf or tei
-        pub reward_protocol: String, default = "vllm-pooling".to_string()
+        pub reward_protocol: RewardProtocol, default = RewardProtocol::VllmPooling
         /// Text scored by the reward model; placeholders {prompt} {response} {preference}
         pub reward_template: String, default = "Human: {prompt}\nAssistant: {response}".to_string()
         /// File whose text replaces reward_template (empty = unused)
         pub reward_template_file: String, default = String::new()
         /// Whether {prompt} in the reward text carries the preference: auto (only per-row preferences), always or never
-        pub reward_preference: String, default = "auto".to_string()
+        pub reward_preference: RewardPreference, default = RewardPreference::Auto
         /// Texts per reward request
         pub reward_batch_size: usize, default = 32
         /// Milliseconds a reward batch waits for texts of other prompts to fill up (0 = score each prompt's texts on their own)
@@ -195,8 +200,14 @@ impl PrsConfig {
                 valid: keys.join(", "),
             });
         }
-        ExtensionOptions::set(&mut self.0, key, value)
-            .map_err(|e| PrsError::setting(key, value, format!("{e} (from {origin})")))
+        ExtensionOptions::set(&mut self.0, key, value).map_err(|e| {
+            let reason = match e {
+                // the reason alone: the error names the setting and value itself
+                DataFusionError::Configuration(reason) => reason,
+                other => other.to_string(),
+            };
+            PrsError::setting(key, value, format!("{reason} (from {origin})"))
+        })
     }
 
     /// Defaults overlaid with every `PRS_<NAME>` environment variable that is set.
@@ -241,20 +252,20 @@ pub fn parse_options(options: &str, function: &str) -> Result<Vec<(String, Strin
     let mut out = Vec::new();
     let mut chars = options.chars().peekable();
     loop {
-        // key
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c == ',' {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        let key = key.trim().to_string();
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ','))
+            .collect::<String>()
+            .trim()
+            .to_string();
         match chars.next() {
             None if key.is_empty() => return Ok(out),
             Some(',') if key.is_empty() => continue,
-            Some('=') => {}
+            Some('=') if !key.is_empty() => {}
+            Some('=') => {
+                return Err(PrsError::arg(
+                    function,
+                    "an option has an empty key; write options as 'key=value, key=value'",
+                ))
+            }
             _ => {
                 return Err(PrsError::arg(
                     function,
@@ -262,62 +273,45 @@ pub fn parse_options(options: &str, function: &str) -> Result<Vec<(String, Strin
                 ))
             }
         }
-        if key.is_empty() {
-            return Err(PrsError::arg(
-                function,
-                "an option has an empty key; write options as 'key=value, key=value'",
-            ));
-        }
-        // value
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            let mut closed = false;
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some(n) = chars.next() {
-                            value.push(n);
-                        }
-                    }
-                    '"' => {
-                        closed = true;
-                        break;
-                    }
-                    c => value.push(c),
-                }
-            }
-            if !closed {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let value = if chars.next_if_eq(&'"').is_some() {
+            quoted_value(&mut chars, &key, function)?
+        } else {
+            let value: String = chars.by_ref().take_while(|c| *c != ',').collect();
+            value.trim().to_string()
+        };
+        out.push((key, value));
+    }
+}
+
+/// The rest of a double-quoted option value (the opening quote read), up to and including
+/// the `,` after it; `\` escapes the next character.
+fn quoted_value(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    key: &str,
+    function: &str,
+) -> Result<String> {
+    let mut value = String::new();
+    loop {
+        match chars.next() {
+            Some('\\') => value.extend(chars.next()),
+            Some('"') => break,
+            Some(c) => value.push(c),
+            None => {
                 return Err(PrsError::arg(
                     function,
                     format!("option {key:?}: unterminated double quote"),
-                ));
+                ))
             }
-            while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                chars.next();
-            }
-            match chars.next() {
-                None | Some(',') => {}
-                Some(c) => {
-                    return Err(PrsError::arg(
-                        function,
-                        format!("option {key:?}: unexpected {c:?} after the quoted value"),
-                    ))
-                }
-            }
-        } else {
-            for c in chars.by_ref() {
-                if c == ',' {
-                    break;
-                }
-                value.push(c);
-            }
-            value = value.trim().to_string();
         }
-        out.push((key, value));
+    }
+    while chars.next_if(|c| c.is_whitespace()).is_some() {}
+    match chars.next() {
+        None | Some(',') => Ok(value),
+        Some(c) => Err(PrsError::arg(
+            function,
+            format!("option {key:?}: unexpected {c:?} after the quoted value"),
+        )),
     }
 }
 

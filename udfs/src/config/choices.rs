@@ -1,0 +1,153 @@
+//! Settings that take one of a few named values. Each is an enum that DataFusion's config
+//! system reads and writes ([`ConfigField`]), so `SET prs.on_error = 'explode'` fails at the
+//! `SET`, naming the valid values, and code matches on variants instead of strings.
+
+use std::fmt;
+use std::str::FromStr;
+
+use datafusion::common::config::{ConfigField, Visit};
+use datafusion::error::{DataFusionError, Result as DfResult};
+
+use crate::error::PrsError;
+
+/// Declares a setting's enum with its names (the first is the canonical one, the others are
+/// accepted aliases), parsing (trimmed, case-insensitive), display and [`ConfigField`].
+macro_rules! choice {
+    (
+        $(#[$doc:meta])*
+        $name:ident, setting = $setting:literal {
+            $( $(#[$vdoc:meta])* $variant:ident = $text:literal $(| $alias:literal)* ),+ $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vdoc])* $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in the order the settings reference lists them.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The canonical name, as `SHOW ALL` prints it.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = PrsError;
+            fn from_str(value: &str) -> Result<Self, PrsError> {
+                match value.trim().to_ascii_lowercase().as_str() {
+                    $($text $(| $alias)* => Ok($name::$variant),)+
+                    _ => Err(PrsError::setting($setting, value, expected(Self::ALL))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ConfigField for $name {
+            fn visit<V: Visit>(&self, v: &mut V, key: &str, description: &'static str) {
+                v.some(key, self, description)
+            }
+
+            fn set(&mut self, _key: &str, value: &str) -> DfResult<()> {
+                *self = value.parse().map_err(|e: PrsError| match e {
+                    PrsError::InvalidSetting { reason, .. } => {
+                        DataFusionError::Configuration(reason)
+                    }
+                    other => DataFusionError::Configuration(other.to_string()),
+                })?;
+                Ok(())
+            }
+        }
+    };
+}
+
+/// "expected one of a, b, c"
+fn expected<T: fmt::Display>(all: &[T]) -> String {
+    let names: Vec<String> = all.iter().map(|v| v.to_string()).collect();
+    format!("expected one of {}", names.join(", "))
+}
+
+choice! {
+    /// What a candidate that still fails after retries becomes (`prs.on_error`).
+    OnError, setting = "on_error" {
+        /// A row with `error` set and a null reward; the query goes on.
+        Row = "row",
+        /// The query fails.
+        Fail = "fail",
+    }
+}
+
+choice! {
+    /// Whether the text scored by the reward model carries the preference
+    /// (`prs.reward_preference`).
+    RewardPreference, setting = "reward_preference" {
+        /// Only when the preference came from a column of the input (the reference's behaviour).
+        Auto = "auto",
+        Always = "always",
+        Never = "never",
+    }
+}
+
+choice! {
+    /// Which OpenAI-compatible API the policy client calls (`prs.policy_api`).
+    PolicyApi, setting = "policy_api" {
+        /// `POST {url}/chat/completions` with the text as the user message.
+        Chat = "chat",
+        /// `POST {url}/completions` with the text put into `prompt_template`.
+        Completions = "completions" | "completion",
+    }
+}
+
+choice! {
+    /// How to talk to the reward server (`prs.reward_protocol`).
+    RewardProtocol, setting = "reward_protocol" {
+        /// vLLM `POST {url}/pooling` with `input`; score = last value of each item's `data`.
+        VllmPooling = "vllm-pooling",
+        /// vLLM `POST {url}/classify` with `input`; score = `probs[0]`.
+        VllmClassify = "vllm-classify",
+        /// OpenRLHF `POST {url}/get_reward` with `{"query": [...]}`; scores in `rewards`.
+        OpenRlhf = "openrlhf",
+        /// Text Embeddings Inference `POST {url}/predict` with `{"inputs": [...], "raw_scores": true}`.
+        Tei = "tei",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_both_ways_and_bad_ones_list_the_valid_ones() {
+        for p in RewardProtocol::ALL {
+            assert_eq!(p.as_str().parse::<RewardProtocol>().unwrap(), *p);
+        }
+        assert_eq!(
+            " Completion ".parse::<PolicyApi>().unwrap(),
+            PolicyApi::Completions
+        );
+        assert_eq!("FAIL".parse::<OnError>().unwrap(), OnError::Fail);
+        let e = "explode".parse::<OnError>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid setting prs.on_error = \"explode\": expected one of row, fail"
+        );
+        let mut v = RewardPreference::Auto;
+        let e = ConfigField::set(&mut v, "", "sometimes")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected one of auto, always, never"), "{e}");
+        ConfigField::set(&mut v, "", "Never").unwrap();
+        assert_eq!(v, RewardPreference::Never);
+        assert_eq!(v.to_string(), "never");
+    }
+}

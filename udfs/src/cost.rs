@@ -1,0 +1,69 @@
+//! The cost model of a dry run: what one prompt of a call costs when the servers honour `n`
+//! (servers that ignore it, and retries, add requests).
+
+use crate::config::PrsConfig;
+
+/// What one prompt costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptCost {
+    pub policy_requests: u64,
+    /// Reward requests if no batch held texts of other prompts (the most there can be).
+    pub reward_requests: u64,
+    /// Texts scored: one per candidate.
+    pub reward_texts: u64,
+    /// Texts per reward request at most (`reward_batch_size`).
+    pub reward_batch_size: u64,
+    /// Every sample and feedback at `max_tokens`.
+    pub max_generated_tokens: u64,
+}
+
+impl PromptCost {
+    /// The cost of a prompt sampled in layers of `widths` under `cfg`.
+    pub fn of(widths: &[usize], cfg: &PrsConfig) -> Self {
+        let per_request = cfg.max_choices_per_request.max(1);
+        let batch = cfg.reward_batch_size.max(1);
+        let feedback_calls = if cfg.feedback && widths.len() > 1 {
+            widths.len() as u64 - 1
+        } else {
+            0
+        };
+        let samples: u64 = widths.iter().map(|w| *w as u64).sum();
+        PromptCost {
+            policy_requests: widths
+                .iter()
+                .map(|w| w.div_ceil(per_request) as u64)
+                .sum::<u64>()
+                + feedback_calls,
+            reward_requests: widths.iter().map(|w| w.div_ceil(batch) as u64).sum(),
+            reward_texts: samples,
+            reward_batch_size: batch as u64,
+            max_generated_tokens: (samples + feedback_calls) * u64::from(cfg.max_tokens),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prs_prompt_costs_its_chunks_feedback_and_batches() {
+        let mut cfg = PrsConfig::default();
+        for (k, v) in [
+            ("max_choices_per_request", "3"),
+            ("reward_batch_size", "4"),
+            ("max_tokens", "10"),
+        ] {
+            cfg.set_checked(k, v, "test").unwrap();
+        }
+        // layers of 4 and 2: ceil(4/3) + ceil(2/3) requests + 1 feedback
+        let c = PromptCost::of(&[4, 2], &cfg);
+        assert_eq!(c.policy_requests, 2 + 1 + 1);
+        assert_eq!(c.reward_requests, 1 + 1);
+        assert_eq!(c.reward_texts, 6);
+        assert_eq!(c.max_generated_tokens, (6 + 1) * 10);
+        cfg.feedback = false;
+        assert_eq!(PromptCost::of(&[4, 2], &cfg).policy_requests, 3);
+        assert_eq!(PromptCost::of(&[6], &cfg).policy_requests, 2);
+    }
+}

@@ -1,0 +1,215 @@
+//! The prompt pipeline of one partition: each prompt comes from the checkpoint when it holds
+//! it, else (once the preflight check passed and while the budget lasts) is sampled and then
+//! stored; up to `prompts_at_once` prompts are worked on at once, and a prompt that another
+//! node of the same call is already working on is awaited, not sampled twice.
+
+use std::sync::Arc;
+
+use datafusion::common::{exec_datafusion_err, ScalarValue};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
+use futures::{FutureExt, Stream, TryStreamExt};
+
+use crate::checkpoint::prompt_key;
+use crate::runtime::CallRuntime;
+use crate::sampler::{PromptInput, Sampled};
+use crate::schema::PromptResult;
+use crate::stats::{PromptTally, PromptWork};
+
+/// A partition's counters in the node's metrics (`EXPLAIN ANALYZE`).
+pub(crate) struct SampleMetrics {
+    prompts: Count,
+    policy_requests: Count,
+    reward_texts: Count,
+    prompt_tokens: Count,
+    completion_tokens: Count,
+    failed_candidates: Count,
+    from_checkpoint: Count,
+    /// Rows produced (one per candidate; one for a prompt that could not start).
+    candidates: Count,
+    retries: Count,
+    policy_wait: Time,
+    reward_wait: Time,
+}
+
+impl SampleMetrics {
+    pub fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let count = |name: &'static str| MetricBuilder::new(metrics).counter(name, partition);
+        let time = |name: &'static str| MetricBuilder::new(metrics).subset_time(name, partition);
+        SampleMetrics {
+            prompts: count("prompts"),
+            policy_requests: count("policy_requests"),
+            reward_texts: count("reward_texts"),
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            failed_candidates: count("failed_candidates"),
+            from_checkpoint: count("prompts_from_checkpoint"),
+            candidates: count("candidates"),
+            retries: count("retries"),
+            policy_wait: time("policy_wait"),
+            reward_wait: time("reward_wait"),
+        }
+    }
+
+    fn record(&self, w: &PromptWork) {
+        let add = |c: &Count, v: u64| c.add(usize::try_from(v).unwrap_or(usize::MAX));
+        add(&self.prompts, 1);
+        add(&self.from_checkpoint, u64::from(w.from_checkpoint));
+        add(&self.candidates, w.candidates);
+        add(&self.failed_candidates, w.error_kinds.len() as u64);
+        add(&self.reward_texts, w.reward_texts);
+        add(&self.policy_requests, w.policy_requests);
+        add(&self.prompt_tokens, w.prompt_tokens);
+        add(&self.completion_tokens, w.completion_tokens);
+        add(&self.retries, w.retries);
+        self.policy_wait.add_duration(w.policy_wait);
+        self.reward_wait.add_duration(w.reward_wait);
+    }
+}
+
+/// What a partition's prompts run with.
+#[derive(Clone)]
+pub(crate) struct PromptPipeline {
+    pub runtime: Arc<CallRuntime>,
+    pub metrics: Arc<SampleMetrics>,
+}
+
+impl PromptPipeline {
+    /// Each prompt's result, in the order they finish, `at_once` at a time.
+    pub fn run(
+        self,
+        prompts: impl Stream<Item = Result<(ScalarValue, PromptInput)>> + Send + 'static,
+        at_once: usize,
+    ) -> impl Stream<Item = Result<Arc<PromptResult>>> + Send + 'static {
+        prompts
+            .map_ok(move |(id, input)| self.clone().shared(id, input))
+            .try_buffer_unordered(at_once)
+    }
+
+    /// The prompt's result, computed once by whichever node of the call asks first.
+    async fn shared(self, id: ScalarValue, input: PromptInput) -> Result<Arc<PromptResult>> {
+        let key = prompt_key(&self.runtime.fingerprint, &input);
+        let flight = self.runtime.flight.clone();
+        let work = {
+            let key = key.clone();
+            move || {
+                async move {
+                    self.produce(key, id, input)
+                        .await
+                        .map(Arc::new)
+                        .map_err(Arc::new)
+                }
+                .boxed()
+            }
+        };
+        flight
+            .run(key, work)
+            .await
+            .map_err(|e| match Arc::try_unwrap(e) {
+                Ok(e) => e,
+                Err(shared) => DataFusionError::Shared(shared),
+            })
+    }
+
+    /// One prompt's rows: from the checkpoint when it holds them, else sampled (and stored).
+    async fn produce(
+        self,
+        key: String,
+        id: ScalarValue,
+        input: PromptInput,
+    ) -> Result<PromptResult> {
+        if let Some(result) = self.load(&key).await? {
+            self.record(&PromptWork {
+                from_checkpoint: true,
+                candidates: result.candidates.len() as u64,
+                ..PromptWork::default()
+            });
+            return Ok(result);
+        }
+        let (sampled, tally) = self.sample(&input).await?;
+        let rt = &self.runtime;
+        let called = tally.policy_requests > 0;
+        let policy_model = match called {
+            true => Some(rt.sampler.policy.model().await?),
+            false => None,
+        };
+        let result = PromptResult {
+            id,
+            prompt: input.prompt,
+            preference: input.preference,
+            method: rt.sampler.method,
+            policy_model,
+            reward_model: called.then(|| rt.sampler.reward.model_label()),
+            candidates: sampled.candidates,
+        };
+        // only complete prompts are kept: a re-run retries the failed ones
+        if called && result.candidates.iter().all(|c| c.error.is_none()) {
+            self.store(key, &result).await?;
+        }
+        self.record(&PromptWork {
+            candidates: result.candidates.len() as u64,
+            error_kinds: sampled.error_kinds,
+            reward_texts: sampled.reward_texts,
+            ..tally
+        });
+        Ok(result)
+    }
+
+    /// Sample the prompt (after the preflight check), or, with the budget spent, one row
+    /// saying so; with the work its requests cost.
+    async fn sample(&self, input: &PromptInput) -> Result<(Sampled, PromptWork)> {
+        let rt = &self.runtime;
+        let has_prompt = input
+            .prompt
+            .as_deref()
+            .is_some_and(|p| !p.trim().is_empty());
+        if has_prompt {
+            rt.preflight().await?;
+        }
+        let tally = Arc::new(PromptTally::default());
+        let sampled = match rt.budget.exhausted(&rt.stats) {
+            Some(reason) if has_prompt => Sampled::not_started(
+                "budget",
+                format!("budget: {reason}; no request was made for this prompt"),
+            ),
+            _ => tally.scope(rt.sampler.sample(input)).await?,
+        };
+        Ok((sampled, tally.work()))
+    }
+
+    /// The prompt's rows if the checkpoint holds them.
+    async fn load(&self, key: &str) -> Result<Option<PromptResult>> {
+        if self.runtime.checkpoint.is_none() {
+            return Ok(None);
+        }
+        let (rt, key) = (self.runtime.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || {
+            rt.checkpoint
+                .as_ref()
+                .and_then(|c| c.load(&key, &rt.schema))
+        })
+        .await
+        .map_err(|e| exec_datafusion_err!("reading the checkpoint stopped: {e}"))
+    }
+
+    /// Keep the prompt's rows in the checkpoint (durably, before they are output).
+    async fn store(&self, key: String, result: &PromptResult) -> Result<()> {
+        if self.runtime.checkpoint.is_none() {
+            return Ok(());
+        }
+        let (rt, stored) = (self.runtime.clone(), result.clone());
+        tokio::task::spawn_blocking(move || match &rt.checkpoint {
+            Some(c) => c.store(&key, &rt.schema, &stored),
+            None => Ok(()),
+        })
+        .await
+        .map_err(|e| exec_datafusion_err!("writing the checkpoint stopped: {e}"))?
+        .map_err(DataFusionError::from)
+    }
+
+    /// One record of a finished prompt's work, into the node's metrics and the job's totals.
+    fn record(&self, work: &PromptWork) {
+        self.metrics.record(work);
+        self.runtime.stats.add_prompt(work);
+    }
+}

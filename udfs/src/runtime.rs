@@ -1,0 +1,182 @@
+//! [`CallRuntime`]: what a planned sampling call runs with. It owns the call's HTTP clients
+//! (with their in-flight limits), its sampler, checkpoint, budget and preflight outcome, and
+//! is shared by the provider and every partition of the execution node.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+
+use crate::call::SampleCall;
+use crate::checkpoint::{hash_parts, Checkpoint};
+use crate::client::{PolicyClient, RewardClient};
+use crate::config::PrsConfig;
+use crate::cost::PromptCost;
+use crate::error::{PrsError, Result};
+use crate::sampler::Sampler;
+use crate::schema::output_schema;
+use crate::single_flight::{flight_for, Flight};
+use crate::source::InputColumns;
+use crate::stats::{Budget, JobStats};
+use crate::templates::Templates;
+
+/// A planned call with everything it needs to run. Building it calls nothing.
+#[derive(Debug)]
+pub struct CallRuntime {
+    /// The call as planned (what a cluster node rebuilds this runtime from).
+    pub call: SampleCall,
+    pub columns: InputColumns,
+    pub default_preference: Option<String>,
+    pub prompt_concurrency: usize,
+    pub sampler: Arc<Sampler>,
+    pub policy: Arc<PolicyClient>,
+    pub reward: Arc<RewardClient>,
+    pub stats: Arc<JobStats>,
+    /// Hash of everything that determines a prompt's output.
+    pub fingerprint: String,
+    pub checkpoint: Option<Checkpoint>,
+    pub flight: Arc<Flight>,
+    /// Full output schema.
+    pub schema: SchemaRef,
+    pub budget: Budget,
+    /// Present when the preflight check is on; holds its outcome once it ran.
+    preflight: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
+}
+
+impl CallRuntime {
+    /// Build the clients, sampler, fingerprint and checkpoint of `call` over an input with
+    /// `columns`.
+    pub fn build(call: SampleCall, columns: InputColumns, stats: Arc<JobStats>) -> Result<Self> {
+        let cfg = &call.cfg;
+        let templates = Templates::parse(&call.templates)?;
+        let policy = Arc::new(PolicyClient::new(
+            cfg,
+            templates.prompt.clone(),
+            stats.clone(),
+        )?);
+        let reward = Arc::new(RewardClient::new(cfg, stats.clone())?);
+        let sampler = Sampler {
+            method: call.method,
+            widths: call.widths()?,
+            feedback: cfg.feedback,
+            max_choices_per_request: cfg.max_choices_per_request.max(1),
+            run_seed: cfg.seed,
+            preference_in_prompt: cfg.preference_in_prompt,
+            reward_preference: cfg.reward_preference,
+            on_error: cfg.on_error,
+            templates,
+            policy: policy.clone(),
+            reward: reward.clone(),
+        };
+        let description = call_description(cfg, &sampler, &columns.id_type);
+        let fingerprint = hash_parts(&[&description.to_string()]);
+        let checkpoint = (!cfg.checkpoint_dir.trim().is_empty())
+            .then(|| Checkpoint::new(cfg.checkpoint_dir.trim(), &fingerprint, description));
+        Ok(CallRuntime {
+            default_preference: Some(cfg.default_preference.clone())
+                .filter(|p| !p.trim().is_empty()),
+            prompt_concurrency: cfg.prompt_concurrency.max(1),
+            sampler: Arc::new(sampler),
+            schema: output_schema(&columns.id_type),
+            columns,
+            stats,
+            policy,
+            reward,
+            flight: flight_for(&fingerprint),
+            preflight: cfg.preflight.then(tokio::sync::OnceCell::new),
+            budget: Budget {
+                max_requests: cfg.max_requests,
+                max_generated_tokens: cfg.max_generated_tokens,
+            },
+            fingerprint,
+            checkpoint,
+            call,
+        })
+    }
+
+    /// The runtime of one of `tasks` tasks that each count their own requests and tokens (a
+    /// distributed engine): `max_requests` and `max_generated_tokens` split evenly (at least 1
+    /// each), so the job as a whole stays within them.
+    pub fn with_budget_share(self: &Arc<Self>, tasks: usize) -> Result<Arc<Self>> {
+        let cfg = &self.call.cfg;
+        let has_budget = cfg.max_requests > 0 || cfg.max_generated_tokens > 0;
+        if tasks <= 1 || !has_budget {
+            return Ok(self.clone());
+        }
+        // 0 means no limit, so a share never rounds down to it
+        let share = |total: u64| {
+            if total == 0 {
+                0
+            } else {
+                (total / tasks as u64).max(1)
+            }
+        };
+        let mut call = self.call.clone();
+        call.cfg.max_requests = share(cfg.max_requests);
+        call.cfg.max_generated_tokens = share(cfg.max_generated_tokens);
+        let runtime = CallRuntime::build(call, self.columns.clone(), self.stats.clone())?;
+        Ok(Arc::new(runtime))
+    }
+
+    /// What one prompt costs when the servers honour `n`.
+    pub fn cost_per_prompt(&self) -> PromptCost {
+        PromptCost::of(&self.sampler.widths, &self.call.cfg)
+    }
+
+    /// Run the preflight check once per call (before its first request); later callers get the
+    /// same outcome.
+    pub async fn preflight(&self) -> Result<()> {
+        let Some(cell) = &self.preflight else {
+            return Ok(());
+        };
+        let inner = |e: PrsError| match e {
+            PrsError::Preflight(m) => m,
+            other => other.to_string(),
+        };
+        cell.get_or_init(|| async {
+            self.policy.preflight().await.map_err(inner)?;
+            self.reward.preflight().await.map_err(inner)
+        })
+        .await
+        .clone()
+        .map_err(PrsError::Preflight)
+    }
+}
+
+/// Everything that determines a prompt's output under this call, as JSON: hashed into the
+/// call fingerprint and written to the checkpoint's `call.json`. No secrets: keys are not
+/// settings. Without `policy_model` the model is whatever the URL serves, so the URL stands in.
+fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_json::Value {
+    let t = &s.templates;
+    let policy_model = match cfg.policy_model.trim() {
+        "" => format!("(first model of {})", cfg.policy_url.trim()),
+        model => model.to_string(),
+    };
+    serde_json::json!({
+        "version": 1,
+        "method": s.method.as_str(),
+        "widths": s.widths,
+        "feedback": s.feedback,
+        "preference_in_prompt": s.preference_in_prompt,
+        "reward_preference": cfg.reward_preference.to_string(),
+        "seed": s.run_seed,
+        "max_choices_per_request": s.max_choices_per_request,
+        "policy_api": cfg.policy_api.to_string(),
+        "policy_model": policy_model,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "top_k": cfg.top_k,
+        "presence_penalty": cfg.presence_penalty,
+        "max_tokens": cfg.max_tokens,
+        "stop": cfg.stop,
+        "reward_protocol": cfg.reward_protocol.to_string(),
+        "reward_model": s.reward.model_label(),
+        "templates": {
+            "prompt": t.prompt.source(),
+            "feedback": t.feedback.source(),
+            "revise": t.revise.source(),
+            "revise_no_feedback": t.revise_no_feedback.source(),
+            "reward": t.reward.source(),
+        },
+        "id_type": id_type.to_string(),
+    })
+}
