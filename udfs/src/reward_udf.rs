@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, Float64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::common::{internal_datafusion_err, internal_err};
+use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
@@ -81,7 +82,7 @@ impl RewardUdf {
         let mut guard = self
             .client
             .lock()
-            .map_err(|_| DataFusionError::Internal("reward client cache poisoned".into()))?;
+            .map_err(|_| internal_datafusion_err!("reward client cache poisoned"))?;
         if let Some((k, c, t)) = guard.as_ref() {
             if *k == key {
                 return Ok((c.clone(), t.clone()));
@@ -108,9 +109,7 @@ impl ScalarUDFImpl for RewardUdf {
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        Err(DataFusionError::Internal(
-            "reward() is asynchronous and runs through invoke_async_with_args".into(),
-        ))
+        internal_err!("reward() is asynchronous and runs through invoke_async_with_args")
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::Url;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::PrsConfig;
@@ -310,7 +311,11 @@ impl Endpoint {
     }
 
     /// One POST, no retry (wrap in [`Endpoint::with_retry`]).
-    pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
+    pub async fn post_json<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let replica = self.pick();
         let url = join(&replica.base, path);
         let req = self.authorize(self.http.post(&url).json(body));

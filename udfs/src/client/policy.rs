@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::Endpoint;
@@ -87,6 +86,33 @@ fn parse_stop(value: &str) -> Result<Vec<String>> {
         });
     }
     Ok(vec![value.to_string()])
+}
+
+/// The body of a `/chat/completions` (`messages`) or `/completions` (`prompt`) request.
+#[derive(Debug, Serialize)]
+struct CompletionRequest<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<Message<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+    n: usize,
+    seed: i64,
+    temperature: f64,
+    top_p: f64,
+    /// Left out when `prs.top_k` is negative.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<i32>,
+    presence_penalty: f64,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -220,36 +246,35 @@ impl PolicyClient {
         seed: i64,
     ) -> Result<(Vec<Choice>, Usage)> {
         let model = self.model().await?;
-        let mut body = Map::new();
-        body.insert("model".into(), json!(model));
-        let path = match self.api {
-            PolicyApi::Chat => {
-                body.insert(
-                    "messages".into(),
-                    json!([{"role": "user", "content": user_text}]),
-                );
-                "chat/completions"
-            }
-            PolicyApi::Completions => {
-                let prompt = self.prompt_template.render(&[("prompt", user_text)]);
-                body.insert("prompt".into(), json!(prompt));
-                "completions"
-            }
+        let (path, messages, prompt) = match self.api {
+            PolicyApi::Chat => (
+                "chat/completions",
+                Some(vec![Message {
+                    role: "user",
+                    content: user_text,
+                }]),
+                None,
+            ),
+            PolicyApi::Completions => (
+                "completions",
+                None,
+                Some(self.prompt_template.render(&[("prompt", user_text)])),
+            ),
         };
         let p = &self.params;
-        body.insert("n".into(), json!(n));
-        body.insert("seed".into(), json!(seed));
-        body.insert("temperature".into(), json!(p.temperature));
-        body.insert("top_p".into(), json!(p.top_p));
-        if p.top_k >= 0 {
-            body.insert("top_k".into(), json!(p.top_k));
-        }
-        body.insert("presence_penalty".into(), json!(p.presence_penalty));
-        body.insert("max_tokens".into(), json!(p.max_tokens));
-        if !p.stop.is_empty() {
-            body.insert("stop".into(), json!(p.stop));
-        }
-        let body = Value::Object(body);
+        let body = CompletionRequest {
+            model: &model,
+            messages,
+            prompt,
+            n,
+            seed,
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: (p.top_k >= 0).then_some(p.top_k),
+            presence_penalty: p.presence_penalty,
+            max_tokens: p.max_tokens,
+            stop: &p.stop,
+        };
 
         // the limit counts sequences being generated, not requests
         let _permit = self
@@ -265,7 +290,7 @@ impl PolicyClient {
     async fn request_once(
         &self,
         path: &str,
-        body: &Value,
+        body: &CompletionRequest<'_>,
         n: usize,
     ) -> Result<(Vec<Choice>, Usage)> {
         self.endpoint.stats.record_policy_request();
