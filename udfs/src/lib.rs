@@ -9,10 +9,23 @@
 //!
 //! Register everything on a context with [`register`]; settings live in [`PrsConfig`] (`prs.*`).
 //!
-//! Module map: [`config`] (settings), [`table_function`] (SQL glue of the sampling functions),
-//! [`exec`] (their execution node), [`sampler`] (the algorithms), [`client`] (policy and reward
-//! HTTP clients), [`schema`] (output rows), [`templates`], [`reward_udf`], [`source`] (input
-//! tables), [`codec`] (plan codecs for distributed engines, feature `proto`).
+//! Module map, in the order a query uses them:
+//!
+//! * [`table_function`]: SQL arguments and options into a [`call::SampleCall`];
+//! * [`call`]: what a call asks for, and its wire form for other nodes;
+//! * [`runtime`]: a planned call's clients, in-flight limits, sampler, checkpoint and budget;
+//! * [`table_provider`]: the provider a call returns;
+//! * [`exec`]: its execution node and output stream; `pipeline` (private) runs each prompt
+//!   through checkpoint, preflight, budget, sampler and store; [`prompts`] reads input rows;
+//! * [`sampler`]: the algorithms (random best-of-N, PRS);
+//! * [`client`]: policy and reward HTTP clients (replicas, retries, batching);
+//! * [`schema`]: the output rows; [`templates`]: prompt templates; [`source`]: input tables;
+//! * [`config`]: the `prs.*` settings; [`error`]: typed errors; [`stats`]: job and prompt
+//!   counters; [`cost`]: the dry-run cost model;
+//! * [`checkpoint`]: durable per-prompt resume; [`single_flight`]: identical work shared
+//!   within a process;
+//! * [`reward_udf`]: the `reward()` scalar UDF;
+//! * `codec`: plan codecs for distributed engines (feature `proto`).
 
 pub mod call;
 pub mod checkpoint;
