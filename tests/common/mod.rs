@@ -52,7 +52,26 @@ pub enum Mode {
     Slow,
     /// answer 503 to everything (a replica that is down)
     Down,
+    /// like transformers serve: `/v1/models` lists nothing, and a completion request with a
+    /// field outside the OpenAI API gets 422 naming the fields
+    Strict,
+    /// 422 naming `temperature` (an OpenAI field) for every completion request
+    RefuseTemperature,
 }
+
+/// The fields of an OpenAI completion request the `Strict` fake accepts.
+pub const OPENAI_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "prompt",
+    "n",
+    "seed",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "max_tokens",
+    "stop",
+];
 
 #[derive(Clone)]
 pub struct Fake {
@@ -154,7 +173,37 @@ async fn handle(
         )
             .into_response();
     }
+    let completion = path.ends_with("completions");
+    if f.mode == Mode::Strict && completion {
+        let unexpected: Vec<String> = body
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.keys())
+            .filter(|k| !OPENAI_FIELDS.contains(&k.as_str()))
+            .map(|k| format!("'{k}'"))
+            .collect();
+        if !unexpected.is_empty() {
+            let detail = format!(
+                "Unexpected fields in the request: {{{}}}",
+                unexpected.join(", ")
+            );
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "detail": detail })),
+            )
+                .into_response();
+        }
+    }
+    if f.mode == Mode::RefuseTemperature && completion {
+        let detail = "Unexpected fields in the request: {'temperature'}";
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "detail": detail })),
+        )
+            .into_response();
+    }
     match path.as_str() {
+        "/v1/models" if f.mode == Mode::Strict => Json(json!({"data": []})).into_response(),
         "/v1/models" => Json(
             json!({"data": [{"id": "fake-model"}, {"id": "m"}, {"id": "my-model"}, {"id": "rm"}]}),
         )

@@ -151,7 +151,7 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
         "" => format!("(first model of {})", cfg.policy_url.trim()),
         model => model.to_string(),
     };
-    serde_json::json!({
+    let mut description = serde_json::json!({
         "version": 1,
         "method": s.method.as_str(),
         "widths": s.widths,
@@ -178,5 +178,11 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
             "reward": t.reward.source(),
         },
         "id_type": id_type.to_string(),
-    })
+    });
+    // only when set, so that calls without it keep their checkpoints
+    let extra_body = cfg.policy_extra_body.trim();
+    if !extra_body.is_empty() {
+        description["policy_extra_body"] = serde_json::Value::from(extra_body);
+    }
+    description
 }

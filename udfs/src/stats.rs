@@ -136,6 +136,7 @@ pub struct JobStats {
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
+    refused_fields: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A point-in-time copy of [`JobStats`].
@@ -156,6 +157,9 @@ pub struct StatsSnapshot {
     pub completion_tokens: u64,
     /// failed candidates by kind of error
     pub errors: BTreeMap<String, u64>,
+    /// Request fields a server refused and that were then dropped for it (`policy.top_k`),
+    /// counted once per sampling call that dropped them.
+    pub refused_fields: BTreeMap<String, u64>,
 }
 
 impl JobStats {
@@ -203,6 +207,13 @@ impl JobStats {
         });
     }
 
+    /// A request refused for an extension field, which is dropped for the endpoint.
+    pub(crate) fn record_refused_field(&self, field: &str) {
+        if let Ok(mut m) = self.refused_fields.lock() {
+            *m.entry(field.to_string()).or_default() += 1;
+        }
+    }
+
     /// A reward request sent (each attempt counts). A batch may hold texts of many prompts,
     /// so it counts for the job only.
     pub(crate) fn record_reward_request(&self) {
@@ -245,6 +256,11 @@ impl JobStats {
         add(&self.reward_texts, s.reward_texts);
         add(&self.prompt_tokens, s.prompt_tokens);
         add(&self.completion_tokens, s.completion_tokens);
+        if let Ok(mut m) = self.refused_fields.lock() {
+            for (field, n) in &s.refused_fields {
+                *m.entry(field.clone()).or_default() += n;
+            }
+        }
         if let Ok(mut m) = self.errors.lock() {
             for (kind, n) in &s.errors {
                 *m.entry(kind.clone()).or_default() += n;
@@ -267,6 +283,11 @@ impl JobStats {
             prompt_tokens: g(&self.prompt_tokens),
             completion_tokens: g(&self.completion_tokens),
             errors: self.errors.lock().map(|m| m.clone()).unwrap_or_default(),
+            refused_fields: self
+                .refused_fields
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
         }
     }
 }

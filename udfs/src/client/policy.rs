@@ -1,8 +1,9 @@
 //! OpenAI-compatible policy client: `/chat/completions` or `/completions`, `n`, `seed`.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::Endpoint;
@@ -32,7 +33,6 @@ pub struct Usage {
 pub struct SamplingParams {
     pub temperature: f64,
     pub top_p: f64,
-    pub top_k: i32,
     pub presence_penalty: f64,
     pub max_tokens: u32,
     pub stop: Vec<String>,
@@ -61,7 +61,6 @@ impl SamplingParams {
         Ok(SamplingParams {
             temperature: cfg.temperature,
             top_p: cfg.top_p,
-            top_k: cfg.top_k,
             presence_penalty: cfg.presence_penalty,
             max_tokens: cfg.max_tokens,
             stop,
@@ -100,16 +99,82 @@ struct CompletionRequest<'a> {
     seed: i64,
     temperature: f64,
     top_p: f64,
-    /// Left out when `prs.top_k` is negative.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_k: Option<i32>,
     presence_penalty: f64,
     max_tokens: u32,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     stop: &'a [String],
+    /// Fields that are not OpenAI's (`top_k`, `prs.policy_extra_body`) and that this endpoint
+    /// has not refused.
+    #[serde(flatten)]
+    extensions: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize)]
+/// The OpenAI fields of a request: `prs.policy_extra_body` may not set them (each has its own
+/// setting, and they are never dropped).
+const OPENAI_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "prompt",
+    "n",
+    "seed",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "max_tokens",
+    "stop",
+];
+
+/// The extension fields sent with every request: `top_k` (unless negative), then the keys of
+/// `prs.policy_extra_body`.
+fn extensions(cfg: &PrsConfig) -> Result<Map<String, Value>> {
+    let mut out = Map::new();
+    if cfg.top_k >= 0 {
+        out.insert("top_k".into(), Value::from(cfg.top_k));
+    }
+    let text = cfg.policy_extra_body.trim();
+    if text.is_empty() {
+        return Ok(out);
+    }
+    let bad = |reason: String| PrsError::setting("policy_extra_body", text, reason);
+    let extra = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(extra)) => extra,
+        Ok(_) => return Err(bad("expected a JSON object like {\"min_p\": 0.05}".into())),
+        Err(e) => return Err(bad(format!("not JSON: {e}"))),
+    };
+    for (key, value) in extra {
+        if OPENAI_FIELDS.contains(&key.as_str()) || (key == "top_k" && out.contains_key("top_k")) {
+            return Err(bad(format!(
+                "{key:?} is a field prs sets itself; use prs.{key} instead"
+            )));
+        }
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// What one request asks for, before its body is put together.
+struct Ask<'a> {
+    path: &'static str,
+    model: &'a str,
+    messages: Option<Vec<Message<'a>>>,
+    prompt: Option<String>,
+    n: usize,
+    seed: i64,
+    max_tokens: u32,
+}
+
+/// Whether a server's error message names `field` (as a whole word: `top_k`, `'top_k'`,
+/// `body.top_k`, not `top_k_extra`).
+fn names_field(message: &str, field: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    message.match_indices(field).any(|(i, _)| {
+        let before = message[..i].chars().next_back();
+        let after = message[i + field.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
 struct Message<'a> {
     role: &'static str,
     content: &'a str,
@@ -160,6 +225,8 @@ pub struct PolicyClient {
     prompt_template: Template,
     in_flight: Arc<Semaphore>,
     in_flight_limit: usize,
+    /// Extension fields sent with every request, less those the server refused.
+    extensions: RwLock<Map<String, Value>>,
 }
 
 impl PolicyClient {
@@ -175,6 +242,7 @@ impl PolicyClient {
             prompt_template,
             in_flight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             in_flight_limit: cfg.max_in_flight.max(1),
+            extensions: RwLock::new(extensions(cfg)?),
         })
     }
 
@@ -222,6 +290,8 @@ impl PolicyClient {
         let list: ModelList = ep.twice(|| ep.get_json("models")).await?;
         let ids: Vec<String> = list.data.into_iter().map(|m| m.id).collect();
         match &self.configured_model {
+            // some servers (transformers serve, llama.cpp) list nothing: ask the model itself
+            Some(m) if ids.is_empty() => self.probe(&ep, m).await,
             Some(m) if !ids.contains(m) => {
                 Err(PrsError::Preflight(format!(
                 "policy endpoint {}: model {m:?} (prs.policy_model) not found; the server lists {}",
@@ -237,6 +307,29 @@ impl PolicyClient {
         }
     }
 
+    /// A one-token request for `model` to one replica: it answers, or the check fails.
+    async fn probe(&self, ep: &super::Endpoint, model: &str) -> Result<()> {
+        let ask = self.ask(model, "Say OK.", 1, 0, 1);
+        loop {
+            let body = self.body(&ask);
+            let answer = ep
+                .twice(|| ep.post_json::<CompletionResponse, _>(ask.path, &body))
+                .await;
+            match answer {
+                Ok(_) => return Ok(()),
+                Err(e) if self.drop_refused(&body.extensions, &e) => continue,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    return Err(PrsError::Preflight(format!(
+                        "policy endpoint {} lists no models, and a one-token request for model \
+                         {model:?} (prs.policy_model) failed: {e}",
+                        ep.url("models")
+                    )))
+                }
+            }
+        }
+    }
+
     /// One request for `n` samples of `user_text` with `seed`. Returns what the server gave
     /// (possibly fewer than `n`; more is an error) and its token usage.
     pub async fn complete(
@@ -246,6 +339,35 @@ impl PolicyClient {
         seed: i64,
     ) -> Result<(Vec<Choice>, Usage)> {
         let model = self.model().await?;
+        let ask = self.ask(&model, user_text, n, seed, self.params.max_tokens);
+        // the limit counts sequences being generated, not requests
+        let _permit = self
+            .in_flight
+            .acquire_many(permits(n, self.in_flight_limit))
+            .await
+            .map_err(|_| self.endpoint.bad_response(ask.path, "client shut down"))?;
+        loop {
+            let body = self.body(&ask);
+            let answer = self
+                .endpoint
+                .with_retry(|| self.request_once(ask.path, &body, n))
+                .await;
+            match answer {
+                Err(e) if self.drop_refused(&body.extensions, &e) => continue,
+                answer => return answer,
+            }
+        }
+    }
+
+    /// What a request asks for, in the configured API's shape.
+    fn ask<'a>(
+        &self,
+        model: &'a str,
+        user_text: &'a str,
+        n: usize,
+        seed: i64,
+        max_tokens: u32,
+    ) -> Ask<'a> {
         let (path, messages, prompt) = match self.api {
             PolicyApi::Chat => (
                 "chat/completions",
@@ -261,30 +383,75 @@ impl PolicyClient {
                 Some(self.prompt_template.render(&[("prompt", user_text)])),
             ),
         };
-        let p = &self.params;
-        let body = CompletionRequest {
-            model: &model,
+        Ask {
+            path,
+            model,
             messages,
             prompt,
             n,
             seed,
+            max_tokens,
+        }
+    }
+
+    /// The request body: the OpenAI fields, and the extensions this endpoint has not refused.
+    fn body<'a>(&'a self, ask: &'a Ask<'a>) -> CompletionRequest<'a> {
+        let p = &self.params;
+        CompletionRequest {
+            model: ask.model,
+            messages: ask.messages.clone(),
+            prompt: ask.prompt.clone(),
+            n: ask.n,
+            seed: ask.seed,
             temperature: p.temperature,
             top_p: p.top_p,
-            top_k: (p.top_k >= 0).then_some(p.top_k),
             presence_penalty: p.presence_penalty,
-            max_tokens: p.max_tokens,
+            max_tokens: ask.max_tokens,
             stop: &p.stop,
-        };
+            extensions: self.current_extensions(),
+        }
+    }
 
-        // the limit counts sequences being generated, not requests
-        let _permit = self
-            .in_flight
-            .acquire_many(permits(n, self.in_flight_limit))
-            .await
-            .map_err(|_| self.endpoint.bad_response(path, "client shut down"))?;
-        self.endpoint
-            .with_retry(|| self.request_once(path, &body, n))
-            .await
+    fn current_extensions(&self) -> Map<String, Value> {
+        self.extensions
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// When `e` is the server refusing the request (400 / 422) and its message names one of
+    /// the extension fields `sent`, stop sending those fields to this endpoint, say so once and
+    /// count it; true if the request should be sent again without them. OpenAI fields are
+    /// never dropped.
+    fn drop_refused(&self, sent: &Map<String, Value>, e: &PrsError) -> bool {
+        let PrsError::Status {
+            status: 400 | 422,
+            message,
+            ..
+        } = e
+        else {
+            return false;
+        };
+        let refused: Vec<&String> = sent.keys().filter(|k| names_field(message, k)).collect();
+        if refused.is_empty() {
+            return false;
+        }
+        let Ok(mut current) = self.extensions.write() else {
+            return false;
+        };
+        for field in refused {
+            if current.remove(field).is_some() {
+                tracing::warn!(
+                    "the policy endpoint {} refused the field {field:?} ({message}); \
+                     it is no longer sent to this endpoint",
+                    self.endpoint.base_str()
+                );
+                self.endpoint
+                    .stats
+                    .record_refused_field(&format!("policy.{field}"));
+            }
+        }
+        true
     }
 
     async fn request_once(

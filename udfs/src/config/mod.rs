@@ -38,12 +38,14 @@ extensions_options! {
         pub temperature: f64, default = 0.8
         /// Nucleus sampling top_p
         pub top_p: f64, default = 1.0
-        /// top_k sent to the server; -1 leaves it out of the request
+        /// top_k sent to the server (a vLLM extension: dropped for a server that refuses it); -1 leaves it out of the request
         pub top_k: i32, default = 50
         /// Presence penalty
         pub presence_penalty: f64, default = 1.2
         /// Maximum generated tokens per sample
         pub max_tokens: u32, default = 1024
+        /// JSON object merged into every policy request, e.g. {"min_p": 0.05}; a field the server refuses (HTTP 400/422 naming it) is dropped for that endpoint with a warning
+        pub policy_extra_body: String, default = String::new()
         /// Stop sequence(s): empty = none, a plain string, or a JSON array of strings
         pub stop: String, default = String::new()
         /// Run seed: every request's seed derives from (seed, prompt id, layer, sample index)
