@@ -168,7 +168,12 @@ async fn prs_call_graph_over_http() {
 #[tokio::test]
 async fn tops_up_when_the_server_ignores_n() {
     let (url, fake) = start(Mode::IgnoreN).await;
-    let ctx = context(&url, &url, &[("preflight", "false")]).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[("preflight", "false"), ("policy_n", "native")],
+    )
+    .await;
     let b = rows(
         &ctx,
         "SELECT * FROM random_sample('p', 4) WHERE prompt_id = 10 ORDER BY sample_index",
@@ -200,6 +205,72 @@ async fn tops_up_when_the_server_ignores_n() {
     assert!(strings(&b, "policy_model")
         .iter()
         .all(|m| m.as_deref() == Some("fake-model")));
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_n_gets_one_request_per_sample_at_once() {
+    let sql = "SELECT prompt_id, layer, sample_index, parent_index, seed, response, reward \
+               FROM prs_sample('p', 8) ORDER BY prompt_id, sample_index";
+    // `single` never asks for more than one sample, each with its own sample's seed
+    let (single, fake) = start(Mode::IgnoreN).await;
+    let ctx = context(
+        &single,
+        &single,
+        &[("policy_model", "m"), ("policy_n", "single")],
+    )
+    .await;
+    let expected = rows(&ctx, sql).await;
+    assert!(requests(&fake, "/chat/completions")
+        .iter()
+        .all(|r| r.body["n"] == json!(1)));
+
+    // `auto` (the default) finds out from the first short answer and then does the same
+    let (ignores, fake) = start(Mode::IgnoreNSlow).await;
+    let ctx = context(&ignores, &ignores, &[("policy_model", "m")]).await;
+    let got = rows(&ctx, sql).await;
+    for column in [
+        "prompt_id",
+        "layer",
+        "sample_index",
+        "parent_index",
+        "seed",
+        "response",
+    ] {
+        assert_eq!(
+            strings(&got, column),
+            strings(&expected, column),
+            "{column}"
+        );
+    }
+    let gens = requests(&fake, "/chat/completions");
+    // at most one request per prompt asked for more than one sample before the client knew
+    let wide = gens
+        .iter()
+        .filter(|r| r.body["n"].as_u64() > Some(1))
+        .count();
+    assert!(wide <= 2, "{wide} requests asked for n > 1");
+    // the rest went as n=1 requests side by side, not one after another
+    let at_once = fake
+        .max_active_requests
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(at_once >= 3, "at most {at_once} requests at once");
+
+    // a server that honours `n`: the same tree, one request per layer and prompt
+    let (honours, fake) = start(Mode::Normal).await;
+    let ctx = context(&honours, &honours, &[("policy_model", "m")]).await;
+    let native = rows(&ctx, sql).await;
+    for column in ["prompt_id", "layer", "sample_index"] {
+        assert_eq!(
+            strings(&native, column),
+            strings(&expected, column),
+            "{column}"
+        );
+    }
+    let samples = requests(&fake, "/chat/completions")
+        .into_iter()
+        .filter(|r| r.body["n"] == json!(4))
+        .count();
+    assert_eq!(samples, 4, "two layers of 4 for each of the 2 prompts");
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ pub enum Mode {
     Normal,
     /// return one choice whatever n is (like some real servers)
     IgnoreN,
+    /// IgnoreN, and each request takes 25 ms
+    IgnoreNSlow,
     /// return n + 1 choices
     TooMany,
     /// answer 400 with a FastAPI-style detail
@@ -81,6 +83,9 @@ pub struct Fake {
     /// sequences being generated right now, and the most seen at once
     pub active_seqs: Arc<AtomicU64>,
     pub max_active_seqs: Arc<AtomicU64>,
+    /// completion requests being answered right now, and the most seen at once
+    pub active_requests: Arc<AtomicU64>,
+    pub max_active_requests: Arc<AtomicU64>,
     /// text scored -> score returned
     pub scores: Arc<Mutex<HashMap<String, f64>>>,
 }
@@ -124,10 +129,14 @@ async fn handle(
     };
     let now = f.active_seqs.fetch_add(seqs, Ordering::SeqCst) + seqs;
     f.max_active_seqs.fetch_max(now, Ordering::SeqCst);
-    if f.mode == Mode::Slow {
+    let request = u64::from(seqs > 0);
+    let now = f.active_requests.fetch_add(request, Ordering::SeqCst) + request;
+    f.max_active_requests.fetch_max(now, Ordering::SeqCst);
+    if matches!(f.mode, Mode::Slow | Mode::IgnoreNSlow) {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     f.active_seqs.fetch_sub(seqs, Ordering::SeqCst);
+    f.active_requests.fetch_sub(request, Ordering::SeqCst);
     if f.mode == Mode::Flaky && n % 10 == 7 {
         return match (n / 10) % 5 {
             0 => (
@@ -212,7 +221,7 @@ async fn handle(
             let n = body["n"].as_u64().unwrap_or(1) as usize;
             let seed = body["seed"].as_i64().unwrap_or(0);
             let count = match f.mode {
-                Mode::IgnoreN => 1,
+                Mode::IgnoreN | Mode::IgnoreNSlow => 1,
                 Mode::TooMany => n + 1,
                 _ => n,
             };
@@ -275,6 +284,8 @@ pub async fn start(mode: Mode) -> (String, Fake) {
         counter: Arc::new(AtomicU64::new(0)),
         active_seqs: Arc::new(AtomicU64::new(0)),
         max_active_seqs: Arc::new(AtomicU64::new(0)),
+        active_requests: Arc::new(AtomicU64::new(0)),
+        max_active_requests: Arc::new(AtomicU64::new(0)),
         scores: Arc::new(Mutex::new(HashMap::new())),
     };
     let app = Router::new()

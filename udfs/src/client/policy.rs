@@ -1,5 +1,6 @@
 //! OpenAI-compatible policy client: `/chat/completions` or `/completions`, `n`, `seed`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::Endpoint;
-use crate::config::{PolicyApi, PrsConfig};
+use crate::config::{PolicyApi, PolicyN, PrsConfig};
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::stats::JobStats;
 use crate::templates::Template;
@@ -227,6 +228,9 @@ pub struct PolicyClient {
     in_flight_limit: usize,
     /// Extension fields sent with every request, less those the server refused.
     extensions: RwLock<Map<String, Value>>,
+    policy_n: PolicyN,
+    /// Set (under `policy_n = auto`) once the server answered with fewer choices than asked.
+    ignores_n: AtomicBool,
 }
 
 impl PolicyClient {
@@ -243,7 +247,33 @@ impl PolicyClient {
             in_flight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
             in_flight_limit: cfg.max_in_flight.max(1),
             extensions: RwLock::new(extensions(cfg)?),
+            policy_n: cfg.policy_n,
+            ignores_n: AtomicBool::new(false),
         })
+    }
+
+    /// Whether samples go one per request: always under `policy_n = single`, and under `auto`
+    /// once the server has shown that it ignores `n`.
+    pub fn one_per_request(&self) -> bool {
+        match self.policy_n {
+            PolicyN::Single => true,
+            PolicyN::Native => false,
+            PolicyN::Auto => self.ignores_n.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Note an answer with `got` choices for `n` asked: under `auto`, fewer means the server
+    /// ignores `n` (said once).
+    fn note_choices(&self, got: usize, n: usize) {
+        let short = self.policy_n == PolicyN::Auto && got < n && n > 1 && got > 0;
+        if short && !self.ignores_n.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the policy endpoint {} answered a request for n={n} with {got} choice(s): it \
+                 ignores `n`, so from now on each sample is its own request, sent at once \
+                 (prs.policy_n = single does this from the start)",
+                self.endpoint.base_str()
+            );
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -466,6 +496,7 @@ impl PolicyClient {
         self.endpoint
             .stats
             .record_tokens(usage.prompt_tokens, usage.completion_tokens);
+        self.note_choices(resp.choices.len(), n);
         if resp.choices.len() > n {
             return Err(self.endpoint.bad_response(
                 path,

@@ -109,6 +109,19 @@ choice! {
 }
 
 choice! {
+    /// How samples are asked for (`prs.policy_n`).
+    PolicyN, setting = "policy_n" {
+        /// `n` samples in one request, until a server answers with fewer choices than asked:
+        /// from then on one request per sample for that endpoint.
+        Auto = "auto",
+        /// Always `n` in one request (fewer choices are topped up one request after another).
+        Native = "native",
+        /// One request per sample, sent at once.
+        Single = "single",
+    }
+}
+
+choice! {
     /// How to talk to the reward server (`prs.reward_protocol`).
     RewardProtocol, setting = "reward_protocol" {
         /// vLLM `POST {url}/pooling` with `input`; score = last value of each item's `data`.

@@ -15,7 +15,7 @@ use crate::error::{PrsError, Result};
 
 mod choices;
 
-pub use choices::{OnError, PolicyApi, RewardPreference, RewardProtocol};
+pub use choices::{OnError, PolicyApi, PolicyN, RewardPreference, RewardProtocol};
 
 /// The default preference used when the input table has no preference column.
 pub const DEFAULT_PREFERENCE: &str =
@@ -50,6 +50,8 @@ extensions_options! {
         pub stop: String, default = String::new()
         /// Run seed: every request's seed derives from (seed, prompt id, layer, sample index)
         pub seed: u64, default = 0
+        /// How samples are asked for: `auto` (`n` per request until a server answers with fewer choices than asked, then one request per sample), `native` (always `n`) or `single` (one request per sample)
+        pub policy_n: PolicyN, default = PolicyN::Auto
         /// Most samples asked for in one request (`n`); a layer wider than this is split
         pub max_choices_per_request: usize, default = 16
         /// Most policy sequences (samples being generated) in flight at once, shared by all partitions of a call

@@ -75,6 +75,11 @@ pub trait Policy: Send + Sync {
     async fn complete(&self, text: &str, n: usize, seed: i64) -> Result<(Vec<Choice>, Usage)>;
     /// The model name (may ask the server once).
     async fn model(&self) -> Result<String>;
+    /// Whether samples should be asked for one per request (the server ignores `n`, or
+    /// `prs.policy_n = single`).
+    fn one_per_request(&self) -> bool {
+        false
+    }
 }
 
 /// The reward model as the samplers see it.
@@ -92,6 +97,9 @@ impl Policy for PolicyClient {
     }
     async fn model(&self) -> Result<String> {
         PolicyClient::model(self).await
+    }
+    fn one_per_request(&self) -> bool {
+        PolicyClient::one_per_request(self)
     }
 }
 

@@ -7,6 +7,8 @@ use crate::error::PrsError;
 /// A policy that records every request and answers `min(n, cap)` choices.
 struct FakePolicy {
     cap: usize,
+    /// Asks for one sample per request (a server known to ignore `n`).
+    single: bool,
     calls: Mutex<Vec<(String, usize, i64)>>,
 }
 
@@ -31,6 +33,9 @@ impl Policy for FakePolicy {
     }
     async fn model(&self) -> Result<String> {
         Ok("fake".into())
+    }
+    fn one_per_request(&self) -> bool {
+        self.single
     }
 }
 
@@ -87,6 +92,7 @@ fn sampler(
 ) -> (Sampler, Arc<FakePolicy>, Arc<FakeReward>) {
     let policy = Arc::new(FakePolicy {
         cap,
+        single: false,
         calls: Mutex::new(vec![]),
     });
     let reward = Arc::new(FakeReward::default());
@@ -319,4 +325,33 @@ async fn failed_rewards_are_null_and_best_is_among_scored() {
         ..FakeReward::default()
     });
     assert!(s.sample(&input()).await.is_err());
+}
+
+#[tokio::test]
+async fn one_request_per_sample_gives_the_rows_of_the_top_up() {
+    let (mut s, _, _) = sampler(Method::Prs, vec![3, 3], true, 1);
+    let topped_up = s.sample(&input()).await.unwrap().candidates;
+    let policy = Arc::new(FakePolicy {
+        cap: 1,
+        single: true,
+        calls: Mutex::new(vec![]),
+    });
+    s.policy = policy.clone();
+    let single = s.sample(&input()).await.unwrap().candidates;
+    // every request asked for one sample, each with its own sample's seed
+    let calls = policy.calls.lock().unwrap().clone();
+    assert!(calls.iter().all(|c| c.1 == 1), "{calls:?}");
+    assert_eq!(calls.len(), 3 + 1 + 3, "3 samples, 1 feedback, 3 revisions");
+    let seeds = |c: &[Candidate]| {
+        c.iter()
+            .map(|c| (c.sample_index, c.seed))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seeds(&single), seeds(&topped_up));
+    let expected: Vec<i64> = (0..3).map(|i| derive_seed(7, "42", 0, i)).collect();
+    let mut layer0: Vec<i64> = calls[..3].iter().map(|c| c.2).collect();
+    layer0.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(layer0, want);
 }

@@ -375,9 +375,10 @@ fn best_index(c: &[Candidate]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-/// Ask for `count` samples, topping up when the server returns fewer choices than asked (some
-/// servers ignore `n`; the client refuses more than asked). `seed_for(k)` is the seed of a
-/// request whose first sample is the k-th.
+/// Ask for `count` samples: in one request of `n = count`, topping up when the server
+/// returns fewer choices than asked, or, once the policy takes one sample per request (a
+/// server that ignores `n`), one request per remaining sample, all at once. `seed_for(k)` is
+/// the seed of a request whose first sample is the k-th, so both ways give the same rows.
 async fn generate(
     s: &Sampler,
     text: &str,
@@ -388,20 +389,49 @@ async fn generate(
     let mut empty_answers = 0;
     while out.len() < count {
         let want = count - out.len();
+        if want > 1 && s.policy.one_per_request() {
+            let first = out.len();
+            let singles = join_all((first..count).map(|k| {
+                let seed_for = move |got: usize| seed_for(k + got);
+                async move { generate_one(s, text, &seed_for).await }
+            }));
+            for single in singles.await {
+                out.push(single?);
+            }
+            break;
+        }
         let seed = seed_for(out.len());
         let (choices, _usage) = s.policy.complete(text, want, seed).await?;
         if choices.is_empty() {
             empty_answers += 1;
             if empty_answers >= EMPTY_ANSWERS_ALLOWED {
-                return Err(PrsError::ServerFault {
-                    endpoint: EndpointKind::Policy,
-                    reason: format!(
-                        "returned no choices {EMPTY_ANSWERS_ALLOWED} times for a request of n={want}"
-                    ),
-                });
+                return Err(no_choices(want));
             }
         }
         out.extend(choices.into_iter().map(|c| (c, seed)));
     }
     Ok(out)
+}
+
+/// One sample in a request of its own (asked again when the answer holds no choice).
+async fn generate_one(
+    s: &Sampler,
+    text: &str,
+    seed_for: &(dyn Fn(usize) -> i64 + Sync),
+) -> Result<(Choice, i64)> {
+    let seed = seed_for(0);
+    for _ in 0..EMPTY_ANSWERS_ALLOWED {
+        let (choices, _usage) = s.policy.complete(text, 1, seed).await?;
+        if let Some(choice) = choices.into_iter().next() {
+            return Ok((choice, seed));
+        }
+    }
+    Err(no_choices(1))
+}
+
+fn no_choices(n: usize) -> PrsError {
+    PrsError::ServerFault {
+        endpoint: EndpointKind::Policy,
+        reason: format!("returned no choices {EMPTY_ANSWERS_ALLOWED} times for a request of n={n}"),
+    }
 }
