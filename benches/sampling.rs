@@ -56,7 +56,7 @@ impl Drop for Sim {
     }
 }
 
-async fn start_sim(engine: bool) -> Sim {
+async fn start_sim(engine: bool, extra_args: &[&str]) -> Sim {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -74,6 +74,7 @@ async fn start_sim(engine: bool) -> Sim {
         ])
         .args(["--max-seqs", &MAX_SEQS.to_string()]);
     }
+    cmd.args(extra_args);
     let sim = Sim {
         child: cmd.stderr(Stdio::null()).spawn().expect("start prs sim"),
         port,
@@ -447,7 +448,7 @@ async fn main() {
         "engine model: step {STEP_MS} ms + {PER_SEQ_MS} ms/sequence, max {MAX_SEQS} sequences, peak {:.0} tokens/s; {prompts} prompts",
         peak_tokens_per_sec()
     );
-    let sim = start_sim(true).await;
+    let sim = start_sim(true, &[]).await;
     let cfg = config(&sim);
     let prs = run_sql(
         &sim,
@@ -473,7 +474,23 @@ async fn main() {
     report("random_sample n=16", &random);
     drop(sim);
 
-    let instant = start_sim(false).await;
+    // the same runs against a server that ignores `n` (one choice per request), default settings
+    let ignoring = start_sim(true, &["--ignore-n"]).await;
+    let cfg = config(&ignoring);
+    for (name, sql, honoured) in [
+        ("prs_sample", "SELECT count(*) FROM prs_sample('prompts', 16)", &prs),
+        ("random_sample", "SELECT count(*) FROM random_sample('prompts', 16)", &random),
+    ] {
+        let run = run_sql(&ignoring, cfg.clone(), prompts, sql).await;
+        report(&format!("{name} n=16, server ignores n"), &run);
+        println!(
+            "{name}: makespan with a server that ignores n / with n honoured: {:.3}x",
+            run.secs / honoured.secs
+        );
+    }
+    drop(ignoring);
+
+    let instant = start_sim(false, &[]).await;
     let cfg = config(&instant);
     let fast = run_sql(
         &instant,

@@ -39,6 +39,10 @@ pub struct EngineConfig {
     /// Added cost per text in a reward batch, milliseconds
     #[arg(long, default_value_t = 0.2)]
     pub reward_text_ms: f64,
+    /// Answer every request with one choice whatever its `n`, as transformers serve,
+    /// llama.cpp and Ollama do
+    #[arg(long)]
+    pub ignore_n: bool,
 }
 
 impl EngineConfig {
@@ -266,6 +270,7 @@ mod tests {
             length_shape: 2.0,
             reward_batch_ms: 0.0,
             reward_text_ms: 0.0,
+            ignore_n: false,
         }
     }
 

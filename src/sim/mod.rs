@@ -187,6 +187,10 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
         .and_then(Value::as_u64)
         .unwrap_or(256) as usize;
     let prompt_tokens = prompt.split_whitespace().count();
+    let n = match &sim.engine {
+        Some(e) if e.config().ignore_n => 1,
+        _ => n,
+    };
     let lengths: Vec<Option<usize>> = (0..n)
         .map(|i| {
             sim.engine.as_ref().map(|e| {
