@@ -207,7 +207,7 @@ async fn run_delta(
 }
 
 async fn run_sql(sim: &Sim, cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
-    let ctx = prs::cli::context(cfg);
+    let ctx = datafusion_prs::session_context(cfg);
     make_prompts(&ctx, prompts).await;
     let before = engine_counters(sim.port).await;
     let trace = trace_engine(sim.port);

@@ -12,7 +12,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::config::ExtensionOptions;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
 use datafusion_prs::stats::{JobStats, StatsSnapshot};
 use datafusion_prs::PrsConfig;
@@ -475,10 +475,10 @@ async fn run_sql_inner(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> 
         // sampling nodes inside the job it sends
         Some(url) if args.dry_run => {
             eprintln!("dry run: planned on this machine, not on the cluster at {url}");
-            context(cfg)
+            datafusion_prs::session_context(cfg)
         }
         Some(url) => cluster_context(url, cfg)?,
-        None => context(cfg),
+        None => datafusion_prs::session_context(cfg),
     };
     *ctx_out = Some(ctx.clone());
     if args.dry_run {
@@ -549,19 +549,6 @@ fn progress_bar(
         }
     });
     (bar, ticker)
-}
-
-/// A context with the given settings, a [`JobStats`] to count into, and every prs function
-/// registered.
-pub fn context(cfg: PrsConfig) -> SessionContext {
-    let mut config = SessionConfig::new()
-        .with_information_schema(true)
-        .with_option_extension(cfg);
-    JobStats::install(&mut config);
-    // `FROM 'file.parquet'` works as in datafusion-cli
-    let ctx = SessionContext::new_with_config(config).enable_url_table();
-    datafusion_prs::register(&ctx);
-    ctx
 }
 
 #[cfg(feature = "cluster")]

@@ -32,7 +32,7 @@ pub mod templates;
 
 use std::sync::Arc;
 
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use config::{session_config, PrsConfig};
 pub use error::PrsError;
@@ -66,9 +66,15 @@ pub fn register_distributed(ctx: &SessionContext) {
     }
 }
 
-/// A new context with the `prs` settings (fed by the environment) and all functions registered.
-pub fn new_context() -> Result<SessionContext, PrsError> {
-    let ctx = SessionContext::new_with_config(session_config()?);
+/// A context with the given settings and every prs function registered, as hosts want it:
+/// `information_schema` on, a [`stats::JobStats`] installed to count into, and URL tables
+/// (`FROM 'file.parquet'`, as in datafusion-cli).
+pub fn session_context(cfg: PrsConfig) -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_option_extension(cfg);
+    stats::JobStats::install(&mut config);
+    let ctx = SessionContext::new_with_config(config).enable_url_table();
     register(&ctx);
-    Ok(ctx)
+    ctx
 }
