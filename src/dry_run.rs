@@ -8,11 +8,15 @@
 use std::sync::Arc;
 
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParser;
 use datafusion_prs::exec::SampleExec;
+
+use crate::cli::error::{CliError, Position};
+use crate::cli::print::out;
 
 /// Totals of a script.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -67,12 +71,9 @@ fn sample_nodes(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<Arc<dyn ExecutionPl
     }
 }
 
-async fn cost_of(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Cost, String> {
-    let state = ctx.state();
-    let physical = state
-        .create_physical_plan(plan)
-        .await
-        .map_err(|e| e.to_string())?;
+/// The cost of running `plan`: its sampling nodes' prompts, counted by reading their inputs.
+async fn cost_of(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Cost, DataFusionError> {
+    let physical = ctx.state().create_physical_plan(plan).await?;
     let mut nodes = Vec::new();
     sample_nodes(&physical, &mut nodes);
     let mut total = Cost::default();
@@ -80,9 +81,7 @@ async fn cost_of(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Cost, Strin
         let Some(exec) = node.downcast_ref::<SampleExec>() else {
             continue;
         };
-        let batches = collect(exec.input().clone(), ctx.task_ctx())
-            .await
-            .map_err(|e| e.to_string())?;
+        let batches = collect(exec.input().clone(), ctx.task_ctx()).await?;
         let prompts: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let per = exec.spec().cost_per_prompt();
         total.add(&Cost {
@@ -100,50 +99,32 @@ async fn cost_of(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Cost, Strin
 }
 
 /// Print the cost of each statement and the total; run only the statements that cost nothing.
-pub async fn run(ctx: &SessionContext, script: &str) -> Result<Cost, String> {
-    let statements = DFParser::parse_sql(script).map_err(|e| format!("SQL syntax: {e}"))?;
+pub async fn run(ctx: &SessionContext, script: &str) -> Result<Cost, CliError> {
+    let statements = DFParser::parse_sql(script).map_err(CliError::Syntax)?;
     let count = statements.len();
     let mut total = Cost::default();
     for (i, stmt) in statements.into_iter().enumerate() {
-        let label = format!("statement {} of {count}", i + 1);
+        let at = Position {
+            index: i + 1,
+            count,
+        };
         let plan = match ctx.state().statement_to_plan(stmt).await {
             Ok(plan) => plan,
             // it reads what an earlier statement would have written (COPY ... TO)
             Err(e) if e.to_string().contains("not found") && e.to_string().contains("table") => {
-                crate::cli::out(&format!(
-                    "{label}: not planned, it reads output that a dry run does not write ({e})\n"
+                out(&format!(
+                    "{at}: not planned, it reads output that a dry run does not write ({e})\n"
                 ));
                 continue;
             }
-            Err(e) => return Err(format!("{label}: {e}")),
+            Err(e) => return Err(CliError::at(Some(at))(e)),
         };
-        let cost = match &plan {
-            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
-                let cost = cost_of(ctx, &create.input)
-                    .await
-                    .map_err(|e| format!("{label}: {e}"))?;
-                let schema = Arc::new(create.input.schema().as_arrow().clone());
-                let empty = MemTable::try_new(schema, vec![vec![]]).map_err(|e| e.to_string())?;
-                ctx.register_table(create.name.clone(), Arc::new(empty))
-                    .map_err(|e| format!("{label}: {e}"))?;
-                cost
-            }
-            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
-                ctx.execute_logical_plan(plan)
-                    .await
-                    .map_err(|e| format!("{label}: {e}"))?
-                    .collect()
-                    .await
-                    .map_err(|e| format!("{label}: {e}"))?;
-                Cost::default()
-            }
-            _ => cost_of(ctx, &plan)
-                .await
-                .map_err(|e| format!("{label}: {e}"))?,
-        };
+        let cost = statement_cost(ctx, plan)
+            .await
+            .map_err(CliError::at(Some(at)))?;
         if cost.sampling_calls > 0 {
-            crate::cli::out(&format!(
-                "{label}: {} sampling call(s) over {} prompts: {}\n",
+            out(&format!(
+                "{at}: {} sampling call(s) over {} prompts: {}\n",
                 cost.sampling_calls,
                 cost.prompts,
                 cost.describe()
@@ -151,7 +132,7 @@ pub async fn run(ctx: &SessionContext, script: &str) -> Result<Cost, String> {
         }
         total.add(&cost);
     }
-    crate::cli::out(&format!(
+    out(&format!(
         "total: {} sampling call(s), {} prompts, {} (servers that ignore `n` and retries add \
          requests; nothing was called)\n",
         total.sampling_calls,
@@ -159,4 +140,23 @@ pub async fn run(ctx: &SessionContext, script: &str) -> Result<Cost, String> {
         total.describe()
     ));
     Ok(total)
+}
+
+/// The cost of one planned statement, running it if it only changes the session. `CREATE
+/// TABLE t AS <query>` registers an empty `t` with the query's schema instead of running it.
+async fn statement_cost(ctx: &SessionContext, plan: LogicalPlan) -> Result<Cost, DataFusionError> {
+    match &plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
+            let cost = cost_of(ctx, &create.input).await?;
+            let schema = Arc::new(create.input.schema().as_arrow().clone());
+            let empty = MemTable::try_new(schema, vec![vec![]])?;
+            ctx.register_table(create.name.clone(), Arc::new(empty))?;
+            Ok(cost)
+        }
+        LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
+            ctx.execute_logical_plan(plan).await?.collect().await?;
+            Ok(Cost::default())
+        }
+        _ => cost_of(ctx, &plan).await,
+    }
 }
