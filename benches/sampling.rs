@@ -208,7 +208,7 @@ async fn run_delta(
 }
 
 async fn run_sql(sim: &Sim, cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
-    let ctx = prs::cli::context(cfg);
+    let ctx = datafusion_prs::session_context(cfg);
     make_prompts(&ctx, prompts).await;
     let before = engine_counters(sim.port).await;
     let trace = trace_engine(sim.port);
@@ -478,8 +478,16 @@ async fn main() {
     let ignoring = start_sim(true, &["--ignore-n"]).await;
     let cfg = config(&ignoring);
     for (name, sql, honoured) in [
-        ("prs_sample", "SELECT count(*) FROM prs_sample('prompts', 16)", &prs),
-        ("random_sample", "SELECT count(*) FROM random_sample('prompts', 16)", &random),
+        (
+            "prs_sample",
+            "SELECT count(*) FROM prs_sample('prompts', 16)",
+            &prs,
+        ),
+        (
+            "random_sample",
+            "SELECT count(*) FROM random_sample('prompts', 16)",
+            &random,
+        ),
     ] {
         let run = run_sql(&ignoring, cfg.clone(), prompts, sql).await;
         report(&format!("{name} n=16, server ignores n"), &run);

@@ -29,7 +29,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::datasource::file_format::FileFormatFactory;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::TaskContext;
@@ -43,6 +43,53 @@ use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use datafusion_prs::codec::{PrsLogicalCodec, PrsPhysicalCodec};
 use datafusion_prs::stats::{JobStats, StatsSnapshot};
 use datafusion_prs::PrsConfig;
+
+/// What went wrong starting, reaching or reading a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// An address flag that does not parse.
+    #[error("{flag} {value:?}: expected {expected}")]
+    Address {
+        flag: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// A step of starting a scheduler or executor, or of talking to the scheduler, failed.
+    #[error("{step}: {source}")]
+    Step {
+        step: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A session setting the cluster client needs was refused.
+    #[error(transparent)]
+    Setting(#[from] DataFusionError),
+    /// A query could not reach the scheduler.
+    #[error(
+        "cannot reach the Ballista scheduler at {url}: is `prs scheduler` running there, and \
+         is the port open? ({detail})"
+    )]
+    Unreachable { url: String, detail: String },
+    /// A query reads a table that lives only in the client's session.
+    #[error(
+        "a table that exists only in this session (CREATE TABLE ... AS, VALUES, a registered \
+         batch) cannot be sent to the cluster: write it where every executor can read it \
+         (COPY ... TO 'dir/' STORED AS PARQUET) and read it back with CREATE EXTERNAL TABLE \
+         ... STORED AS PARQUET LOCATION 'dir/' (see queries/cluster_quickstart.sql)"
+    )]
+    LocalTable,
+}
+
+impl ClusterError {
+    fn step(
+        step: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        ClusterError::Step {
+            step: step.into(),
+            source: source.into(),
+        }
+    }
+}
 
 /// Logical codec of every process: prs' sampling tables, Ballista's for everything else (its
 /// own nodes and the file formats of Parquet / CSV / JSON scans).
@@ -164,13 +211,13 @@ pub struct Scheduler {
 }
 
 /// Start a scheduler on `args.bind` (port 0 picks a free port).
-pub async fn start_scheduler(args: &SchedulerArgs) -> Result<Scheduler, String> {
+pub async fn start_scheduler(args: &SchedulerArgs) -> Result<Scheduler, ClusterError> {
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
+        .map_err(|e| ClusterError::step(format!("cannot listen on {}", args.bind), e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+        .map_err(|e| ClusterError::step("cannot read the listening address", e))?;
     let timeout = args.executor_timeout_secs.max(2);
     let config = Arc::new(SchedulerConfig {
         bind_host: addr.ip().to_string(),
@@ -189,10 +236,10 @@ pub async fn start_scheduler(args: &SchedulerArgs) -> Result<Scheduler, String> 
     });
     let cluster = BallistaCluster::new_from_config(&config)
         .await
-        .map_err(|e| format!("cannot set up the scheduler: {e}"))?;
+        .map_err(|e| ClusterError::step("cannot set up the scheduler", e))?;
     let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config)
         .await
-        .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+        .map_err(|e| ClusterError::step("cannot start the scheduler", e))?;
     let task = tokio::spawn(async move {
         if let Err(e) = start_grpc_service_with_listener(listener, server).await {
             tracing::error!("scheduler stopped: {e}");
@@ -232,21 +279,29 @@ pub struct ExecutorArgs {
 }
 
 /// Run an executor until it is stopped (Ctrl-C, SIGTERM, or the scheduler).
-pub async fn run_executor(args: &ExecutorArgs) -> Result<(), String> {
+pub async fn run_executor(args: &ExecutorArgs) -> Result<(), ClusterError> {
     let (host, port) = args
         .scheduler
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| format!("--scheduler {:?}: expected host:port", args.scheduler))?;
+        .ok_or_else(|| ClusterError::Address {
+            flag: "--scheduler",
+            value: args.scheduler.clone(),
+            expected: "host:port",
+        })?;
     let work_dir = match &args.work_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("prs-executor-{}", args.flight_port)),
     };
-    std::fs::create_dir_all(&work_dir)
-        .map_err(|e| format!("cannot create --work-dir {}: {e}", work_dir.display()))?;
+    std::fs::create_dir_all(&work_dir).map_err(|e| {
+        ClusterError::step(
+            format!("cannot create --work-dir {}", work_dir.display()),
+            e,
+        )
+    })?;
     let registry = BallistaFunctionRegistry::from(
         &server_session(server_config())
-            .map_err(|e| format!("cannot set up the executor's functions: {e}"))?,
+            .map_err(|e| ClusterError::step("cannot set up the executor's functions", e))?,
     );
     let config = ExecutorProcessConfig {
         bind_host: args.bind_host.clone(),
@@ -268,15 +323,19 @@ pub async fn run_executor(args: &ExecutorArgs) -> Result<(), String> {
     };
     start_executor_process(Arc::new(config))
         .await
-        .map_err(|e| format!("executor stopped: {e}"))
+        .map_err(|e| ClusterError::step("executor stopped", e))
 }
 
 /// A client context that plans locally and runs every query on the cluster at `url`
 /// (`df://host:port`), with the given settings and prs' functions.
-pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, String> {
+pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, ClusterError> {
     let rest = url
         .strip_prefix("df://")
-        .ok_or_else(|| format!("--cluster {url:?}: expected df://host:port"))?;
+        .ok_or_else(|| ClusterError::Address {
+            flag: "--cluster",
+            value: url.to_string(),
+            expected: "df://host:port",
+        })?;
     let rest = rest.trim_end_matches('/');
     let scheduler_url = if rest.contains(':') {
         format!("http://{rest}")
@@ -291,8 +350,7 @@ pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, Strin
     // one task per partition of the prompt table, so every executor gets a share
     config
         .options_mut()
-        .set("ballista.scheduler.max_partitions_per_task", "1")
-        .map_err(|e| e.to_string())?;
+        .set("ballista.scheduler.max_partitions_per_task", "1")?;
     JobStats::install(&mut config);
     let plans = Arc::new(ClusterPlans::default());
     let config = config
@@ -307,7 +365,7 @@ pub fn client_context(url: &str, cfg: PrsConfig) -> Result<SessionContext, Strin
     let state = local
         .state()
         .upgrade_for_ballista(scheduler_url)
-        .map_err(|e| format!("--cluster {url}: {e}"))?;
+        .map_err(|e| ClusterError::step(format!("--cluster {url}"), e))?;
     let planner = Arc::new(RecordingPlanner {
         inner: state.query_planner().clone(),
         plans,
@@ -369,7 +427,7 @@ impl QueryPlanner for RecordingPlanner {
 /// [`JobStats`], so the CLI's job summary (and `prs.max_failed_share`) count the executors'
 /// work. Returns how many jobs were counted. Reward requests and failures by kind are not among
 /// the metrics the executors report; reward texts and failed candidates are.
-pub async fn absorb_job_counters(ctx: &SessionContext) -> Result<usize, String> {
+pub async fn absorb_job_counters(ctx: &SessionContext) -> Result<usize, ClusterError> {
     let state = ctx.state();
     let config = state.config();
     let (Some(url), Some(plans)) = (
@@ -386,10 +444,12 @@ pub async fn absorb_job_counters(ctx: &SessionContext) -> Result<usize, String> 
     let ballista = config.ballista_config();
     let channel =
         create_grpc_client_endpoint(url.0.clone(), Some(&GrpcClientConfig::from(&ballista)))
-            .map_err(|e| format!("scheduler address {}: {e}", url.0))?
+            .map_err(|e| ClusterError::step(format!("scheduler address {}", url.0), e))?
             .connect()
             .await
-            .map_err(|e| format!("cannot reach the scheduler at {}: {e}", url.0))?;
+            .map_err(|e| {
+                ClusterError::step(format!("cannot reach the scheduler at {}", url.0), e)
+            })?;
     let max_message = ballista.grpc_client_max_message_size();
     let mut client = SchedulerGrpcClient::with_interceptor(
         channel,
@@ -405,10 +465,11 @@ pub async fn absorb_job_counters(ctx: &SessionContext) -> Result<usize, String> 
             })
             .await
             .map_err(|e| {
-                format!(
-                    "job {job}: the scheduler at {} did not give its metrics: {e}",
+                let step = format!(
+                    "job {job}: the scheduler at {} did not give its metrics",
                     url.0
-                )
+                );
+                ClusterError::step(step, e)
             })?
             .into_inner();
         stats.absorb(&sampling_counters(&metrics)?);
@@ -425,7 +486,7 @@ fn cluster_job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<JobId> {
 }
 
 /// The `SampleExec` counters of a job's successful stages, summed.
-fn sampling_counters(job: &GetJobMetricsResult) -> Result<StatsSnapshot, String> {
+fn sampling_counters(job: &GetJobMetricsResult) -> Result<StatsSnapshot, ClusterError> {
     let mut s = StatsSnapshot::default();
     let operators = job.stages.iter().flat_map(|stage| &stage.operators);
     for op in operators.filter(|op| op.operator_type == "SampleExec") {
@@ -433,7 +494,7 @@ fn sampling_counters(job: &GetJobMetricsResult) -> Result<StatsSnapshot, String>
             metrics: op.metrics.clone(),
         }
         .try_into()
-        .map_err(|e| format!("unreadable metrics from the scheduler: {e}"))?;
+        .map_err(|e| ClusterError::step("unreadable metrics from the scheduler", e))?;
         let set = set.aggregate_by_name();
         let count = |name: &str| set.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
         s.prompts += count("prompts");
@@ -449,23 +510,21 @@ fn sampling_counters(job: &GetJobMetricsResult) -> Result<StatsSnapshot, String>
     Ok(s)
 }
 
-/// Say what a cluster error means when it is about reaching the scheduler or about a table
-/// that cannot travel.
-pub fn explain_error(url: &str, error: String) -> String {
+/// What a failed cluster query's error means when it is about reaching the scheduler or about
+/// a table that cannot travel (`None`: the error says it well enough).
+///
+/// Ballista reports both only as text inside the error it returns, so this reads the text.
+pub fn explain_error(url: &str, error: &str) -> Option<ClusterError> {
     if error.contains("tcp connect error") || error.contains("transport error") {
-        format!(
-            "cannot reach the Ballista scheduler at {url}: is `prs scheduler` running there, and \
-             is the port open? ({error})"
-        )
+        Some(ClusterError::Unreachable {
+            url: url.to_string(),
+            detail: error.to_string(),
+        })
     } else if error.contains("failed to serialize logical plan")
         && error.contains("LogicalExtensionCodec is not provided")
     {
-        "a table that exists only in this session (CREATE TABLE ... AS, VALUES, a registered \
-         batch) cannot be sent to the cluster: write it where every executor can read it \
-         (COPY ... TO 'dir/' STORED AS PARQUET) and read it back with CREATE EXTERNAL TABLE \
-         ... STORED AS PARQUET LOCATION 'dir/' (see queries/cluster_quickstart.sql)"
-            .to_string()
+        Some(ClusterError::LocalTable)
     } else {
-        error
+        None
     }
 }

@@ -159,7 +159,7 @@ async fn fixture(mode: Mode) -> (String, Fake, String, tempfile::TempDir) {
 
 /// `sql` run on one machine with default test settings: what the cluster must reproduce.
 async fn single_node(url: &str, sql: &str) -> Vec<RecordBatch> {
-    collect(&prs::cli::context(settings(url, &[])), sql)
+    collect(&datafusion_prs::session_context(settings(url, &[])), sql)
         .await
         .unwrap()
 }

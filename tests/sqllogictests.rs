@@ -144,7 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     cfg.set_checked("reward_url", &sim.reward_url(), "slt")
                         .map_err(|e| SltError(e.to_string()))?;
                     Ok::<_, SltError>(Db {
-                        ctx: prs::cli::context(cfg),
+                        ctx: datafusion_prs::session_context(cfg),
                     })
                 }
             };

@@ -322,7 +322,7 @@ pub async fn context(policy: &str, reward: &str, extra: &[(&str, &str)]) -> Sess
     for (k, v) in extra {
         cfg.set_checked(k, v, "test").unwrap();
     }
-    let ctx = prs::cli::context(cfg);
+    let ctx = datafusion_prs::session_context(cfg);
     ctx.sql(
         "CREATE TABLE p (id BIGINT, prompt VARCHAR, preference VARCHAR) AS VALUES \
          (10, 'What is rust?', 'Be brief.'), (20, 'Name a {answer} bird.', NULL)",

@@ -7,7 +7,8 @@
 //!   samples where each layer revises the best-so-far using the policy's own feedback);
 //! * `reward(prompt, response [, preference])`: score any rows through the reward endpoint.
 //!
-//! Register everything on a context with [`register`]; settings live in [`PrsConfig`] (`prs.*`).
+//! Register everything on a context with [`register`], or start from [`session_context`];
+//! settings live in [`PrsConfig`] (`prs.*`).
 //!
 //! Module map, in the order a query uses them:
 //!
@@ -51,7 +52,7 @@ pub mod templates;
 
 use std::sync::Arc;
 
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use config::{session_config, PrsConfig};
 pub use error::PrsError;
@@ -85,9 +86,15 @@ pub fn register_distributed(ctx: &SessionContext) {
     }
 }
 
-/// A new context with the `prs` settings (fed by the environment) and all functions registered.
-pub fn new_context() -> Result<SessionContext, PrsError> {
-    let ctx = SessionContext::new_with_config(session_config()?);
+/// A context with the given settings and every prs function registered, as hosts want it:
+/// `information_schema` on, a [`stats::JobStats`] installed to count into, and URL tables
+/// (`FROM 'file.parquet'`, as in datafusion-cli).
+pub fn session_context(cfg: PrsConfig) -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_option_extension(cfg);
+    stats::JobStats::install(&mut config);
+    let ctx = SessionContext::new_with_config(config).enable_url_table();
     register(&ctx);
-    Ok(ctx)
+    ctx
 }

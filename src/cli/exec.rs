@@ -1,0 +1,87 @@
+//! Running a script: parse its statements, plan and run each, print what it returns, and read
+//! back the counters of the jobs it ran on a cluster.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement};
+
+use super::error::{prefix, CliError, Position};
+use super::print::print_result;
+
+/// What a statement returned.
+struct StatementResult {
+    batches: Vec<RecordBatch>,
+    columns: usize,
+    /// An EXPLAIN (ANALYZE): its plans are text to print whole.
+    explain: bool,
+}
+
+/// Run `;`-separated statements, printing results to stdout.
+pub async fn run_script(
+    ctx: &SessionContext,
+    script: &str,
+    max_width: usize,
+) -> Result<(), CliError> {
+    let statements = DFParser::parse_sql(script).map_err(CliError::Syntax)?;
+    let count = statements.len();
+    // cluster queries whose counters could not be read back
+    let mut uncounted = Vec::new();
+    for (i, stmt) in statements.into_iter().enumerate() {
+        // a script of one statement needs no position in its errors
+        let at = (count > 1).then_some(Position {
+            index: i + 1,
+            count,
+        });
+        let result = run_statement(ctx, stmt, at).await?;
+        // the jobs it ran on a cluster: their counters are the executors'
+        if let Err(e) = cluster_counters(ctx).await {
+            let at = prefix(&at);
+            eprintln!("prs: warning: {at}the query ran, but {e}");
+            uncounted.push(format!("{at}{e}"));
+        }
+        print_result(&result.batches, result.columns, result.explain, max_width)?;
+    }
+    if !uncounted.is_empty() {
+        // fail closed: a scheduled job must not pass its failure check on counts it never saw
+        return Err(CliError::Uncounted(uncounted));
+    }
+    Ok(())
+}
+
+/// Plan and run statement `at` and collect what it returns.
+async fn run_statement(
+    ctx: &SessionContext,
+    stmt: Statement,
+    at: Option<Position>,
+) -> Result<StatementResult, CliError> {
+    let plan = ctx
+        .state()
+        .statement_to_plan(stmt)
+        .await
+        .map_err(CliError::at(at))?;
+    let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(CliError::at(at))?;
+    let columns = df.schema().fields().len();
+    let batches = df.collect().await.map_err(CliError::at(at))?;
+    Ok(StatementResult {
+        batches,
+        columns,
+        explain,
+    })
+}
+
+/// Add the counters of the jobs the last statement ran on a cluster to the session's; returns
+/// how many jobs were counted (0 off a cluster).
+#[cfg(feature = "cluster")]
+async fn cluster_counters(ctx: &SessionContext) -> Result<usize, crate::cluster::ClusterError> {
+    crate::cluster::absorb_job_counters(ctx).await
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn cluster_counters(_ctx: &SessionContext) -> Result<usize, CliError> {
+    Ok(0)
+}
