@@ -64,6 +64,13 @@ pub enum CliError {
         at: Option<Position>,
         source: DataFusionError,
     },
+    /// A `COPY` target could not be staged or put in place; the previous output is untouched.
+    #[error("{}COPY to {}: {source}; the previous output is left as it was", prefix(.at), target.display())]
+    Output {
+        at: Option<Position>,
+        target: PathBuf,
+        source: std::io::Error,
+    },
     /// A result could not be rendered as a table.
     #[error(transparent)]
     Format(#[from] ArrowError),

@@ -7,6 +7,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 
 use super::error::{prefix, CliError, Position};
+use super::output;
 use super::print::print_result;
 
 /// What a statement returned.
@@ -18,10 +19,13 @@ struct StatementResult {
 }
 
 /// Run `;`-separated statements, printing results to stdout.
+///
+/// With `stage_copies`, a `COPY ... TO` a local path writes all or nothing (see [`output`]).
 pub async fn run_script(
     ctx: &SessionContext,
     script: &str,
     max_width: usize,
+    stage_copies: bool,
 ) -> Result<(), CliError> {
     let statements = DFParser::parse_sql(script).map_err(CliError::Syntax)?;
     let count = statements.len();
@@ -33,7 +37,7 @@ pub async fn run_script(
             index: i + 1,
             count,
         });
-        let result = run_statement(ctx, stmt, at).await?;
+        let result = run_statement(ctx, stmt, at, stage_copies).await?;
         // the jobs it ran on a cluster: their counters are the executors'
         if let Err(e) = cluster_counters(ctx).await {
             let at = prefix(&at);
@@ -54,6 +58,7 @@ async fn run_statement(
     ctx: &SessionContext,
     stmt: Statement,
     at: Option<Position>,
+    stage_copies: bool,
 ) -> Result<StatementResult, CliError> {
     let plan = ctx
         .state()
@@ -61,17 +66,46 @@ async fn run_statement(
         .await
         .map_err(CliError::at(at))?;
     let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+    let (plan, staged) = match stage_copies {
+        true => output::stage(plan).map_err(|(target, source)| CliError::Output {
+            at,
+            target,
+            source,
+        })?,
+        false => (plan, None),
+    };
+    let result = execute(ctx, plan, at).await;
+    match (staged, &result) {
+        (Some(staged), Ok(_)) => {
+            let target = staged.target().to_path_buf();
+            staged
+                .publish()
+                .map_err(|source| CliError::Output { at, target, source })?;
+        }
+        (Some(staged), Err(_)) => staged.discard(),
+        (None, _) => {}
+    }
+    let (batches, columns) = result?;
+    Ok(StatementResult {
+        batches,
+        columns,
+        explain,
+    })
+}
+
+/// Run a planned statement; its batches and how many columns it returns.
+async fn execute(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    at: Option<Position>,
+) -> Result<(Vec<RecordBatch>, usize), CliError> {
     let df = ctx
         .execute_logical_plan(plan)
         .await
         .map_err(CliError::at(at))?;
     let columns = df.schema().fields().len();
     let batches = df.collect().await.map_err(CliError::at(at))?;
-    Ok(StatementResult {
-        batches,
-        columns,
-        explain,
-    })
+    Ok((batches, columns))
 }
 
 /// Add the counters of the jobs the last statement ran on a cluster to the session's; returns

@@ -66,7 +66,9 @@ async fn run_job(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> Result
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let progress = show_progress
         .then(|| Progress::start(JobStats::of(ctx.state().config()), args.cluster.is_some()));
-    let mut result = run_script(&ctx, &script, args.max_width).await;
+    // on a cluster the executors write COPY targets: they cannot be staged from here
+    let stage_copies = args.cluster.is_none();
+    let mut result = run_script(&ctx, &script, args.max_width, stage_copies).await;
     if let Some(url) = &args.cluster {
         result = result.map_err(|e| explain_cluster_error(url, e));
     }

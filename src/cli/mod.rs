@@ -8,6 +8,7 @@ pub mod args;
 pub mod error;
 pub mod exec;
 pub mod job;
+pub mod output;
 pub mod print;
 pub mod progress;
 pub mod settings;

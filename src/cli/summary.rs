@@ -146,7 +146,8 @@ impl Summary {
     /// Write [`Summary::to_json`] to `path`, pretty-printed.
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(&self.to_json())?;
-        std::fs::write(path, json)
+        // all or nothing, like the outputs it describes
+        datafusion_prs::durable::write(path, &json)
     }
 }
 

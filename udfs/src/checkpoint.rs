@@ -112,7 +112,7 @@ impl Checkpoint {
             .map_err(|e| annotate(e, "the directory is not writable"))?;
         let _ = fs::remove_file(&probe);
         let call = serde_json::to_vec_pretty(&self.description).unwrap_or_default();
-        write_durably(&self.dir.join("call.json"), &call)?;
+        crate::durable::write(&self.dir.join("call.json"), &call)?;
         if fresh && other_configs > 0 {
             tracing::warn!(
                 "checkpoint_dir {} holds results of {other_configs} other configuration(s); this \
@@ -168,49 +168,12 @@ impl Checkpoint {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
         }
-        write_durably(&path, &buf).map_err(|e| fail(e.to_string()))
+        crate::durable::write(&path, &buf).map_err(|e| fail(e.to_string()))
     }
 }
 
 fn annotate(e: std::io::Error, what: &str) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
-/// Write to a temporary file, fsync it, rename it over `path`, fsync the directory.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:x}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 fn read(path: &Path, key: &str, schema: &SchemaRef) -> std::result::Result<PromptResult, String> {

@@ -24,7 +24,7 @@
 //! * [`config`]: the `prs.*` settings; [`error`]: typed errors; [`stats`]: job and prompt
 //!   counters; [`cost`]: the dry-run cost model;
 //! * [`checkpoint`]: durable per-prompt resume; [`single_flight`]: identical work shared
-//!   within a process;
+//!   within a process; [`durable`]: fsync-then-rename file operations;
 //! * [`reward_udf`]: the `reward()` scalar UDF;
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
 
@@ -35,6 +35,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod cost;
+pub mod durable;
 pub mod error;
 pub mod exec;
 mod pipeline;

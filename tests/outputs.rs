@@ -1,0 +1,280 @@
+//! `COPY ... TO` run by the CLI writes all or nothing: a failed run (preflight, an endpoint
+//! error with `on_error = fail`, a SIGKILL) leaves the previous output byte for byte, and no
+//! temporary is left where a glob over the target's directory would read it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn prs_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prs"));
+    cmd.current_dir(dir).args(args);
+    for k in ["PRS_POLICY_URL", "PRS_REWARD_URL", "PRS_POLICY_MODEL"] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn prs(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    prs_command(dir, args, env).output().expect("run prs")
+}
+
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("data/prompts.parquet"),
+        dir.path().join("data/prompts.parquet"),
+    )
+    .unwrap();
+    dir
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every file below `path` with its size and a hash of its bytes, in order.
+fn snapshot(path: &Path) -> Vec<(PathBuf, usize, u64)> {
+    let mut out = Vec::new();
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for e in entries {
+            out.extend(snapshot(&e));
+        }
+    } else {
+        use std::hash::{Hash, Hasher};
+        let bytes = std::fs::read(path).unwrap();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        out.push((path.to_path_buf(), bytes.len(), h.finish()));
+    }
+    out
+}
+
+/// Names in `dir` that are not `keep`.
+fn others(dir: &Path, keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+/// `prs sim` on a free port with `args`, killed on drop.
+struct Sim {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Sim {
+    fn start(dir: &Path, args: &[&str]) -> Sim {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let port_text = port.to_string();
+        let mut all = vec!["sim", "--port", &port_text];
+        all.extend(args);
+        let child = prs_command(dir, &all, &[])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "sim did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sim { child, port }
+    }
+
+    fn policy_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    fn reward_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const DOWN: &[(&str, &str)] = &[
+    ("PRS_POLICY_URL", "http://127.0.0.1:1/v1"),
+    ("PRS_REWARD_URL", "http://127.0.0.1:1"),
+];
+
+#[test]
+fn a_failed_run_keeps_the_previous_file_and_directory() {
+    let dir = workdir();
+    let sim = Sim::start(dir.path(), &[]);
+    for target in ["out/daily.parquet", "out/daily/"] {
+        let copy = format!(
+            "COPY (SELECT * FROM random_sample('data/prompts.parquet', 2)) TO '{target}' STORED AS PARQUET"
+        );
+        let first = prs(dir.path(), &["sql", "--sim", "-q", &copy], &[]);
+        assert!(first.status.success(), "{}", text(&first));
+        let path = dir.path().join(target.trim_end_matches('/'));
+        let before = snapshot(&path);
+        assert!(!before.is_empty());
+
+        // preflight fails: the endpoints are down
+        let failed = prs(dir.path(), &["sql", "-q", &copy], DOWN);
+        assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+        assert_eq!(
+            snapshot(&path),
+            before,
+            "{target} after a preflight failure"
+        );
+
+        // an endpoint error mid-run with on_error = fail: the policy answers, the reward is down
+        let failed = prs(
+            dir.path(),
+            &[
+                "sql",
+                "-q",
+                "--set",
+                "preflight=false",
+                "--set",
+                "on_error=fail",
+                "--set",
+                "retry_attempts=1",
+                &copy,
+            ],
+            &[
+                ("PRS_POLICY_URL", &sim.policy_url()),
+                ("PRS_POLICY_MODEL", "prs-sim-policy"),
+                ("PRS_REWARD_URL", "http://127.0.0.1:1"),
+            ],
+        );
+        assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+        assert!(
+            text(&failed).contains("reward endpoint"),
+            "{}",
+            text(&failed)
+        );
+        assert_eq!(snapshot(&path), before, "{target} after a failure mid-run");
+        assert_eq!(
+            others(&dir.path().join("out"), &["daily.parquet", "daily"]),
+            Vec::<String>::new()
+        );
+
+        // a good run replaces it
+        let second = prs(
+            dir.path(),
+            &["sql", "--sim", "-q", "--set", "seed=9", &copy],
+            &[],
+        );
+        assert!(second.status.success(), "{}", text(&second));
+        assert_ne!(snapshot(&path), before, "{target} replaced by a good run");
+    }
+}
+
+#[test]
+fn a_killed_run_keeps_the_previous_file_and_directory_and_the_next_run_cleans_up() {
+    let dir = workdir();
+    // a slow server: an engine model where each step takes 20 ms
+    let sim = Sim::start(dir.path(), &["--engine", "--step-ms", "20"]);
+    let (policy, reward) = (sim.policy_url(), sim.reward_url());
+    let env = [
+        ("PRS_POLICY_URL", policy.as_str()),
+        ("PRS_REWARD_URL", reward.as_str()),
+        ("PRS_POLICY_MODEL", "prs-sim-policy"),
+    ];
+    for target in ["out/daily.parquet", "out/daily/"] {
+        let copy = format!(
+            "COPY (SELECT * FROM prs_sample('data/prompts.parquet', 8)) TO '{target}' \
+             STORED AS PARQUET"
+        );
+        let run = |extra: &[&str]| {
+            let mut args = vec!["sql", "-q"];
+            args.extend(extra);
+            args.push(&copy);
+            prs_command(dir.path(), &args, &env)
+        };
+        let started = Instant::now();
+        let first = run(&[]).output().unwrap();
+        let whole = started.elapsed();
+        assert!(first.status.success(), "{}", text(&first));
+        let path = dir.path().join(target.trim_end_matches('/'));
+        let before = snapshot(&path);
+
+        // killed at points through a run that would write other rows (another seed)
+        for share in [0.4, 0.8] {
+            let mut job = run(&["--set", "seed=5"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let started = Instant::now();
+            while started.elapsed() < whole.mul_f64(share) {
+                if job.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            job.kill().unwrap(); // SIGKILL
+            job.wait().unwrap();
+            assert_eq!(
+                snapshot(&path),
+                before,
+                "{target} killed at {share} of the run"
+            );
+        }
+        // the next run (to completion) replaces it and removes the killed runs' temporaries
+        let done = run(&["--set", "seed=5"]).output().unwrap();
+        assert!(done.status.success(), "{}", text(&done));
+        assert_ne!(snapshot(&path), before);
+        let keep = ["daily.parquet", "daily"];
+        assert_eq!(others(&dir.path().join("out"), &keep), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn the_summary_is_replaced_whole_after_the_data() {
+    let dir = workdir();
+    let summary = dir.path().join("summary.json");
+    std::fs::write(&summary, b"{\"old\": true}").unwrap();
+    let copy = "COPY (SELECT * FROM random_sample('data/prompts.parquet', 1)) TO 'out/s.parquet'";
+    let run = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--sim",
+            "-q",
+            "--summary-json",
+            summary.to_str().unwrap(),
+            copy,
+        ],
+        &[],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(json["candidates"], 24);
+    assert_eq!(
+        others(dir.path(), &["data", "out", "summary.json"]),
+        Vec::<String>::new()
+    );
+}

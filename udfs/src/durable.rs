@@ -1,0 +1,90 @@
+//! Durable file operations: what is renamed into place has reached the disk first, and the
+//! rename itself is made durable by an fsync of the directory. Used by the checkpoint and by
+//! hosts that publish outputs all or nothing (the `prs` CLI's `COPY` targets and summaries).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+/// Write `bytes` to a temporary file next to `path`, fsync it, rename it over `path`, fsync
+/// the directory. Readers see the old content or the new, never a part.
+pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = parent(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:x}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// fsync a file, or every file and directory below a directory (the directory included).
+pub fn sync_tree(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        for entry in fs::read_dir(path)? {
+            sync_tree(&entry?.path())?;
+        }
+    }
+    File::open(path)?.sync_all()
+}
+
+/// Rename `from` to `to` (same file system) and fsync the directory that now holds `to`.
+pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::rename(from, to)?;
+    File::open(parent(to))?.sync_all()
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A suffix that differs between calls, for temporary names.
+pub fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_replaces_whole_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("prs-durable-{}", rand_suffix()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("summary.json");
+        write(&path, b"old").unwrap();
+        write(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
+        sync_tree(&dir).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
