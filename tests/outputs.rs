@@ -278,3 +278,69 @@ fn the_summary_is_replaced_whole_after_the_data() {
         Vec::<String>::new()
     );
 }
+
+#[tokio::test]
+async fn a_daily_refresh_samples_only_the_new_prompts() {
+    let dir = workdir();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let job = root.join("queries/daily_refresh.sql");
+    let job = job.to_str().unwrap();
+    let summary = dir.path().join("summary.json");
+    let run = || {
+        let out = prs(
+            dir.path(),
+            &[
+                "sql",
+                "--sim",
+                "-q",
+                "--summary-json",
+                summary.to_str().unwrap(),
+                "-f",
+                job,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        json
+    };
+    let day1 = run();
+    assert_eq!(day1["prompts"], 24);
+    assert_eq!(day1["prompts_from_checkpoint"], 0);
+    let sft = dir.path().join("out/daily/sft.parquet");
+    let day1_sft = snapshot(&sft);
+
+    // day 2: two new prompts land next to yesterday's
+    let ctx = datafusion::prelude::SessionContext::new();
+    let new = dir.path().join("data/day2.parquet");
+    let sql = format!(
+        "COPY (SELECT CAST(column1 AS BIGINT) AS id, column2 AS prompt, column3 AS preference, \
+         column4 AS topic FROM (VALUES \
+         (101, 'Name three uses of a paperclip.', 'I like playful answers.', 'misc'), \
+         (102, 'Why is the sea salty?', 'I want one paragraph.', 'science'))) TO '{}'",
+        new.display()
+    );
+    ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let day2 = run();
+    assert_eq!(day2["prompts"], 26);
+    assert_eq!(day2["prompts_from_checkpoint"], 24);
+    // PRS n=8 is a layer of 4, feedback and a layer of 4: 3 requests per new prompt
+    assert_eq!(day2["policy_requests"], 2 * 3);
+    assert_ne!(snapshot(&sft), day1_sft);
+    let count = ctx
+        .read_parquet(
+            sft.to_str().unwrap(),
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .unwrap()
+        .count()
+        .await
+        .unwrap();
+    assert_eq!(count, 26);
+    // nothing new: nothing requested
+    let day3 = run();
+    assert_eq!(day3["policy_requests"], 0);
+    assert_eq!(day3["prompts_from_checkpoint"], 26);
+}
