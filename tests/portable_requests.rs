@@ -167,3 +167,36 @@ async fn extra_body_is_checked_when_the_call_is_planned() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_hidden_state_is_never_read_as_a_score() {
+    let (normal, _) = start(Mode::Normal).await;
+    let (hidden, fake) = start(Mode::HiddenStates).await;
+    let settings = [("policy_model", "m")];
+    // preflight scores one text and says what is wrong
+    let ctx = context(&normal, &hidden, &settings).await;
+    let e = query_error(&ctx, "SELECT * FROM random_sample('p', 2)").await;
+    assert!(
+        e.contains("preflight check failed") && e.contains("vector of 3 numbers"),
+        "{e}"
+    );
+
+    // without preflight: error rows, no reward, and no retries of a fault that cannot mend
+    let before = requests(&fake, "/pooling").len();
+    let ctx = context(
+        &normal,
+        &hidden,
+        &[("policy_model", "m"), ("preflight", "false")],
+    )
+    .await;
+    let got = rows(&ctx, "SELECT reward, error FROM random_sample('p', 2)").await;
+    assert!(strings(&got, "reward").iter().all(Option::is_none));
+    assert!(strings(&got, "error")
+        .iter()
+        .all(|e| e.as_deref().is_some_and(|e| e.contains("not a score"))));
+    let s = JobStats::of(ctx.state().config()).snapshot();
+    assert_eq!(s.errors.get("reward_fault"), Some(&4), "{:?}", s.errors);
+    assert_eq!(s.retries, 0);
+    let sent = requests(&fake, "/pooling").len() - before;
+    assert_eq!(sent as u64, s.reward_requests);
+}

@@ -59,6 +59,8 @@ pub enum Mode {
     Strict,
     /// 422 naming `temperature` (an OpenAI field) for every completion request
     RefuseTemperature,
+    /// `/pooling` answers a hidden-state vector per token instead of a score
+    HiddenStates,
 }
 
 /// The fields of an OpenAI completion request the `Strict` fake accepts.
@@ -266,6 +268,7 @@ async fn handle(
                 scores.pop();
             }
             match path.as_str() {
+                "/pooling" if f.mode == Mode::HiddenStates => Json(json!({"data": texts.iter().map(|_| json!({"data": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]})).collect::<Vec<_>>()})),
                 "/pooling" => Json(json!({"data": scores.iter().map(|s| json!({"data": [0.0, s]})).collect::<Vec<_>>()})),
                 "/classify" => Json(json!({"data": scores.iter().map(|s| json!({"probs": [s, 1.0 - s]})).collect::<Vec<_>>()})),
                 "/get_reward" => Json(json!({"rewards": scores})),

@@ -39,14 +39,27 @@ impl RewardProtocol {
     }
 
     /// Read one score per text from a response body; never invents a value.
-    pub fn scores(&self, body: &Value, expected: usize) -> std::result::Result<Vec<f64>, String> {
+    pub fn scores(
+        &self,
+        body: &Value,
+        expected: usize,
+    ) -> std::result::Result<Vec<f64>, BadScores> {
+        self.read_scores(body, expected)
+            .map_err(|reason| BadScores {
+                // a vector where a score should be is how the model is served: asking again won't help
+                permanent: reason.contains(NOT_A_SCORE),
+                reason,
+            })
+    }
+
+    fn read_scores(&self, body: &Value, expected: usize) -> std::result::Result<Vec<f64>, String> {
         let scores: Vec<f64> = match self {
             Self::VllmPooling => items(body.get("data"), "data")?
                 .iter()
                 .enumerate()
                 .map(|(i, item)| {
                     let data = item.get("data").ok_or(format!("data[{i}] has no `data`"))?;
-                    last_number(data).ok_or(format!("data[{i}].data holds no number"))
+                    pooled_score(data).map_err(|e| format!("data[{i}].data {e}"))
                 })
                 .collect::<std::result::Result<_, String>>()?,
             Self::VllmClassify => items(body.get("data"), "data")?
@@ -82,17 +95,61 @@ impl RewardProtocol {
     }
 }
 
+/// Scores that cannot be read from a reward server's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadScores {
+    pub reason: String,
+    /// The answer has the wrong kind of values (a hidden state): retrying will not mend it.
+    pub permanent: bool,
+}
+
+impl std::fmt::Display for BadScores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl BadScores {
+    /// The error of a request to `path` of `endpoint`: a permanent fault, or a bad body that
+    /// is retried like a failed request.
+    fn into_error(self, endpoint: &Endpoint, path: &str) -> PrsError {
+        if self.permanent {
+            PrsError::ServerFault {
+                endpoint: EndpointKind::Reward,
+                reason: format!("{}: {}", endpoint.url(path), self.reason),
+            }
+        } else {
+            endpoint.bad_response(path, self.reason)
+        }
+    }
+}
+
+const NOT_A_SCORE: &str = "numbers per position, not a score";
+
 fn items<'a>(v: Option<&'a Value>, what: &str) -> std::result::Result<&'a Vec<Value>, String> {
     v.and_then(Value::as_array)
         .ok_or_else(|| format!("{what} is not a list"))
 }
 
-/// The last number in a (possibly nested) list, or the number itself.
-fn last_number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::Array(a) => a.last().and_then(last_number),
-        _ => None,
+/// The score in a vLLM pooling result: a number, or a per-token list whose last position is
+/// a number or a one-number list. A position holding several numbers is a hidden state or a
+/// multi-label output, not a score: that is an error, never its last element.
+fn pooled_score(v: &Value) -> std::result::Result<f64, String> {
+    let last = match v {
+        Value::Array(tokens) => tokens.last().ok_or("is an empty list")?,
+        other => other,
+    };
+    let number = |n: &Value| n.as_f64().ok_or(format!("holds {n}, not a number"));
+    match last {
+        Value::Array(position) if position.len() == 1 => number(&position[0]),
+        Value::Array(position) => Err(format!(
+            "holds a vector of {} {NOT_A_SCORE}: the server returns hidden \
+             states or several labels. Serve the model as a reward model (vLLM: its reward / \
+             pooling runner with the model's score head), or use prs.reward_protocol = \
+             vllm-classify for a classifier",
+            position.len()
+        )),
+        n => number(n),
     }
 }
 
@@ -133,7 +190,7 @@ impl BatchSender {
                 let resp: Value = self.endpoint.post_json(path, &body).await?;
                 self.protocol
                     .scores(&resp, texts.len())
-                    .map_err(|reason| self.endpoint.bad_response(path, reason))
+                    .map_err(|e| e.into_error(&self.endpoint, path))
             })
             .await
     }
@@ -246,7 +303,7 @@ impl RewardClient {
                 let resp: Value = endpoint.post_json(path, &body).await?;
                 protocol
                     .scores(&resp, 1)
-                    .map_err(|reason| endpoint.bad_response(path, reason))
+                    .map_err(|e| e.into_error(&endpoint, path))
             })
             .await
             .map(|_| ())
@@ -389,6 +446,20 @@ mod tests {
             RewardProtocol::Tei.body(None, &texts),
             json!({"inputs": ["a"], "raw_scores": true})
         );
+        // pooling: a number, per-token numbers, per-token one-number lists are scores
+        let pool =
+            |data: Value| RewardProtocol::VllmPooling.scores(&json!({"data": [{"data": data}]}), 1);
+        assert_eq!(pool(json!(0.5)), Ok(vec![0.5]));
+        assert_eq!(pool(json!([0.1, 0.2, 0.7])), Ok(vec![0.7]));
+        assert_eq!(pool(json!([[0.1], [0.9]])), Ok(vec![0.9]));
+        // a hidden state per position is refused, never read as its last element
+        let e = pool(json!([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])).unwrap_err();
+        assert!(e.permanent, "{e}");
+        let reason = &e.reason;
+        assert!(reason.contains("vector of 3 numbers") && reason.contains("reward model"));
+        assert!(!pool(json!("x")).unwrap_err().permanent);
+        assert!(pool(json!([])).is_err());
+        assert!(pool(json!(["x"])).is_err());
         assert!("nope".parse::<RewardProtocol>().is_err());
     }
 }
