@@ -1,53 +1,14 @@
 //! The `prs` binary as a user runs it: the README quickstart, settings from the environment
 //! and flags, bad input, and the standalone simulator.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 
-fn prs(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prs"));
-    cmd.current_dir(dir).args(args);
-    for k in [
-        "PRS_POLICY_URL",
-        "PRS_REWARD_URL",
-        "PRS_MAX_N",
-        "PRS_POLICY_MODEL",
-    ] {
-        cmd.env_remove(k);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run prs")
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch directory holding a copy of data/ (queries write to out/ relative to it).
-fn workdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("data")).unwrap();
-    std::fs::copy(
-        root().join("data/prompts.parquet"),
-        dir.path().join("data/prompts.parquet"),
-    )
-    .unwrap();
-    dir
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::cli::{prs, root, text, workdir};
 
 /// EXPLAIN ANALYZE prints whole plan lines (never cut like wide result cells), with the
 /// sampler's request and token counters.

@@ -3,43 +3,25 @@
 //! temporary is left where a glob over the target's directory would read it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn prs_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prs"));
-    cmd.current_dir(dir).args(args);
-    for k in ["PRS_POLICY_URL", "PRS_REWARD_URL", "PRS_POLICY_MODEL"] {
-        cmd.env_remove(k);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
+mod common;
+use common::cli::{prs, prs_command, root, text, workdir};
 
-fn prs(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    prs_command(dir, args, env).output().expect("run prs")
-}
-
-fn workdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("data")).unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    std::fs::copy(
-        root.join("data/prompts.parquet"),
-        dir.path().join("data/prompts.parquet"),
-    )
-    .unwrap();
-    dir
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `prs sql --sim -q --summary-json SUMMARY ARGS` in `dir`, which must succeed; its summary.
+fn run_with_summary(dir: &Path, summary: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec![
+        "sql",
+        "--sim",
+        "-q",
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ];
+    all.extend(args);
+    let out = prs(dir, &all, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&std::fs::read(summary).unwrap()).unwrap()
 }
 
 /// Every file below `path` with its size and a hash of its bytes, in order.
@@ -257,21 +239,7 @@ fn the_summary_is_replaced_whole_after_the_data() {
     let summary = dir.path().join("summary.json");
     std::fs::write(&summary, b"{\"old\": true}").unwrap();
     let copy = "COPY (SELECT * FROM random_sample('data/prompts.parquet', 1)) TO 'out/s.parquet'";
-    let run = prs(
-        dir.path(),
-        &[
-            "sql",
-            "--sim",
-            "-q",
-            "--summary-json",
-            summary.to_str().unwrap(),
-            copy,
-        ],
-        &[],
-    );
-    assert!(run.status.success(), "{}", text(&run));
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let json = run_with_summary(dir.path(), &summary, &[copy]);
     assert_eq!(json["candidates"], 24);
     assert_eq!(
         others(dir.path(), &["data", "out", "summary.json"]),
@@ -282,29 +250,10 @@ fn the_summary_is_replaced_whole_after_the_data() {
 #[tokio::test]
 async fn a_daily_refresh_samples_only_the_new_prompts() {
     let dir = workdir();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let job = root.join("queries/daily_refresh.sql");
+    let job = root().join("queries/daily_refresh.sql");
     let job = job.to_str().unwrap();
     let summary = dir.path().join("summary.json");
-    let run = || {
-        let out = prs(
-            dir.path(),
-            &[
-                "sql",
-                "--sim",
-                "-q",
-                "--summary-json",
-                summary.to_str().unwrap(),
-                "-f",
-                job,
-            ],
-            &[],
-        );
-        assert!(out.status.success(), "{}", text(&out));
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
-        json
-    };
+    let run = || run_with_summary(dir.path(), &summary, &["-f", job]);
     let day1 = run();
     assert_eq!(day1["prompts"], 24);
     assert_eq!(day1["prompts_from_checkpoint"], 0);

@@ -1,6 +1,8 @@
 //! Fake policy and reward servers on 127.0.0.1 for the integration tests, and helpers.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
