@@ -44,24 +44,15 @@ impl RewardProtocol {
         body: &Value,
         expected: usize,
     ) -> std::result::Result<Vec<f64>, BadScores> {
-        self.read_scores(body, expected)
-            .map_err(|reason| BadScores {
-                // a vector where a score should be is how the model is served: asking again won't help
-                permanent: reason.contains(NOT_A_SCORE),
-                reason,
-            })
-    }
-
-    fn read_scores(&self, body: &Value, expected: usize) -> std::result::Result<Vec<f64>, String> {
         let scores: Vec<f64> = match self {
             Self::VllmPooling => items(body.get("data"), "data")?
                 .iter()
                 .enumerate()
                 .map(|(i, item)| {
                     let data = item.get("data").ok_or(format!("data[{i}] has no `data`"))?;
-                    pooled_score(data).map_err(|e| format!("data[{i}].data {e}"))
+                    pooled_score(data).map_err(|e| e.at(&format!("data[{i}].data")))
                 })
-                .collect::<std::result::Result<_, String>>()?,
+                .collect::<std::result::Result<_, BadScores>>()?,
             Self::VllmClassify => items(body.get("data"), "data")?
                 .iter()
                 .enumerate()
@@ -83,13 +74,11 @@ impl RewardProtocol {
                 .collect::<std::result::Result<_, String>>()?,
         };
         if scores.len() != expected {
-            return Err(format!(
-                "sent {expected} texts, got {} scores",
-                scores.len()
-            ));
+            let reason = format!("sent {expected} texts, got {} scores", scores.len());
+            return Err(reason.into());
         }
         if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
-            return Err(format!("score {i} is not a finite number"));
+            return Err(format!("score {i} is not a finite number").into());
         }
         Ok(scores)
     }
@@ -109,7 +98,25 @@ impl std::fmt::Display for BadScores {
     }
 }
 
+/// A body that is not what the protocol promises: retried like a failed request.
+impl From<String> for BadScores {
+    fn from(reason: String) -> Self {
+        BadScores {
+            reason,
+            permanent: false,
+        }
+    }
+}
+
 impl BadScores {
+    /// The same, said of `place` in the body.
+    fn at(self, place: &str) -> Self {
+        BadScores {
+            reason: format!("{place} {}", self.reason),
+            ..self
+        }
+    }
+
     /// The error of a request to `path` of `endpoint`: a permanent fault, or a bad body that
     /// is retried like a failed request.
     fn into_error(self, endpoint: &Endpoint, path: &str) -> PrsError {
@@ -124,8 +131,6 @@ impl BadScores {
     }
 }
 
-const NOT_A_SCORE: &str = "numbers per position, not a score";
-
 fn items<'a>(v: Option<&'a Value>, what: &str) -> std::result::Result<&'a Vec<Value>, String> {
     v.and_then(Value::as_array)
         .ok_or_else(|| format!("{what} is not a list"))
@@ -134,21 +139,25 @@ fn items<'a>(v: Option<&'a Value>, what: &str) -> std::result::Result<&'a Vec<Va
 /// The score in a vLLM pooling result: a number, or a per-token list whose last position is
 /// a number or a one-number list. A position holding several numbers is a hidden state or a
 /// multi-label output, not a score: that is an error, never its last element.
-fn pooled_score(v: &Value) -> std::result::Result<f64, String> {
+fn pooled_score(v: &Value) -> std::result::Result<f64, BadScores> {
     let last = match v {
-        Value::Array(tokens) => tokens.last().ok_or("is an empty list")?,
+        Value::Array(tokens) => tokens.last().ok_or("is an empty list".to_string())?,
         other => other,
     };
-    let number = |n: &Value| n.as_f64().ok_or(format!("holds {n}, not a number"));
+    let number = |n: &Value| n.as_f64().ok_or(format!("holds {n}, not a number").into());
     match last {
         Value::Array(position) if position.len() == 1 => number(&position[0]),
-        Value::Array(position) => Err(format!(
-            "holds a vector of {} {NOT_A_SCORE}: the server returns hidden \
+        // how the model is served, not a passing fault: asking again will not mend it
+        Value::Array(position) => Err(BadScores {
+            permanent: true,
+            reason: format!(
+            "holds a vector of {} numbers per position, not a score: the server returns hidden \
              states or several labels. Serve the model as a reward model (vLLM: its reward / \
              pooling runner with the model's score head), or use prs.reward_protocol = \
              vllm-classify for a classifier",
-            position.len()
-        )),
+                position.len()
+            ),
+        }),
         n => number(n),
     }
 }
