@@ -93,9 +93,9 @@ fn parse_stop(value: &str) -> Result<Vec<String>> {
 struct CompletionRequest<'a> {
     model: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<Vec<Message<'a>>>,
+    messages: Option<&'a [Message<'a>]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    prompt: Option<String>,
+    prompt: Option<&'a str>,
     n: usize,
     seed: i64,
     temperature: f64,
@@ -175,7 +175,7 @@ fn names_field(message: &str, field: &str) -> bool {
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 struct Message<'a> {
     role: &'static str,
     content: &'a str,
@@ -429,8 +429,8 @@ impl PolicyClient {
         let p = &self.params;
         CompletionRequest {
             model: ask.model,
-            messages: ask.messages.clone(),
-            prompt: ask.prompt.clone(),
+            messages: ask.messages.as_deref(),
+            prompt: ask.prompt.as_deref(),
             n: ask.n,
             seed: ask.seed,
             temperature: p.temperature,
