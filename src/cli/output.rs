@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::physical_plan::FileOutputMode;
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion_prs::durable;
@@ -113,21 +115,16 @@ fn local_path(url: &str) -> Option<PathBuf> {
     Some(std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path)))
 }
 
-/// Whether DataFusion would write `copy` to one file (as it decides from the target's name and
-/// the `single_file_output` option).
+/// Whether DataFusion would write `copy` to one file: its own rule for the target's name and
+/// the `single_file_output` option (partitioned writes are always a directory).
 fn writes_one_file(copy: &CopyTo) -> bool {
-    match copy.options.get("single_file_output").map(|v| v.trim()) {
-        Some("true") => true,
-        Some("false") => false,
-        _ => {
-            let url = copy.output_url.as_str();
-            let last = url.rsplit('/').next().unwrap_or("");
-            copy.partition_by.is_empty()
-                && !url.ends_with('/')
-                && last.contains('.')
-                && !last.ends_with('.')
-        }
-    }
+    let mode = match copy.options.get("single_file_output").map(|v| v.trim()) {
+        Some("true") => FileOutputMode::SingleFile,
+        Some("false") => FileOutputMode::Directory,
+        _ => FileOutputMode::Automatic,
+    };
+    copy.partition_by.is_empty()
+        && ListingTableUrl::parse(&copy.output_url).is_ok_and(|url| mode.single_file_output(&url))
 }
 
 /// `.NAME.KIND-PID-RANDOM` next to `target`.
