@@ -29,6 +29,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use datafusion_prs::client::{PolicyClient, RewardClient};
+use datafusion_prs::reward_input::RewardItem;
 use datafusion_prs::sampler::derive_seed;
 use datafusion_prs::stats::JobStats;
 use datafusion_prs::templates::Templates;
@@ -96,6 +97,8 @@ fn config(sim: &Sim) -> PrsConfig {
         ("reward_url", format!("http://127.0.0.1:{}", sim.port)),
         ("policy_model", "prs-sim-policy".to_string()),
         ("reward_model", "prs-sim-reward".to_string()),
+        // batched text, as the stage-by-stage reference sends; the chat runs set it apart
+        ("reward_input", "text".to_string()),
     ] {
         cfg.set_checked(k, &v, "bench").unwrap();
     }
@@ -294,7 +297,8 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
             let scores: Vec<f64> = futures::stream::iter(batches)
                 .map(|b| {
                     let reward = reward.clone();
-                    async move { reward.score(&b).await.unwrap() }
+                    let items: Vec<RewardItem> = b.into_iter().map(RewardItem::text).collect();
+                    async move { reward.score(&items).await.unwrap() }
                 })
                 .buffered(cfg.reward_max_in_flight)
                 .collect::<Vec<_>>()
@@ -472,6 +476,31 @@ async fn main() {
     )
     .await;
     report("random_sample n=16", &random);
+
+    // reward input as conversations (`messages`, one per request, as vLLM takes them) against
+    // the same engine, whose reward model batches concurrent requests as vLLM does
+    let mut chat = cfg.clone();
+    chat.set_checked("reward_input", "chat", "bench").unwrap();
+    for (name, sql, text) in [
+        (
+            "prs_sample",
+            "SELECT count(*) FROM prs_sample('prompts', 16)",
+            &prs,
+        ),
+        (
+            "random_sample",
+            "SELECT count(*) FROM random_sample('prompts', 16)",
+            &random,
+        ),
+    ] {
+        let run = run_sql(&sim, chat.clone(), prompts, sql).await;
+        report(&format!("{name} n=16, reward input as messages"), &run);
+        println!(
+            "{name}: makespan with messages / with batched text: {:.3}x; client CPU {:.2}x",
+            run.secs / text.secs,
+            run.cpu / text.cpu
+        );
+    }
     drop(sim);
 
     // the same runs against a server that ignores `n` (one choice per request), default settings

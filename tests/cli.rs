@@ -402,10 +402,10 @@ fn dry_run_counts_without_calling() {
     assert!(out.status.success(), "{}", text(&out));
     let s = String::from_utf8_lossy(&out.stdout);
     // PRS n=16 over 24 prompts: widths 8/8 in one request each plus one feedback = 3 policy
-    // requests, 2 reward batches (or 384 texts in 12 full batches of 32), at most
+    // requests, one reward request per candidate (conversations go to vLLM one each), at most
     // (16 + 1) x 1024 tokens per prompt
     assert!(
-        s.contains("total: 1 sampling call(s), 24 prompts, 72 policy requests, 12 to 48 reward requests (384 texts scored), at most 417792 generated tokens"),
+        s.contains("total: 1 sampling call(s), 24 prompts, 72 policy requests, 384 reward requests (384 texts scored), at most 417792 generated tokens"),
         "{s}"
     );
     assert!(!dir.path().join("out").exists(), "nothing written");

@@ -514,10 +514,12 @@ async fn budget_holds_for_the_whole_job_on_the_cluster() {
     let cluster = Cluster::start(2);
     // FILES = 4 tasks, 2 requests each; a prompt costs 1 generation + 1 reward request
     // (preflight probes are not counted: off, so the servers see only counted requests)
+    // (text input: one reward request holds both texts)
     let extra = [
         ("max_requests", "8"),
         ("prompt_concurrency", "1"),
         ("preflight", "false"),
+        ("reward_input", "text"),
     ];
     let ctx = cluster_ctx(&cluster, settings(&url, &extra));
     let sql = format!(

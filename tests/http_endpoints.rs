@@ -297,6 +297,7 @@ async fn all_four_reward_protocols() {
                 ("reward_protocol", protocol),
                 ("reward_model", "rm"),
                 ("reward_batch_size", "2"),
+                ("reward_input", "text"),
             ],
         )
         .await;
@@ -386,6 +387,7 @@ async fn endpoint_errors_carry_the_server_message() {
             ("on_error", "fail"),
             ("preflight", "false"),
             ("reward_batch_wait_ms", "0"),
+            ("reward_input", "text"),
         ],
     )
     .await;

@@ -129,6 +129,7 @@ async fn a_reward_that_cannot_be_read_is_null_never_zero() {
             ("retry_attempts", "3"),
             ("preflight", "false"),
             ("reward_batch_wait_ms", "0"),
+            ("reward_input", "text"),
         ],
     )
     .await;
@@ -245,6 +246,7 @@ async fn budget_stops_new_work_and_says_so() {
             ("policy_model", "m"),
             ("max_requests", "10"),
             ("prompt_concurrency", "1"),
+            ("reward_input", "text"),
         ],
     )
     .await;
@@ -256,7 +258,7 @@ async fn budget_stops_new_work_and_says_so() {
         .flatten()
         .filter(|e| e.starts_with("budget: prs.max_requests = 10 reached"))
         .count();
-    // each prompt costs 3 policy + 2 reward requests; prompts start until 10 requests are made
+    // each prompt costs 3 policy + 2 reward requests (text: one per layer); prompts start until 10 requests are made
     // (a prompt already started in another partition may finish: the overshoot is in-flight work)
     let made = fake.log.lock().unwrap().len();
     assert!(made % 5 == 0 && (10..=15).contains(&made), "{made}");
@@ -303,6 +305,7 @@ async fn reward_requests_are_micro_batched_across_prompts() {
             ("preflight", "false"),
             ("policy_model", "m"),
             ("reward_batch_wait_ms", "50"),
+            ("reward_input", "text"),
         ],
     )
     .await;

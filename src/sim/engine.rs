@@ -4,13 +4,15 @@
 //! prompts admitted in that step (`prefill_ms_per_1k_tokens`). At most `max_seqs` sequences run
 //! at once; the rest wait in a queue. Every running sequence emits one token per step and leaves
 //! when it reaches its length. Lengths come from a seeded long-tailed (Pareto) distribution. The
-//! reward model is one accelerator: batches are scored one at a time, each costing
-//! `reward_batch_ms + reward_text_ms × texts`.
+//! reward model is one accelerator that batches as vLLM does: the requests that arrived while a
+//! forward pass ran are scored together in the next one, which costs
+//! `reward_batch_ms + reward_text_ms × texts` (a request of 32 texts and 32 requests of one
+//! text that arrive together cost the same).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 /// Parameters of the engine model; `prs sim` takes each as a flag.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -126,7 +128,8 @@ struct Job {
 pub struct Engine {
     cfg: EngineConfig,
     jobs: mpsc::UnboundedSender<Job>,
-    reward_gpu: Mutex<()>,
+    /// Requests to score: (texts, done).
+    reward_gpu: mpsc::UnboundedSender<(usize, oneshot::Sender<()>)>,
     stats: Arc<std::sync::Mutex<EngineStats>>,
     log: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
 }
@@ -141,10 +144,12 @@ impl Engine {
         let stats = Arc::new(std::sync::Mutex::new(EngineStats::default()));
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         tokio::spawn(run(cfg, rx, stats.clone(), log.clone()));
+        let (reward_gpu, scoring) = mpsc::unbounded_channel();
+        tokio::spawn(score_loop(cfg, scoring));
         Engine {
             cfg,
             jobs: tx,
-            reward_gpu: Mutex::new(()),
+            reward_gpu,
             stats,
             log,
         }
@@ -186,11 +191,31 @@ impl Engine {
         }
     }
 
-    /// Score a batch of `texts` texts on the (single) reward accelerator.
+    /// Score a request of `texts` texts on the (single) reward accelerator.
     pub async fn score(&self, texts: usize) {
-        let _gpu = self.reward_gpu.lock().await;
-        let ms = self.cfg.reward_batch_ms + self.cfg.reward_text_ms * texts as f64;
+        let (done, wait) = oneshot::channel();
+        if self.reward_gpu.send((texts, done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// The reward accelerator: one forward pass at a time over every request waiting.
+async fn score_loop(
+    cfg: EngineConfig,
+    mut rx: mpsc::UnboundedReceiver<(usize, oneshot::Sender<()>)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut pass = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            pass.push(more);
+        }
+        let texts: usize = pass.iter().map(|(t, _)| t).sum();
+        let ms = cfg.reward_batch_ms + cfg.reward_text_ms * texts as f64;
         tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
+        for (_, done) in pass {
+            let _ = done.send(());
+        }
     }
 }
 

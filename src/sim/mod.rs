@@ -343,13 +343,41 @@ pub fn sim_score(text: &str) -> f64 {
     ((4.0 * coverage + noise) * 1000.0).round() / 1000.0
 }
 
-/// The texts to score, after the engine model's scoring time (if any).
+/// The texts to score, after the engine model's scoring time (if any). vLLM's `/pooling`
+/// and `/classify` also take one conversation as `messages`, which the sim renders in its
+/// model's "chat template": the UltraRM text form, so both inputs score alike.
 async fn scored_texts(sim: &Sim, body: &Value, key: &str) -> Result<Vec<String>, String> {
-    let t = texts(body, key)?;
+    let t = match body.get("messages") {
+        Some(messages) if key == "input" => vec![chat_text(messages)?],
+        _ => texts(body, key)?,
+    };
     if let Some(engine) = &sim.engine {
         engine.score(t.len()).await;
     }
     Ok(t)
+}
+
+/// One conversation in the sim reward model's template: `Human: {user}\nAssistant: {reply}`.
+fn chat_text(messages: &Value) -> Result<String, String> {
+    let turns = messages
+        .as_array()
+        .ok_or("`messages` must be a list of {role, content}")?;
+    let mut out = String::new();
+    for turn in turns {
+        let role = turn.get("role").and_then(Value::as_str);
+        let content = turn.get("content").and_then(Value::as_str);
+        match (role, content) {
+            (Some("user"), Some(c)) => out.push_str(&format!("Human: {c}\n")),
+            (Some("assistant"), Some(c)) => out.push_str(&format!("Assistant: {c}")),
+            (Some("system"), Some(_)) => {}
+            _ => {
+                return Err(format!(
+                "bad message {turn}: needs a role (user, assistant or system) and a string content"
+            ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The list of texts under `key`, or the reason it is not one.

@@ -63,6 +63,8 @@ pub enum Mode {
     RefuseTemperature,
     /// `/pooling` answers a hidden-state vector per token instead of a score
     HiddenStates,
+    /// a reward model without a chat template: `messages` get 400, as vLLM answers
+    NoChatTemplate,
 }
 
 /// The fields of an OpenAI completion request the `Strict` fake accepts.
@@ -248,17 +250,39 @@ async fn handle(
             Json(json!({"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 4}}))
                 .into_response()
         }
+        "/pooling" | "/classify"
+            if f.mode == Mode::NoChatTemplate && body.get("messages").is_some() =>
+        {
+            let detail = "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat template if the tokenizer does not define one.";
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"object": "error", "message": detail, "code": 400})),
+            )
+                .into_response()
+        }
         "/pooling" | "/classify" | "/get_reward" | "/predict" => {
-            let texts: Vec<String> = ["input", "query", "inputs"]
-                .iter()
-                .find_map(|k| body.get(*k))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|v| v.as_str().unwrap_or_default().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let texts: Vec<String> = match body.get("messages").and_then(Value::as_array) {
+                // one conversation, in this fake model's "chat template" (the UltraRM form)
+                Some(turns) => vec![turns
+                    .iter()
+                    .map(|t| match t["role"].as_str() {
+                        Some("user") => {
+                            format!("Human: {}\n", t["content"].as_str().unwrap_or_default())
+                        }
+                        _ => format!("Assistant: {}", t["content"].as_str().unwrap_or_default()),
+                    })
+                    .collect()],
+                None => ["input", "query", "inputs"]
+                    .iter()
+                    .find_map(|k| body.get(*k))
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| v.as_str().unwrap_or_default().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
             let mut scores: Vec<f64> = texts.iter().map(|t| score_of(t)).collect();
             {
                 let mut m = f.scores.lock().unwrap();

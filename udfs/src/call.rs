@@ -46,6 +46,7 @@ const LOCAL_FILE_SETTINGS: &[&str] = &[
     "revise_template_file",
     "revise_no_feedback_template_file",
     "reward_template_file",
+    "reward_chat_template_file",
 ];
 
 impl SampleCall {

@@ -18,10 +18,16 @@ pub struct PromptCost {
 }
 
 impl PromptCost {
-    /// The cost of a prompt sampled in layers of `widths` under `cfg`.
-    pub fn of(widths: &[usize], cfg: &PrsConfig) -> Self {
+    /// The cost of a prompt sampled in layers of `widths` under `cfg`; `conversations`: the
+    /// reward server is sent conversations, one per request (`reward_input = chat` as
+    /// `messages`).
+    pub fn of(widths: &[usize], cfg: &PrsConfig, conversations: bool) -> Self {
         let per_request = cfg.max_choices_per_request.max(1);
-        let batch = cfg.reward_batch_size.max(1);
+        let batch = if conversations {
+            1
+        } else {
+            cfg.reward_batch_size.max(1)
+        };
         let feedback_calls = if cfg.feedback && widths.len() > 1 {
             widths.len() as u64 - 1
         } else {
@@ -57,13 +63,16 @@ mod tests {
             cfg.set_checked(k, v, "test").unwrap();
         }
         // layers of 4 and 2: ceil(4/3) + ceil(2/3) requests + 1 feedback
-        let c = PromptCost::of(&[4, 2], &cfg);
+        let c = PromptCost::of(&[4, 2], &cfg, false);
         assert_eq!(c.policy_requests, 2 + 1 + 1);
         assert_eq!(c.reward_requests, 1 + 1);
         assert_eq!(c.reward_texts, 6);
         assert_eq!(c.max_generated_tokens, (6 + 1) * 10);
         cfg.feedback = false;
-        assert_eq!(PromptCost::of(&[4, 2], &cfg).policy_requests, 3);
-        assert_eq!(PromptCost::of(&[6], &cfg).policy_requests, 2);
+        assert_eq!(PromptCost::of(&[4, 2], &cfg, false).policy_requests, 3);
+        assert_eq!(PromptCost::of(&[6], &cfg, false).policy_requests, 2);
+        // conversations go to the reward server one per request
+        let chat = PromptCost::of(&[4, 2], &cfg, true);
+        assert_eq!((chat.reward_requests, chat.reward_batch_size), (6, 1));
     }
 }

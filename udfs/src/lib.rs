@@ -20,6 +20,8 @@
 //!   through checkpoint, preflight, budget, sampler and store; [`prompts`] reads input rows;
 //! * [`sampler`]: the algorithms (random best-of-N, PRS);
 //! * [`client`]: policy and reward HTTP clients (replicas, retries, batching);
+//!   [`reward_input`]: what the reward server is sent per response (template text, a
+//!   conversation as `messages`, or text in the model's own [`chat_template`]);
 //! * [`schema`]: the output rows; [`templates`]: prompt templates; [`source`]: input tables;
 //! * [`config`]: the `prs.*` settings; [`error`]: typed errors; [`stats`]: job and prompt
 //!   counters; [`cost`]: the dry-run cost model;
@@ -29,6 +31,7 @@
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
 
 pub mod call;
+pub mod chat_template;
 pub mod checkpoint;
 pub mod client;
 #[cfg(feature = "proto")]
@@ -40,6 +43,7 @@ pub mod error;
 pub mod exec;
 mod pipeline;
 pub mod prompts;
+pub mod reward_input;
 pub mod reward_udf;
 pub mod runtime;
 pub mod sampler;

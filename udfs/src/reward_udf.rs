@@ -68,7 +68,7 @@ impl RewardUdf {
 
     fn client(&self, cfg: &PrsConfig) -> DfResult<(Arc<RewardClient>, Templates)> {
         let key = format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             cfg.reward_url,
             cfg.reward_protocol,
             cfg.reward_model,
@@ -78,6 +78,8 @@ impl RewardUdf {
             cfg.request_timeout_secs,
             cfg.reward_template,
             cfg.reward_template_file,
+            cfg.reward_input,
+            cfg.reward_chat_template_file,
         );
         let mut guard = self
             .client
@@ -148,11 +150,11 @@ impl AsyncScalarUDFImpl for RewardUdf {
                 (RewardPreference::Never, _) | (_, None) => x.to_string(),
                 (_, Some(z)) => format!("{x}\n\n{z}"),
             };
-            texts.push(templates.reward.render(&[
-                ("prompt", &prompt_text),
-                ("response", response.value(row)),
-                ("preference", pref.unwrap_or("")),
-            ]));
+            texts.push(templates.reward.item(
+                &prompt_text,
+                response.value(row),
+                pref.unwrap_or(""),
+            )?);
             which.push(row);
         }
         let scores = client.score(&texts).await?;

@@ -17,6 +17,7 @@ use crate::schema::output_schema;
 use crate::single_flight::{flight_for, Flight};
 use crate::source::InputColumns;
 use crate::stats::{Budget, JobStats};
+use crate::templates::RewardFormat;
 use crate::templates::Templates;
 
 /// A planned call with everything it needs to run. Building it calls nothing.
@@ -119,7 +120,8 @@ impl CallRuntime {
 
     /// What one prompt costs when the servers honour `n`.
     pub fn cost_per_prompt(&self) -> PromptCost {
-        PromptCost::of(&self.sampler.widths, &self.call.cfg)
+        let conversations = matches!(self.sampler.templates.reward, RewardFormat::Messages);
+        PromptCost::of(&self.sampler.widths, &self.call.cfg, conversations)
     }
 
     /// Run the preflight check once per call (before its first request); later callers get the
@@ -134,7 +136,9 @@ impl CallRuntime {
         };
         cell.get_or_init(|| async {
             self.policy.preflight().await.map_err(inner)?;
-            self.reward.preflight().await.map_err(inner)
+            let probe = self.sampler.templates.reward.item("ping", "pong", "");
+            let probe = probe.map_err(inner)?;
+            self.reward.preflight(&probe).await.map_err(inner)
         })
         .await
         .clone()
@@ -175,10 +179,16 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
             "feedback": t.feedback.source(),
             "revise": t.revise.source(),
             "revise_no_feedback": t.revise_no_feedback.source(),
-            "reward": t.reward.source(),
         },
         "id_type": id_type.to_string(),
     });
+    // text input keeps its old place, so that checkpoints of text-mode calls stay valid
+    match &t.reward {
+        RewardFormat::Text(template) => {
+            description["templates"]["reward"] = template.source().into()
+        }
+        chat => description["reward_input"] = chat.describe(),
+    }
     // only when set, so that calls without it keep their checkpoints
     let extra_body = cfg.policy_extra_body.trim();
     if !extra_body.is_empty() {

@@ -4,8 +4,11 @@
 //! model wrote (a prompt holding `{answer}`, a response holding `{feedback}`) is inserted
 //! verbatim and never expanded again. Braces that do not name a known placeholder stay as is.
 
+use crate::chat_template::ChatTemplate;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
+use crate::reward_input::{RewardItem, RewardMode};
+use serde_json::{json, Value};
 
 /// Built-in feedback template: the policy judges the best answer so far against the preference.
 pub const FEEDBACK_TEMPLATE: &str = "\
@@ -159,7 +162,8 @@ pub struct Templates {
     pub feedback: Template,
     pub revise: Template,
     pub revise_no_feedback: Template,
-    pub reward: Template,
+    /// What the reward server is sent for each response.
+    pub reward: RewardFormat,
 }
 
 fn text_or_file(setting: &str, file: &str, inline: &str) -> Result<String> {
@@ -182,6 +186,9 @@ pub struct TemplateTexts {
     pub revise: String,
     pub revise_no_feedback: String,
     pub reward: String,
+    /// `prs.reward_input` resolved at planning, with the chat template it reads.
+    #[serde(default)]
+    pub reward_input: RewardMode,
 }
 
 impl TemplateTexts {
@@ -213,6 +220,7 @@ impl TemplateTexts {
                 &cfg.reward_template_file,
                 &cfg.reward_template,
             )?,
+            reward_input: RewardMode::resolve(cfg)?,
         })
     }
 }
@@ -234,23 +242,68 @@ impl Templates {
                 SAMPLE_SLOTS,
                 &["answer"],
             )?,
-            reward: Template::parse(
+            reward: RewardFormat::parse(&t.reward, &t.reward_input)?,
+        })
+    }
+}
+
+/// How responses become reward input, ready to use.
+#[derive(Debug, Clone)]
+pub enum RewardFormat {
+    Text(Template),
+    Messages,
+    Rendered(Box<ChatTemplate>),
+}
+
+impl RewardFormat {
+    /// Build the format of `mode`; `text` is the reward template (used in text mode).
+    pub fn parse(text: &str, mode: &RewardMode) -> Result<Self> {
+        Ok(match mode {
+            RewardMode::Text => RewardFormat::Text(Template::parse(
                 "prs.reward_template",
-                &t.reward,
+                text,
                 &["prompt", "response", "preference"],
                 &["response"],
-            )?,
+            )?),
+            RewardMode::Messages => RewardFormat::Messages,
+            RewardMode::Rendered(t) => RewardFormat::Rendered(Box::new(ChatTemplate::compile(t)?)),
         })
     }
 
-    /// The texts these templates were parsed from.
-    pub fn texts(&self) -> TemplateTexts {
-        TemplateTexts {
-            prompt: self.prompt.source().to_string(),
-            feedback: self.feedback.source().to_string(),
-            revise: self.revise.source().to_string(),
-            revise_no_feedback: self.revise_no_feedback.source().to_string(),
-            reward: self.reward.source().to_string(),
+    /// What the server is sent for `response` to `prompt` (which carries the preference where
+    /// the settings say so).
+    pub fn item(&self, prompt: &str, response: &str, preference: &str) -> Result<RewardItem> {
+        Ok(match self {
+            RewardFormat::Text(t) => RewardItem::text(t.render(&[
+                ("prompt", prompt),
+                ("response", response),
+                ("preference", preference),
+            ])),
+            RewardFormat::Messages => RewardItem::Chat {
+                user: prompt.to_string(),
+                assistant: response.to_string(),
+            },
+            RewardFormat::Rendered(t) => {
+                let text = t.render(prompt, response)?;
+                RewardItem::Text {
+                    has_bos: t.starts_with_bos(&text),
+                    text,
+                }
+            }
+        })
+    }
+
+    /// What the fingerprint records of this format: the mode and its template text.
+    pub fn describe(&self) -> Value {
+        match self {
+            RewardFormat::Text(t) => json!({ "input": "text", "template": t.source() }),
+            RewardFormat::Messages => json!({ "input": "chat", "template": "(the server's)" }),
+            RewardFormat::Rendered(t) => json!({
+                "input": "chat",
+                "template": t.text().source,
+                "bos_token": t.text().bos_token,
+                "eos_token": t.text().eos_token,
+            }),
         }
     }
 }
@@ -298,9 +351,15 @@ mod tests {
 
     #[test]
     fn defaults_parse() {
-        let t = Templates::from_config(&PrsConfig::default()).unwrap();
-        let r = t.reward.render(&[("prompt", "hi"), ("response", "yo")]);
-        assert_eq!(r, "Human: hi\nAssistant: yo");
+        let cfg = PrsConfig::default()
+            .with_options("reward_input=text", "test")
+            .unwrap();
+        let t = Templates::from_config(&cfg).unwrap();
+        let r = t.reward.item("hi", "yo", "").unwrap();
+        assert_eq!(
+            r,
+            crate::reward_input::RewardItem::text("Human: hi\nAssistant: yo")
+        );
         let f = t.revise.render(&[
             ("question", "Q"),
             ("answer", "A"),

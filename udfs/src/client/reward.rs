@@ -6,13 +6,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Endpoint;
 use crate::config::PrsConfig;
 pub use crate::config::RewardProtocol;
 use crate::error::{EndpointKind, PrsError, Result};
+use crate::reward_input::RewardItem;
 use crate::stats::{JobStats, PromptTally};
 
 /// The wire format of each protocol (the setting itself is [`RewardProtocol`]).
@@ -24,18 +25,6 @@ impl RewardProtocol {
             Self::OpenRlhf => "get_reward",
             Self::Tei => "predict",
         }
-    }
-
-    fn body(&self, model: Option<&str>, texts: &[String]) -> Value {
-        let mut body = match self {
-            Self::VllmPooling | Self::VllmClassify => json!({ "input": texts }),
-            Self::OpenRlhf => json!({ "query": texts }),
-            Self::Tei => json!({ "inputs": texts, "raw_scores": true }),
-        };
-        if let (Some(m), Self::VllmPooling | Self::VllmClassify) = (model, self) {
-            body["model"] = json!(m);
-        }
-        body
     }
 
     /// Read one score per text from a response body; never invents a value.
@@ -183,9 +172,9 @@ struct BatchSender {
 }
 
 impl BatchSender {
-    async fn score_batch(&self, texts: &[String]) -> Result<Vec<f64>> {
+    async fn score_batch(&self, texts: &[RewardItem]) -> Result<Vec<f64>> {
         let path = self.protocol.path();
-        let body = self.protocol.body(self.model.as_deref(), texts);
+        let body = RewardItem::body(self.protocol, self.model.as_deref(), texts)?;
         // the limit counts texts being scored, not requests
         let _permit = self
             .in_flight
@@ -204,9 +193,15 @@ impl BatchSender {
             .await
     }
 
-    /// Score in batches of `batch_size`, sent concurrently.
-    async fn score_all(&self, texts: &[String], batch_size: usize) -> Result<Vec<f64>> {
-        let batches = texts.chunks(batch_size.max(1)).map(|b| self.score_batch(b));
+    /// Score in batches of `batch_size` (conversations one per request: vLLM takes one per
+    /// request), sent concurrently.
+    async fn score_all(&self, texts: &[RewardItem], batch_size: usize) -> Result<Vec<f64>> {
+        let per_request = if texts.iter().any(RewardItem::is_chat) {
+            1
+        } else {
+            batch_size.max(1)
+        };
+        let batches = texts.chunks(per_request).map(|b| self.score_batch(b));
         let parts = try_join_all(batches).await?;
         Ok(parts.into_iter().flatten().collect())
     }
@@ -214,7 +209,7 @@ impl BatchSender {
 
 /// Texts waiting to be scored together with other callers' texts.
 struct Pending {
-    texts: Vec<String>,
+    texts: Vec<RewardItem>,
     reply: oneshot::Sender<std::result::Result<Vec<f64>, Arc<PrsError>>>,
 }
 
@@ -277,11 +272,13 @@ impl RewardClient {
 
     /// Check that the server scores one text with the configured protocol, and for vLLM with a
     /// configured model, that `GET {url}/v1/models` lists it.
-    pub async fn preflight(&self) -> Result<()> {
-        super::check_replicas(&self.sender.endpoint, |ep| self.preflight_one(ep)).await
+    /// `probe` is a response in the call's reward input, so the check covers the input mode
+    /// too (a server without a chat template refuses `messages`).
+    pub async fn preflight(&self, probe: &RewardItem) -> Result<()> {
+        super::check_replicas(&self.sender.endpoint, |ep| self.preflight_one(ep, probe)).await
     }
 
-    async fn preflight_one(&self, endpoint: super::Endpoint) -> Result<()> {
+    async fn preflight_one(&self, endpoint: super::Endpoint, probe: &RewardItem) -> Result<()> {
         let protocol = self.sender.protocol;
         if let (Some(model), RewardProtocol::VllmPooling | RewardProtocol::VllmClassify) =
             (&self.sender.model, protocol)
@@ -304,9 +301,12 @@ impl RewardClient {
                 )));
             }
         }
-        let probe = vec!["Human: ping\nAssistant: pong".to_string()];
         let path = protocol.path();
-        let body = protocol.body(self.sender.model.as_deref(), &probe);
+        let body = RewardItem::body(
+            protocol,
+            self.sender.model.as_deref(),
+            std::slice::from_ref(probe),
+        )?;
         endpoint
             .twice(|| async {
                 let resp: Value = endpoint.post_json(path, &body).await?;
@@ -317,21 +317,33 @@ impl RewardClient {
             .await
             .map(|_| ())
             .map_err(|e| match e {
-                e @ PrsError::BadResponse { .. } => PrsError::Preflight(format!(
-                    "{e} (is prs.reward_protocol = {} right?)",
-                    protocol.as_str()
+                e @ (PrsError::BadResponse { .. }
+                | PrsError::Status {
+                    status: 400 | 404 | 422,
+                    ..
+                }) => PrsError::Preflight(format!(
+                    "{e} (is prs.reward_protocol = {} right?{})",
+                    protocol.as_str(),
+                    if probe.is_chat() {
+                        " The server is sent conversations as `messages` \
+                             (prs.reward_input = chat): it needs the model's chat template, \
+                             else set prs.reward_chat_template_file or reward_input = text"
+                    } else {
+                        ""
+                    }
                 )),
                 other => other,
             })
     }
 
-    /// Score texts, in order.
-    pub async fn score(&self, texts: &[String]) -> Result<Vec<f64>> {
+    /// Score responses, in order.
+    pub async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>> {
         if texts.is_empty() {
             return Ok(vec![]);
         }
         let started = std::time::Instant::now();
-        let out = if self.wait.is_zero() {
+        // conversations go one per request: nothing to gather
+        let out = if self.wait.is_zero() || texts.iter().any(RewardItem::is_chat) {
             self.sender.score_all(texts, self.batch_size).await
         } else {
             let (reply, answer) = oneshot::channel();
@@ -383,7 +395,8 @@ async fn batcher(
         }
         let sender = sender.clone();
         tokio::spawn(async move {
-            let texts: Vec<String> = group.iter().flat_map(|p| p.texts.iter().cloned()).collect();
+            let texts: Vec<RewardItem> =
+                group.iter().flat_map(|p| p.texts.iter().cloned()).collect();
             match sender.score_all(&texts, batch_size).await {
                 Ok(scores) => {
                     let mut rest = scores.into_iter();
@@ -406,6 +419,7 @@ async fn batcher(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parses_all_four_protocols() {
@@ -441,20 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn request_bodies() {
-        let texts = vec!["a".to_string()];
-        assert_eq!(
-            RewardProtocol::VllmPooling.body(Some("rm"), &texts),
-            json!({"input": ["a"], "model": "rm"})
-        );
-        assert_eq!(
-            RewardProtocol::OpenRlhf.body(Some("rm"), &texts),
-            json!({"query": ["a"]})
-        );
-        assert_eq!(
-            RewardProtocol::Tei.body(None, &texts),
-            json!({"inputs": ["a"], "raw_scores": true})
-        );
+    fn pooled_scores() {
         // pooling: a number, per-token numbers, per-token one-number lists are scores
         let pool =
             |data: Value| RewardProtocol::VllmPooling.scores(&json!({"data": [{"data": data}]}), 1);

@@ -135,6 +135,20 @@ choice! {
     }
 }
 
+choice! {
+    /// What the reward server is sent for each response (`prs.reward_input`).
+    RewardInput, setting = "reward_input" {
+        /// `chat` for vllm-pooling and vllm-classify, or wherever reward_chat_template_file is
+        /// set; `text` for the other protocols, or when reward_template(_file) is set.
+        Auto = "auto",
+        /// The text of `reward_template`, many per request.
+        Text = "text",
+        /// The conversation in the reward model's own chat template: rendered by the client
+        /// from reward_chat_template_file, else sent as `messages` for the server to apply.
+        Chat = "chat",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,14 @@ use crate::error::{PrsError, Result};
 
 mod choices;
 
-pub use choices::{OnError, PolicyApi, PolicyN, RewardPreference, RewardProtocol};
+pub use choices::{OnError, PolicyApi, PolicyN, RewardInput, RewardPreference, RewardProtocol};
 
 /// The default preference used when the input table has no preference column.
 pub const DEFAULT_PREFERENCE: &str =
     "I prefer answers that are accurate, helpful and clearly organised, with as much detail as the question calls for.";
+
+/// The default reward text (`prs.reward_template`): the reference's UltraRM form.
+pub const REWARD_TEMPLATE: &str = "Human: {prompt}\nAssistant: {response}";
 
 extensions_options! {
     /// The fields of [`PrsConfig`] (reached through `Deref`).
@@ -95,9 +98,13 @@ extensions_options! {
         /// Reward protocol: vllm-pooling, vllm-classify, openrlhf or tei
         pub reward_protocol: RewardProtocol, default = RewardProtocol::VllmPooling
         /// Text scored by the reward model; placeholders {prompt} {response} {preference}
-        pub reward_template: String, default = "Human: {prompt}\nAssistant: {response}".to_string()
+        pub reward_template: String, default = REWARD_TEMPLATE.to_string()
         /// File whose text replaces reward_template (empty = unused)
         pub reward_template_file: String, default = String::new()
+        /// What the reward model is sent: auto, text (reward_template) or chat (the conversation in the model's own chat template)
+        pub reward_input: RewardInput, default = RewardInput::Auto
+        /// Hugging Face tokenizer_config.json or .jinja file with the reward model's chat template, rendered here (empty = the server applies its own)
+        pub reward_chat_template_file: String, default = String::new()
         /// Whether {prompt} in the reward text carries the preference: auto (only per-row preferences), always or never
         pub reward_preference: RewardPreference, default = RewardPreference::Auto
         /// Texts per reward request

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::client::{Choice, PolicyClient, RewardClient, Usage};
 use crate::error::Result;
+use crate::reward_input::RewardItem;
 use crate::templates::Templates;
 
 pub use crate::config::{OnError, RewardPreference};
@@ -85,8 +86,8 @@ pub trait Policy: Send + Sync {
 /// The reward model as the samplers see it.
 #[async_trait]
 pub trait Reward: Send + Sync {
-    /// One score per text, in order.
-    async fn score(&self, texts: &[String]) -> Result<Vec<f64>>;
+    /// One score per response, in order.
+    async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>>;
     fn model_label(&self) -> String;
 }
 
@@ -105,7 +106,7 @@ impl Policy for PolicyClient {
 
 #[async_trait]
 impl Reward for RewardClient {
-    async fn score(&self, texts: &[String]) -> Result<Vec<f64>> {
+    async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>> {
         RewardClient::score(self, texts).await
     }
     fn model_label(&self) -> String {

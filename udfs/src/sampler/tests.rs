@@ -57,7 +57,17 @@ fn fake_score(text: &str) -> f64 {
 
 #[async_trait]
 impl Reward for FakeReward {
-    async fn score(&self, texts: &[String]) -> Result<Vec<f64>> {
+    async fn score(&self, items: &[RewardItem]) -> Result<Vec<f64>> {
+        // the conversation as a server with the UltraRM template would render it
+        let texts: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                RewardItem::Text { text, .. } => text.clone(),
+                RewardItem::Chat { user, assistant } => {
+                    format!("Human: {user}\nAssistant: {assistant}")
+                }
+            })
+            .collect();
         let call = {
             let mut c = self.calls.lock().unwrap();
             *c += 1;

@@ -310,18 +310,22 @@ impl<'a> Tree<'a> {
         let scored: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].error.is_none())
             .collect();
-        let texts: Vec<String> = scored
+        let texts = scored
             .iter()
             .map(|&i| {
-                self.s.templates.reward.render(&[
-                    ("prompt", &self.reward_prompt),
-                    ("response", rows[i].response.as_deref().unwrap_or("")),
-                    ("preference", self.preference.unwrap_or("")),
-                ])
+                self.s.templates.reward.item(
+                    &self.reward_prompt,
+                    rows[i].response.as_deref().unwrap_or(""),
+                    self.preference.unwrap_or(""),
+                )
             })
-            .collect();
-        self.reward_texts += texts.len() as u64;
-        let scores = self.s.reward.score(&texts).await.and_then(|scores| {
+            .collect::<Result<Vec<_>>>();
+        self.reward_texts += scored.len() as u64;
+        let scores = match texts {
+            Ok(texts) => self.s.reward.score(&texts).await,
+            Err(e) => Err(e),
+        };
+        let scores = scores.and_then(|scores| {
             if scores.len() == scored.len() {
                 Ok(scores)
             } else {
