@@ -5,7 +5,8 @@
 //! * `random_sample(source, n [, options])`: best-of-N random sampling;
 //! * `prs_sample(source, n [, options])`: PRS, preference-guided reflective sampling (a tree of
 //!   samples where each layer revises the best-so-far using the policy's own feedback);
-//! * `reward(prompt, response [, preference])`: score any rows through the reward endpoint.
+//! * `reward(prompt, response [, preference])`: score any rows through the reward endpoint;
+//! * `reward_input(prompt, response [, preference])`: what `reward` would send, unsent.
 //!
 //! Register everything on a context with [`register`], or start from [`session_context`];
 //! settings live in [`PrsConfig`] (`prs.*`).
@@ -27,7 +28,7 @@
 //!   counters; [`cost`]: the dry-run cost model;
 //! * [`checkpoint`]: durable per-prompt resume; [`single_flight`]: identical work shared
 //!   within a process; [`durable`]: fsync-then-rename file operations;
-//! * [`reward_udf`]: the `reward()` scalar UDF;
+//! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs;
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
 
 pub mod call;
@@ -77,6 +78,7 @@ pub fn register(ctx: &SessionContext) {
         Arc::new(table_function::SampleFunction::new(Method::Prs)),
     );
     ctx.register_udf(reward_udf::reward_udf());
+    ctx.register_udf(reward_udf::reward_input_udf());
 }
 
 /// Like [`register`], for a client whose plans run on other machines (a Ballista cluster):

@@ -105,6 +105,23 @@ impl RewardItem {
         }
     }
 
+    /// The item as a person reads it: the text, or the conversation as JSON `messages`.
+    pub fn shown(&self) -> String {
+        match self {
+            RewardItem::Text { text, .. } => text.clone(),
+            RewardItem::Chat { user, assistant } => {
+                #[derive(Serialize)]
+                struct Turn<'a> {
+                    role: &'a str,
+                    content: &'a str,
+                }
+                let turns = [("user", user), ("assistant", assistant)]
+                    .map(|(role, content)| Turn { role, content });
+                serde_json::to_string(&turns).unwrap_or_default()
+            }
+        }
+    }
+
     pub fn is_chat(&self) -> bool {
         matches!(self, RewardItem::Chat { .. })
     }

@@ -2,11 +2,14 @@
 //!
 //! An async scalar UDF: each batch it receives is scored in reward batches sent concurrently.
 //! Rows whose prompt or response is null get a null reward and cause no request.
+//!
+//! `reward_input(prompt, response [, preference])`: what `reward` would send for each row under
+//! the current settings (the text, or the conversation as JSON `messages`), without sending it.
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, Float64Array};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{internal_datafusion_err, internal_err};
@@ -19,6 +22,7 @@ use datafusion::logical_expr::{
 
 use crate::client::RewardClient;
 use crate::config::PrsConfig;
+use crate::reward_input::RewardItem;
 use crate::sampler::RewardPreference;
 use crate::templates::Templates;
 
@@ -120,48 +124,98 @@ impl AsyncScalarUDFImpl for RewardUdf {
     async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let cfg = PrsConfig::from_session(&args.config_options)?;
         let (client, templates) = self.client(&cfg)?;
-        let mode = cfg.reward_preference;
-        let rows = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| {
-                let arr = a.to_array(rows)?;
-                Ok(cast(&arr, &DataType::Utf8)?)
-            })
-            .collect::<DfResult<Vec<_>>>()?;
-        let prompt = arrays[0].as_string::<i32>();
-        let response = arrays[1].as_string::<i32>();
-        let preference = arrays.get(2).map(|a| a.as_string::<i32>());
-
-        let mut texts = Vec::with_capacity(rows);
-        let mut which = Vec::with_capacity(rows);
-        for row in 0..rows {
-            if prompt.is_null(row) || response.is_null(row) {
-                continue;
-            }
-            let pref = preference
-                .filter(|p| p.is_valid(row))
-                .map(|p| p.value(row))
-                .filter(|p| !p.trim().is_empty());
-            let x = prompt.value(row);
-            // a preference given as an argument is a per-row preference
-            let prompt_text = match (mode, pref) {
-                (RewardPreference::Never, _) | (_, None) => x.to_string(),
-                (_, Some(z)) => format!("{x}\n\n{z}"),
-            };
-            texts.push(templates.reward.item(
-                &prompt_text,
-                response.value(row),
-                pref.unwrap_or(""),
-            )?);
-            which.push(row);
-        }
+        let (texts, which) = row_items(&args, &templates, cfg.reward_preference)?;
         let scores = client.score(&texts).await?;
-        let mut out = vec![None; rows];
+        let mut out = vec![None; args.number_rows];
         for (row, score) in which.into_iter().zip(scores) {
             out[row] = Some(score);
         }
         Ok(ColumnarValue::Array(Arc::new(Float64Array::from(out))))
+    }
+}
+
+/// What the reward server is sent for each row of `args` (prompt, response [, preference]),
+/// with the row each belongs to; rows with a null prompt or response have none.
+fn row_items(
+    args: &ScalarFunctionArgs,
+    templates: &Templates,
+    mode: RewardPreference,
+) -> DfResult<(Vec<RewardItem>, Vec<usize>)> {
+    let rows = args.number_rows;
+    let arrays = args
+        .args
+        .iter()
+        .map(|a| {
+            let arr = a.to_array(rows)?;
+            Ok(cast(&arr, &DataType::Utf8)?)
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    let prompt = arrays[0].as_string::<i32>();
+    let response = arrays[1].as_string::<i32>();
+    let preference = arrays.get(2).map(|a| a.as_string::<i32>());
+    let mut items = Vec::with_capacity(rows);
+    let mut which = Vec::with_capacity(rows);
+    for row in 0..rows {
+        if prompt.is_null(row) || response.is_null(row) {
+            continue;
+        }
+        let pref = preference
+            .filter(|p| p.is_valid(row))
+            .map(|p| p.value(row))
+            .filter(|p| !p.trim().is_empty());
+        let x = prompt.value(row);
+        // a preference given as an argument is a per-row preference
+        let prompt_text = match (mode, pref) {
+            (RewardPreference::Never, _) | (_, None) => x.to_string(),
+            (_, Some(z)) => format!("{x}\n\n{z}"),
+        };
+        items.push(
+            templates
+                .reward
+                .item(&prompt_text, response.value(row), pref.unwrap_or(""))?,
+        );
+        which.push(row);
+    }
+    Ok((items, which))
+}
+
+/// The `reward_input` function, ready to register.
+pub fn reward_input_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(RewardInputUdf {
+        signature: Signature::one_of(
+            vec![TypeSignature::String(2), TypeSignature::String(3)],
+            // reads template files named by settings
+            Volatility::Stable,
+        ),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RewardInputUdf {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RewardInputUdf {
+    fn name(&self) -> &str {
+        "reward_input"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let cfg = PrsConfig::from_session(&args.config_options)?;
+        let templates = Templates::from_config(&cfg)?;
+        let (items, which) = row_items(&args, &templates, cfg.reward_preference)?;
+        let mut out: Vec<Option<String>> = vec![None; args.number_rows];
+        for (row, item) in which.into_iter().zip(items) {
+            out[row] = Some(item.shown());
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
     }
 }
