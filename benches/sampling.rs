@@ -15,6 +15,8 @@
 //! * from the simulator's own counters, where each gap to the lower bound went (prefill,
 //!   under-full steps, no step running) and the makespan of the same sequences all queued at
 //!   once, the floor for a client that cannot know response lengths;
+//! * reward input sent as `messages` (one per request) against batched text, on an engine whose
+//!   reward model merges concurrent requests as vLLM does;
 //! * peak RSS of the CLI streaming Parquet to Parquet (`PRS_BENCH_RSS_PROMPTS`, default
 //!   1000,100000).
 //!
@@ -477,30 +479,6 @@ async fn main() {
     .await;
     report("random_sample n=16", &random);
 
-    // reward input as conversations (`messages`, one per request, as vLLM takes them) against
-    // the same engine, whose reward model batches concurrent requests as vLLM does
-    let mut chat = cfg.clone();
-    chat.set_checked("reward_input", "chat", "bench").unwrap();
-    for (name, sql, text) in [
-        (
-            "prs_sample",
-            "SELECT count(*) FROM prs_sample('prompts', 16)",
-            &prs,
-        ),
-        (
-            "random_sample",
-            "SELECT count(*) FROM random_sample('prompts', 16)",
-            &random,
-        ),
-    ] {
-        let run = run_sql(&sim, chat.clone(), prompts, sql).await;
-        report(&format!("{name} n=16, reward input as messages"), &run);
-        println!(
-            "{name}: makespan with messages / with batched text: {:.3}x; client CPU {:.2}x",
-            run.secs / text.secs,
-            run.cpu / text.cpu
-        );
-    }
     drop(sim);
 
     // the same runs against a server that ignores `n` (one choice per request), default settings
@@ -526,6 +504,37 @@ async fn main() {
         );
     }
     drop(ignoring);
+
+    // reward input as conversations (`messages`, one per request, as vLLM takes them) against
+    // batched text, on an engine whose reward model merges concurrent requests as vLLM does
+    let merging = start_sim(true, &["--reward-merge-requests"]).await;
+    let text = config(&merging);
+    let mut chat = text.clone();
+    chat.set_checked("reward_input", "chat", "bench").unwrap();
+    for (name, sql) in [
+        (
+            "prs_sample",
+            "SELECT count(*) FROM prs_sample('prompts', 16)",
+        ),
+        (
+            "random_sample",
+            "SELECT count(*) FROM random_sample('prompts', 16)",
+        ),
+    ] {
+        let batched = run_sql(&merging, text.clone(), prompts, sql).await;
+        report(
+            &format!("{name} n=16, batched text, vLLM-like RM"),
+            &batched,
+        );
+        let run = run_sql(&merging, chat.clone(), prompts, sql).await;
+        report(&format!("{name} n=16, messages, vLLM-like RM"), &run);
+        println!(
+            "{name}: makespan with messages / with batched text: {:.3}x; client CPU {:.2}x",
+            run.secs / batched.secs,
+            run.cpu / batched.cpu
+        );
+    }
+    drop(merging);
 
     let instant = start_sim(false, &[]).await;
     let cfg = config(&instant);

@@ -293,3 +293,103 @@ async fn sigkill_and_rerun_loses_nothing_finished() {
     assert_eq!(a.num_rows(), 160);
     assert_eq!(table(&a), table(&b));
 }
+
+/// The key of a policy request as the fake saw it: what was asked, how many, which seed.
+fn policy_request_keys(f: &Fake) -> Vec<String> {
+    requests(f, "/chat/completions")
+        .iter()
+        .map(|r| format!("{}|{}|{}", user_text(&r.body), r.body["n"], r.body["seed"]))
+        .collect()
+}
+
+/// With the answers journal, a SIGKILL loses only the requests in flight: a re-run sends again
+/// at most as many policy requests as could be in flight at the kill (here 4), never the layers
+/// and feedback the killed run had been answered, and the final output equals an uninterrupted
+/// run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_repeats_only_the_requests_in_flight() {
+    let (url, fake) = start(Mode::Slow).await;
+    let work = tempfile::tempdir().unwrap();
+    let prompts = work.path().join("p.parquet");
+    SessionContext::new()
+        .sql(&format!(
+            "COPY (SELECT value AS id, 'Prompt number ' || CAST(value AS VARCHAR) AS prompt FROM generate_series(1, 24)) TO '{}'",
+            prompts.display()
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    const IN_FLIGHT: usize = 4;
+    let run = |out: &str, ck: &Path| {
+        let sql = format!(
+            "COPY (SELECT * FROM prs_sample('{}', 4)) TO '{out}'",
+            prompts.display()
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prs"));
+        cmd.current_dir(work.path())
+            .args([
+                "sql",
+                "--policy-url",
+                &format!("{url}/v1"),
+                "--reward-url",
+                &url,
+            ])
+            .args(["--set", &format!("checkpoint_dir={}", ck.display())])
+            // at most 4 sequences (so at most 4 requests) in flight; 8 prompts at once
+            .args(["--set", &format!("max_in_flight={IN_FLIGHT}")])
+            .args(["--set", "prompt_concurrency=8", &sql])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    let ck = work.path().join("ck");
+    let mut asked_before: std::collections::HashSet<String> = Default::default();
+    let mut repeated = 0;
+    let kills = [400u64, 700, 1000];
+    for kill_after_ms in kills {
+        let mut child = run("out.parquet", &ck).spawn().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(kill_after_ms)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let asked = policy_request_keys(&fake);
+        repeated += asked.iter().filter(|k| asked_before.contains(*k)).count();
+        asked_before.extend(asked);
+        clear(&fake);
+    }
+    let status = run("out.parquet", &ck).status().unwrap();
+    assert!(status.success());
+    let asked = policy_request_keys(&fake);
+    repeated += asked.iter().filter(|k| asked_before.contains(*k)).count();
+    asked_before.extend(asked);
+    let total = asked_before.len();
+    assert!(
+        repeated <= IN_FLIGHT * kills.len(),
+        "{repeated} policy requests sent again after {} kills ({} distinct asked)",
+        kills.len(),
+        total
+    );
+    eprintln!("repeated {repeated} of {total} distinct policy requests");
+    // (and the kills did interrupt work in progress: the test means something)
+    assert!(
+        asked_before.len() >= 12,
+        "{} asked before the last kill",
+        asked_before.len()
+    );
+
+    let status = run("clean.parquet", &work.path().join("ck-clean"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ctx = SessionContext::new().enable_url_table();
+    let q = |f: &str| {
+        format!(
+            "SELECT prompt_id, sample_index, layer, parent_index, response, reward, is_best, seed, feedback FROM '{}' ORDER BY prompt_id, sample_index",
+            work.path().join(f).display()
+        )
+    };
+    let a = rows(&ctx, &q("out.parquet")).await;
+    assert_eq!(a.num_rows(), 96);
+    assert_eq!(table(&a), table(&rows(&ctx, &q("clean.parquet")).await));
+}

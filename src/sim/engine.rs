@@ -4,10 +4,11 @@
 //! prompts admitted in that step (`prefill_ms_per_1k_tokens`). At most `max_seqs` sequences run
 //! at once; the rest wait in a queue. Every running sequence emits one token per step and leaves
 //! when it reaches its length. Lengths come from a seeded long-tailed (Pareto) distribution. The
-//! reward model is one accelerator that batches as vLLM does: the requests that arrived while a
-//! forward pass ran are scored together in the next one, which costs
-//! `reward_batch_ms + reward_text_ms × texts` (a request of 32 texts and 32 requests of one
-//! text that arrive together cost the same).
+//! reward model is one accelerator that scores one request at a time (as OpenRLHF's reward
+//! server and a Hugging Face pipeline do), each costing `reward_batch_ms + reward_text_ms ×
+//! texts`; with `reward_merge_requests`, it batches as vLLM does: the requests that arrived while
+//! a forward pass ran are scored together in the next one (up to `max_seqs` texts), so a request
+//! of 32 texts and 32 requests of one text that arrive together cost the same.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,10 @@ pub struct EngineConfig {
     /// Added cost per text in a reward batch, milliseconds
     #[arg(long, default_value_t = 0.2)]
     pub reward_text_ms: f64,
+    /// Reward model: score the requests waiting together in one forward pass, as vLLM does
+    /// (default: one request at a time)
+    #[arg(long)]
+    pub reward_merge_requests: bool,
     /// Answer every request with one choice whatever its `n`, as transformers serve,
     /// llama.cpp and Ollama do
     #[arg(long)]
@@ -200,17 +205,36 @@ impl Engine {
     }
 }
 
-/// The reward accelerator: one forward pass at a time over every request waiting.
+/// The reward accelerator: one forward pass at a time, over one request or (merging) the
+/// requests waiting.
 async fn score_loop(
     cfg: EngineConfig,
     mut rx: mpsc::UnboundedReceiver<(usize, oneshot::Sender<()>)>,
 ) {
-    while let Some(first) = rx.recv().await {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(f) => f,
+            None => match rx.recv().await {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        let mut texts = first.0;
         let mut pass = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            pass.push(more);
+        while cfg.reward_merge_requests && texts < cfg.max_seqs.max(1) {
+            match rx.try_recv() {
+                Ok(more) if texts + more.0 <= cfg.max_seqs.max(1) => {
+                    texts += more.0;
+                    pass.push(more);
+                }
+                Ok(more) => {
+                    next = Some(more);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
-        let texts: usize = pass.iter().map(|(t, _)| t).sum();
         let ms = cfg.reward_batch_ms + cfg.reward_text_ms * texts as f64;
         tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
         for (_, done) in pass {
@@ -295,6 +319,7 @@ mod tests {
             length_shape: 2.0,
             reward_batch_ms: 0.0,
             reward_text_ms: 0.0,
+            reward_merge_requests: false,
             ignore_n: false,
         }
     }

@@ -26,7 +26,8 @@
 //! * [`schema`]: the output rows; [`templates`]: prompt templates; [`source`]: input tables;
 //! * [`config`]: the `prs.*` settings; [`error`]: typed errors; [`stats`]: job and prompt
 //!   counters; [`cost`]: the dry-run cost model;
-//! * [`checkpoint`]: durable per-prompt resume; [`single_flight`]: identical work shared
+//! * [`checkpoint`]: durable per-prompt resume; [`journal`]: each answer recorded as it
+//!   arrives, so a re-run repeats only what was in flight; [`single_flight`]: identical work shared
 //!   within a process; [`durable`]: fsync-then-rename file operations;
 //! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs;
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
@@ -42,6 +43,7 @@ pub mod cost;
 pub mod durable;
 pub mod error;
 pub mod exec;
+pub mod journal;
 mod pipeline;
 pub mod prompts;
 pub mod reward_input;

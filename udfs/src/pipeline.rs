@@ -11,6 +11,7 @@ use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricB
 use futures::{FutureExt, Stream, TryStreamExt};
 
 use crate::checkpoint::prompt_key;
+use crate::journal;
 use crate::runtime::CallRuntime;
 use crate::sampler::{PromptInput, Sampled};
 use crate::schema::PromptResult;
@@ -126,7 +127,7 @@ impl PromptPipeline {
             });
             return Ok(result);
         }
-        let (sampled, tally) = self.sample(&input).await?;
+        let (sampled, tally) = self.sample(&key, &input).await?;
         let rt = &self.runtime;
         let called = tally.policy_requests > 0;
         let policy_model = match called {
@@ -157,7 +158,7 @@ impl PromptPipeline {
 
     /// Sample the prompt (after the preflight check), or, with the budget spent, one row
     /// saying so; with the work its requests cost.
-    async fn sample(&self, input: &PromptInput) -> Result<(Sampled, PromptWork)> {
+    async fn sample(&self, key: &str, input: &PromptInput) -> Result<(Sampled, PromptWork)> {
         let rt = &self.runtime;
         let has_prompt = input
             .prompt
@@ -172,7 +173,10 @@ impl PromptPipeline {
                 "budget",
                 format!("budget: {reason}; no request was made for this prompt"),
             ),
-            _ => tally.scope(rt.sampler.sample(input)).await?,
+            _ => {
+                let work = journal::scope(key.to_string(), rt.sampler.sample(input));
+                tally.scope(work).await?
+            }
         };
         Ok((sampled, tally.work()))
     }

@@ -12,6 +12,7 @@ use crate::client::{PolicyClient, RewardClient};
 use crate::config::PrsConfig;
 use crate::cost::PromptCost;
 use crate::error::{PrsError, Result};
+use crate::journal::{Journal, JournaledPolicy, JournaledReward};
 use crate::sampler::Sampler;
 use crate::schema::output_schema;
 use crate::single_flight::{flight_for, Flight};
@@ -55,7 +56,7 @@ impl CallRuntime {
             stats.clone(),
         )?);
         let reward = Arc::new(RewardClient::new(cfg, stats.clone())?);
-        let sampler = Sampler {
+        let mut sampler = Sampler {
             method: call.method,
             widths: call.widths()?,
             feedback: cfg.feedback,
@@ -72,6 +73,18 @@ impl CallRuntime {
         let fingerprint = hash_parts(&[&description.to_string()]);
         let checkpoint = (!cfg.checkpoint_dir.trim().is_empty())
             .then(|| Checkpoint::new(cfg.checkpoint_dir.trim(), &fingerprint, description));
+        // answers are journaled as they arrive, so a re-run sends only what was in flight
+        if let Some(c) = &checkpoint {
+            let journal = Arc::new(Journal::new(c.dir()));
+            sampler.policy = Arc::new(JournaledPolicy {
+                inner: sampler.policy,
+                journal: journal.clone(),
+            });
+            sampler.reward = Arc::new(JournaledReward {
+                inner: sampler.reward,
+                journal,
+            });
+        }
         Ok(CallRuntime {
             default_preference: Some(cfg.default_preference.clone())
                 .filter(|p| !p.trim().is_empty()),
