@@ -43,13 +43,14 @@ const STEP_MS: f64 = 2.0;
 const PER_SEQ_MS: f64 = 0.01;
 const MAX_SEQS: usize = 256;
 
-fn peak_tokens_per_sec() -> f64 {
-    MAX_SEQS as f64 / ((STEP_MS + PER_SEQ_MS * MAX_SEQS as f64) / 1000.0)
+fn peak_tokens_per_sec(max_seqs: usize) -> f64 {
+    max_seqs as f64 / ((STEP_MS + PER_SEQ_MS * max_seqs as f64) / 1000.0)
 }
 
 struct Sim {
     child: Child,
     port: u16,
+    max_seqs: usize,
 }
 
 impl Drop for Sim {
@@ -60,6 +61,11 @@ impl Drop for Sim {
 }
 
 async fn start_sim(engine: bool, extra_args: &[&str]) -> Sim {
+    start_sim_with(engine, MAX_SEQS, extra_args).await
+}
+
+/// A simulator whose engine runs at most `max_seqs` sequences at once.
+async fn start_sim_with(engine: bool, max_seqs: usize, extra_args: &[&str]) -> Sim {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -75,12 +81,13 @@ async fn start_sim(engine: bool, extra_args: &[&str]) -> Sim {
             "--per-seq-ms",
             &PER_SEQ_MS.to_string(),
         ])
-        .args(["--max-seqs", &MAX_SEQS.to_string()]);
+        .args(["--max-seqs", &max_seqs.to_string()]);
     }
     cmd.args(extra_args);
     let sim = Sim {
         child: cmd.stderr(Stdio::null()).spawn().expect("start prs sim"),
         port,
+        max_seqs,
     };
     let url = format!("http://127.0.0.1:{port}/v1/models");
     for _ in 0..200 {
@@ -132,6 +139,8 @@ fn cpu_secs() -> f64 {
 }
 
 struct Run {
+    /// The engine's peak token rate (the lower bound's divisor).
+    peak: f64,
     secs: f64,
     cpu: f64,
     candidates: u64,
@@ -233,6 +242,7 @@ async fn run_sql(sim: &Sim, cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
         .snapshot();
     assert_eq!(stats.failed_candidates, 0, "{stats:?}");
     Run {
+        peak: peak_tokens_per_sec(sim.max_seqs),
         secs,
         cpu,
         candidates,
@@ -281,7 +291,7 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
                     let policy = policy.clone();
                     async move {
                         let seed = derive_seed(0, &id, layer, first);
-                        let (choices, _) = policy.complete(&text, n, seed).await.unwrap();
+                        let (choices, _) = policy.complete(&text, n, seed, 0).await.unwrap();
                         choices.into_iter().map(|c| c.text).collect::<Vec<_>>()
                     }
                 })
@@ -388,6 +398,7 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
     let engine = run_delta(sim.port, &before, &engine_counters(sim.port).await).await;
     let s = stats.snapshot();
     Run {
+        peak: peak_tokens_per_sec(sim.max_seqs),
         secs,
         cpu,
         candidates: (prompts * 16) as u64,
@@ -407,7 +418,7 @@ fn report(name: &str, r: &Run) {
         println!("{name:<34} makespan {:>7.2}s  {rate}", r.secs);
         return;
     };
-    let lower = r.tokens as f64 / peak_tokens_per_sec();
+    let lower = r.tokens as f64 / r.peak;
     println!(
         "{name:<34} makespan {:>7.2}s  lower bound {:>7.2}s  ratio {:>5.3}  tokens {:>8}  {rate}",
         r.secs,
@@ -452,8 +463,12 @@ async fn main() {
         .unwrap_or(1000);
     println!(
         "engine model: step {STEP_MS} ms + {PER_SEQ_MS} ms/sequence, max {MAX_SEQS} sequences, peak {:.0} tokens/s; {prompts} prompts",
-        peak_tokens_per_sec()
+        peak_tokens_per_sec(MAX_SEQS)
     );
+    if std::env::var("PRS_BENCH_ONLY").is_ok_and(|v| v == "small") {
+        small_jobs().await;
+        return;
+    }
     let sim = start_sim(true, &[]).await;
     let cfg = config(&sim);
     let prs = run_sql(
@@ -536,6 +551,8 @@ async fn main() {
     }
     drop(merging);
 
+    small_jobs().await;
+
     let instant = start_sim(false, &[]).await;
     let cfg = config(&instant);
     let fast = run_sql(
@@ -556,6 +573,29 @@ async fn main() {
         let (rss, secs) = cli_peak_rss(&instant, n).await;
         println!("prs sql, random_sample n=4 over {n:>6} prompts, Parquet to Parquet: peak RSS {rss:>6.1} MiB ({secs:.1}s)");
     }
+}
+
+/// Small jobs: `PRS_BENCH_SMALL_PROMPTS` (200) prompts, PRS n = 8, on a 64-slot engine, where a
+/// fixed prompt window starts the last prompts late and ends in a long drain.
+async fn small_jobs() {
+    let prompts: usize = std::env::var("PRS_BENCH_SMALL_PROMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let sql = "SELECT count(*) FROM prs_sample('prompts', 8)";
+    let sim = start_sim_with(true, 64, &[]).await;
+    let run = run_sql(&sim, config(&sim), prompts, sql).await;
+    report(
+        &format!("prs_sample n=8, {prompts} prompts, 64 slots"),
+        &run,
+    );
+    drop(sim);
+    // deeper layers first at the server too (vLLM --scheduling-policy priority)
+    let sim = start_sim_with(true, 64, &["--scheduling-policy", "priority"]).await;
+    let mut cfg = config(&sim);
+    cfg.set_checked("policy_priority", "true", "bench").unwrap();
+    let run = run_sql(&sim, cfg, prompts, sql).await;
+    report("the same, policy_priority = true", &run);
 }
 
 async fn cli_peak_rss(sim: &Sim, prompts: usize) -> (f64, f64) {

@@ -200,3 +200,61 @@ async fn a_hidden_state_is_never_read_as_a_score() {
     let sent = requests(&fake, "/pooling").len() - before;
     assert_eq!(sent as u64, s.reward_requests);
 }
+
+/// `prs.policy_priority`: each request carries vLLM's `priority`, lower for deeper work (layer 0
+/// 0, the feedback before layer 1 -1, layer 1 -2); a server that refuses the field gets it no
+/// more, and the refusal is counted.
+#[tokio::test]
+async fn priority_puts_deeper_work_first_and_is_dropped_where_refused() {
+    let (url, fake) = start(Mode::Normal).await;
+    let settings = [("policy_model", "m"), ("policy_priority", "true")];
+    let ctx = context(&url, &url, &settings).await;
+    rows(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
+    let mut seen: Vec<(i64, bool)> = requests(&fake, "/chat/completions")
+        .iter()
+        .filter(|r| r.body["max_tokens"] != 1) // (the preflight probe)
+        .map(|r| {
+            let feedback = user_text(&r.body).contains("Feedback (bullet points)");
+            (r.body["priority"].as_i64().unwrap(), feedback)
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, vec![(-2, false), (-1, true), (0, false)]);
+
+    // off by default: the field is not sent at all
+    let (url, fake) = start(Mode::Normal).await;
+    let ctx = context(&url, &url, &[("policy_model", "m")]).await;
+    rows(&ctx, "SELECT * FROM prs_sample('p', 4)").await;
+    assert!(requests(&fake, "/chat/completions")
+        .iter()
+        .all(|r| r.body.get("priority").is_none()));
+
+    // a server that refuses unknown fields: dropped after the first refusal, rows unharmed
+    let (strict, fake) = start(Mode::Strict).await;
+    let ctx = context(
+        &strict,
+        &url,
+        &[
+            ("policy_model", "m"),
+            ("policy_priority", "true"),
+            ("top_k", "-1"),
+        ],
+    )
+    .await;
+    let got = rows(&ctx, "SELECT error FROM prs_sample('p', 4)").await;
+    assert!(strings(&got, "error").iter().all(Option::is_none));
+    let sent = requests(&fake, "/chat/completions");
+    assert!(sent
+        .iter()
+        .rev()
+        .take(3)
+        .all(|r| r.body.get("priority").is_none()));
+    let s = JobStats::of(ctx.state().config()).snapshot();
+    assert_eq!(
+        s.refused_fields.get("policy.priority"),
+        Some(&1),
+        "{:?}",
+        s.refused_fields
+    );
+}

@@ -30,6 +30,10 @@ pub struct EngineConfig {
     /// Most sequences running at once
     #[arg(long, default_value_t = 256)]
     pub max_seqs: usize,
+    /// Which waiting sequences run first: in arrival order, or by each request's `priority`
+    /// (lower first, then arrival), as vLLM's `--scheduling-policy`
+    #[arg(long, value_enum, default_value_t = SchedulingPolicy::Fcfs)]
+    pub scheduling_policy: SchedulingPolicy,
     /// Shortest response, tokens (the Pareto scale)
     #[arg(long, default_value_t = 40)]
     pub min_tokens: usize,
@@ -123,10 +127,47 @@ pub struct EngineStats {
     pub max_queue: usize,
 }
 
+/// vLLM's `--scheduling-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedulingPolicy {
+    Fcfs,
+    Priority,
+}
+
 struct Job {
     tokens: usize,
     prompt_tokens: usize,
+    /// Lower runs first (priority scheduling); 0 otherwise.
+    priority: i64,
     done: oneshot::Sender<()>,
+}
+
+/// A waiting job in the engine's queue: ordered by priority, then arrival.
+struct Waiting(u64, Job);
+
+impl Waiting {
+    fn key(&self) -> (std::cmp::Reverse<i64>, std::cmp::Reverse<u64>) {
+        (
+            std::cmp::Reverse(self.1.priority),
+            std::cmp::Reverse(self.0),
+        )
+    }
+}
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Waiting {}
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// A running engine: submit sequences, await their completion.
@@ -184,11 +225,16 @@ impl Engine {
     }
 
     /// Generate one sequence of `tokens` tokens; resolves when the engine has produced them.
-    pub async fn generate(&self, tokens: usize, prompt_tokens: usize) {
+    /// `priority` orders the queue under priority scheduling (lower first).
+    pub async fn generate(&self, tokens: usize, prompt_tokens: usize, priority: i64) {
         let (done, wait) = oneshot::channel();
         let job = Job {
             tokens: tokens.max(1),
             prompt_tokens,
+            priority: match self.cfg.scheduling_policy {
+                SchedulingPolicy::Priority => priority,
+                SchedulingPolicy::Fcfs => 0,
+            },
             done,
         };
         if self.jobs.send(job).is_ok() {
@@ -250,27 +296,34 @@ async fn run(
     log: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
 ) {
     let max_seqs = cfg.max_seqs.max(1);
-    let mut queue: std::collections::VecDeque<Job> = Default::default();
+    let mut queue: std::collections::BinaryHeap<Waiting> = Default::default();
+    let mut arrivals = 0u64;
+    let mut enqueue = |queue: &mut std::collections::BinaryHeap<Waiting>, job| {
+        arrivals += 1;
+        queue.push(Waiting(arrivals, job));
+    };
     let mut running: Vec<(usize, oneshot::Sender<()>)> = Vec::new();
     // steps are scheduled on an absolute clock so timer slack does not accumulate
     let mut clock = tokio::time::Instant::now();
     loop {
         if running.is_empty() && queue.is_empty() {
             match rx.recv().await {
-                Some(job) => queue.push_back(job),
+                Some(job) => enqueue(&mut queue, job),
                 None => return,
             }
             clock = tokio::time::Instant::now();
         }
         while let Ok(job) = rx.try_recv() {
-            queue.push_back(job);
+            enqueue(&mut queue, job);
         }
         let mut prefill_tokens = 0;
         let mut admitted = 0;
         {
             let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
             while running.len() < max_seqs {
-                let Some(job) = queue.pop_front() else { break };
+                let Some(Waiting(_, job)) = queue.pop() else {
+                    break;
+                };
                 prefill_tokens += job.prompt_tokens;
                 admitted += 1;
                 if log.len() < LOG_CAP {
@@ -320,7 +373,38 @@ mod tests {
             reward_batch_ms: 0.0,
             reward_text_ms: 0.0,
             reward_merge_requests: false,
+            scheduling_policy: SchedulingPolicy::Fcfs,
             ignore_n: false,
+        }
+    }
+
+    /// Under priority scheduling, waiting sequences run lowest priority first, then in order of
+    /// arrival; first come first served ignores priorities.
+    #[tokio::test(start_paused = true)]
+    async fn priority_scheduling_orders_the_queue() {
+        for (policy, expected) in [
+            (SchedulingPolicy::Priority, vec![0, 3, 2, 1]),
+            (SchedulingPolicy::Fcfs, vec![0, 1, 2, 3]),
+        ] {
+            let engine = std::sync::Arc::new(Engine::start(EngineConfig {
+                scheduling_policy: policy,
+                ..model(1.0, 0.0, 0.0, 1)
+            }));
+            let order = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+            // one slot: job 0 runs, the others wait with priorities 0, 0, -1 (in arrival order)
+            let mut jobs = vec![];
+            for (i, priority) in [(0, 0), (1, 0), (2, -1), (3, -2)] {
+                let (e, order) = (engine.clone(), order.clone());
+                jobs.push(tokio::spawn(async move {
+                    e.generate(5, 0, priority).await;
+                    order.lock().unwrap().push(i);
+                }));
+                tokio::task::yield_now().await;
+            }
+            for j in jobs {
+                j.await.unwrap();
+            }
+            assert_eq!(*order.lock().unwrap(), expected, "{policy:?}");
         }
     }
 
@@ -349,7 +433,7 @@ mod tests {
                 let futs: Vec<_> = (0..count)
                     .map(|_| {
                         let e = engine.clone();
-                        tokio::spawn(async move { e.generate(10, 0).await })
+                        tokio::spawn(async move { e.generate(10, 0, 0).await })
                     })
                     .collect();
                 for f in futs {
@@ -371,7 +455,7 @@ mod tests {
         let cfg = model(10.0, 1.0, 100.0, 4);
         let engine = std::sync::Arc::new(Engine::start(cfg));
         // two sequences: 10 and 5 tokens, with 500 and 0 prompt tokens, admitted in one step
-        futures::future::join(engine.generate(10, 500), engine.generate(5, 0)).await;
+        futures::future::join(engine.generate(10, 500, 0), engine.generate(5, 0, 0)).await;
         let s = engine.stats();
         assert_eq!((s.steps, s.tokens, s.sequences), (10, 15, 2));
         // 10 steps × 10 ms, 15 sequence-steps × 1 ms, one prefill of 500 tokens = 50 ms
@@ -394,7 +478,7 @@ mod tests {
         // the live engine, fed everything at once, takes the same modelled time
         let engine = std::sync::Arc::new(Engine::start(cfg));
         // one poll of join_all sends all three, in order, before the engine's loop runs
-        futures::future::join_all(seqs.iter().map(|&(t, p)| engine.generate(t, p))).await;
+        futures::future::join_all(seqs.iter().map(|&(t, p)| engine.generate(t, p, 0))).await;
         let s = engine.stats();
         assert!((s.busy_ms - expected).abs() < 1e-9, "{s:?}");
         let replay = engine.all_queued_since(0).unwrap();

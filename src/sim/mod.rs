@@ -182,6 +182,15 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
         return error(StatusCode::BAD_REQUEST, "n must be between 1 and 1024");
     }
     let seed = body.get("seed").and_then(Value::as_i64).unwrap_or(0);
+    // as vLLM: a priority needs priority scheduling
+    let priority = body.get("priority").and_then(Value::as_i64).unwrap_or(0);
+    let scheduling = sim.engine.as_ref().map(|e| e.config().scheduling_policy);
+    if priority != 0 && scheduling != Some(engine::SchedulingPolicy::Priority) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("Got priority {priority} but Priority scheduling is not enabled."),
+        );
+    }
     let max_tokens = body
         .get("max_tokens")
         .and_then(Value::as_u64)
@@ -204,7 +213,7 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
         // the n samples of a request share one prefill of the prompt (parallel sampling)
         let runs = lengths.iter().enumerate().map(|(i, l)| {
             let prefill = if i == 0 { prompt_tokens } else { 0 };
-            engine.generate(l.unwrap_or(1).min(max_tokens.max(1)), prefill)
+            engine.generate(l.unwrap_or(1).min(max_tokens.max(1)), prefill, priority)
         });
         futures::future::join_all(runs).await;
     }

@@ -266,7 +266,13 @@ pub struct JournaledPolicy {
 
 #[async_trait]
 impl Policy for JournaledPolicy {
-    async fn complete(&self, text: &str, n: usize, seed: i64) -> Result<(Vec<Choice>, Usage)> {
+    async fn complete(
+        &self,
+        text: &str,
+        n: usize,
+        seed: i64,
+        depth: u32,
+    ) -> Result<(Vec<Choice>, Usage)> {
         let key = hash_parts(&["policy", text, &n.to_string(), &seed.to_string()]);
         if let Some(Answer::Policy { choices, usage }) = self.journal.get(&key).await {
             let choices = choices
@@ -282,7 +288,7 @@ impl Policy for JournaledPolicy {
             };
             return Ok((choices, usage));
         }
-        let (choices, usage) = self.inner.complete(text, n, seed).await?;
+        let (choices, usage) = self.inner.complete(text, n, seed, depth).await?;
         let answer = Answer::Policy {
             choices: choices
                 .iter()

@@ -132,6 +132,10 @@ fn extensions(cfg: &PrsConfig) -> Result<Map<String, Value>> {
     if cfg.top_k >= 0 {
         out.insert("top_k".into(), Value::from(cfg.top_k));
     }
+    // vLLM's request priority (lower first); each request sets its own value
+    if cfg.policy_priority {
+        out.insert(PRIORITY.into(), Value::from(0));
+    }
     let text = cfg.policy_extra_body.trim();
     if text.is_empty() {
         return Ok(out);
@@ -143,7 +147,8 @@ fn extensions(cfg: &PrsConfig) -> Result<Map<String, Value>> {
         Err(e) => return Err(bad(format!("not JSON: {e}"))),
     };
     for (key, value) in extra {
-        if OPENAI_FIELDS.contains(&key.as_str()) || (key == "top_k" && out.contains_key("top_k")) {
+        let ours = ["top_k", PRIORITY].contains(&key.as_str()) && out.contains_key(&key);
+        if OPENAI_FIELDS.contains(&key.as_str()) || ours {
             return Err(bad(format!(
                 "{key:?} is a field prs sets itself; use prs.{key} instead"
             )));
@@ -152,6 +157,9 @@ fn extensions(cfg: &PrsConfig) -> Result<Map<String, Value>> {
     }
     Ok(out)
 }
+
+/// vLLM's `priority` field, sent with `prs.policy_priority = true`.
+const PRIORITY: &str = "priority";
 
 /// What one request asks for, before its body is put together.
 struct Ask<'a> {
@@ -162,6 +170,8 @@ struct Ask<'a> {
     n: usize,
     seed: i64,
     max_tokens: u32,
+    /// How deep in the sampling tree (deeper goes first where the server orders requests).
+    depth: u32,
 }
 
 /// Whether a server's error message names `field` (as a whole word: `top_k`, `'top_k'`,
@@ -339,7 +349,7 @@ impl PolicyClient {
 
     /// A one-token request for `model` to one replica: it answers, or the check fails.
     async fn probe(&self, ep: &super::Endpoint, model: &str) -> Result<()> {
-        let ask = self.ask(model, "Say OK.", 1, 0, 1);
+        let ask = self.ask(model, "Say OK.", 1, 0, 1, 0);
         loop {
             let body = self.body(&ask);
             let answer = ep
@@ -360,16 +370,18 @@ impl PolicyClient {
         }
     }
 
-    /// One request for `n` samples of `user_text` with `seed`. Returns what the server gave
-    /// (possibly fewer than `n`; more is an error) and its token usage.
+    /// One request for `n` samples of `user_text` with `seed`, `depth` deep in the sampling
+    /// tree. Returns what the server gave (possibly fewer than `n`; more is an error) and its
+    /// token usage.
     pub async fn complete(
         &self,
         user_text: &str,
         n: usize,
         seed: i64,
+        depth: u32,
     ) -> Result<(Vec<Choice>, Usage)> {
         let model = self.model().await?;
-        let ask = self.ask(&model, user_text, n, seed, self.params.max_tokens);
+        let ask = self.ask(&model, user_text, n, seed, self.params.max_tokens, depth);
         // the limit counts sequences being generated, not requests
         let _permit = self
             .in_flight
@@ -397,6 +409,7 @@ impl PolicyClient {
         n: usize,
         seed: i64,
         max_tokens: u32,
+        depth: u32,
     ) -> Ask<'a> {
         let (path, messages, prompt) = match self.api {
             PolicyApi::Chat => (
@@ -421,6 +434,7 @@ impl PolicyClient {
             n,
             seed,
             max_tokens,
+            depth,
         }
     }
 
@@ -438,15 +452,22 @@ impl PolicyClient {
             presence_penalty: p.presence_penalty,
             max_tokens: ask.max_tokens,
             stop: &p.stop,
-            extensions: self.current_extensions(),
+            extensions: self.current_extensions(ask.depth),
         }
     }
 
-    fn current_extensions(&self) -> Map<String, Value> {
-        self.extensions
+    /// The extensions this endpoint has not refused; the priority (if sent) puts deeper
+    /// requests first (vLLM: lower runs earlier).
+    fn current_extensions(&self, depth: u32) -> Map<String, Value> {
+        let mut extensions = self
+            .extensions
             .read()
             .map(|m| m.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(priority) = extensions.get_mut(PRIORITY) {
+            *priority = Value::from(-i64::from(depth));
+        }
+        extensions
     }
 
     /// When `e` is the server refusing the request (400 / 422) and its message names one of

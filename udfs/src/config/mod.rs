@@ -55,6 +55,8 @@ extensions_options! {
         pub seed: u64, default = 0
         /// How samples are asked for: `auto` (`n` per request until a server answers with fewer choices than asked, then one request per sample), `native` (always `n`) or `single` (one request per sample)
         pub policy_n: PolicyN, default = PolicyN::Auto
+        /// Send vLLM's `priority` with each request so deeper PRS layers run before new prompts' first layer (for servers run with --scheduling-policy priority)
+        pub policy_priority: bool, default = false
         /// Most samples asked for in one request (`n`); a layer wider than this is split
         pub max_choices_per_request: usize, default = 16
         /// Most policy sequences (samples being generated) in flight at once, shared by all partitions of a call

@@ -72,8 +72,15 @@ impl TryFrom<String> for Method {
 /// The policy as the samplers see it.
 #[async_trait]
 pub trait Policy: Send + Sync {
-    /// One request for up to `n` samples of `text` with `seed`.
-    async fn complete(&self, text: &str, n: usize, seed: i64) -> Result<(Vec<Choice>, Usage)>;
+    /// One request for up to `n` samples of `text` with `seed`; `depth` is how deep in the
+    /// sampling tree it is (deeper work may go first).
+    async fn complete(
+        &self,
+        text: &str,
+        n: usize,
+        seed: i64,
+        depth: u32,
+    ) -> Result<(Vec<Choice>, Usage)>;
     /// The model name (may ask the server once).
     async fn model(&self) -> Result<String>;
     /// Whether samples should be asked for one per request (the server ignores `n`, or
@@ -93,8 +100,14 @@ pub trait Reward: Send + Sync {
 
 #[async_trait]
 impl Policy for PolicyClient {
-    async fn complete(&self, text: &str, n: usize, seed: i64) -> Result<(Vec<Choice>, Usage)> {
-        PolicyClient::complete(self, text, n, seed).await
+    async fn complete(
+        &self,
+        text: &str,
+        n: usize,
+        seed: i64,
+        depth: u32,
+    ) -> Result<(Vec<Choice>, Usage)> {
+        PolicyClient::complete(self, text, n, seed, depth).await
     }
     async fn model(&self) -> Result<String> {
         PolicyClient::model(self).await

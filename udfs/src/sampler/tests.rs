@@ -14,7 +14,13 @@ struct FakePolicy {
 
 #[async_trait]
 impl Policy for FakePolicy {
-    async fn complete(&self, text: &str, n: usize, seed: i64) -> Result<(Vec<Choice>, Usage)> {
+    async fn complete(
+        &self,
+        text: &str,
+        n: usize,
+        seed: i64,
+        _depth: u32,
+    ) -> Result<(Vec<Choice>, Usage)> {
         let k = self.calls.lock().unwrap().len();
         self.calls.lock().unwrap().push((text.to_string(), n, seed));
         let choices = (0..n.min(self.cap))

@@ -226,7 +226,8 @@ impl<'a> Tree<'a> {
         ]);
         let (s, id) = (self.s, &self.input.id_text);
         let seed_for = |got: usize| derive_seed(s.run_seed, id, layer, -1 - got as i32);
-        let got = generate(s, &prompt, &seed_for, 1).await?;
+        // (asked before the layer's revisions: one step less deep)
+        let got = generate(s, &prompt, &seed_for, 1, depth(layer).saturating_sub(1)).await?;
         Ok(Some(
             got.into_iter()
                 .next()
@@ -271,7 +272,7 @@ impl<'a> Tree<'a> {
         let results = join_all(chunks.iter().map(|c| {
             let seed_for =
                 move |got: usize| derive_seed(s.run_seed, id, c.layer, (c.first + got) as i32);
-            async move { generate(s, &ask.text, &seed_for, c.count).await }
+            async move { generate(s, &ask.text, &seed_for, c.count, depth(c.layer)).await }
         }))
         .await;
         let mut rows = Vec::with_capacity(slots.count);
@@ -379,6 +380,12 @@ fn best_index(c: &[Candidate]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// How deep in the tree a layer's requests are (a feedback request is one less): deeper work
+/// goes first where the policy can order requests.
+fn depth(layer: i32) -> u32 {
+    2 * layer.max(0) as u32
+}
+
 /// Ask for `count` samples: in one request of `n = count`, topping up when the server
 /// returns fewer choices than asked, or, once the policy takes one sample per request (a
 /// server that ignores `n`), one request per remaining sample, all at once. `seed_for(k)` is
@@ -388,6 +395,7 @@ async fn generate(
     text: &str,
     seed_for: &(dyn Fn(usize) -> i64 + Sync),
     count: usize,
+    depth: u32,
 ) -> Result<Vec<(Choice, i64)>> {
     let mut out: Vec<(Choice, i64)> = Vec::with_capacity(count);
     let mut empty_answers = 0;
@@ -397,7 +405,7 @@ async fn generate(
             let first = out.len();
             let singles = join_all((first..count).map(|k| {
                 let seed_for = move |got: usize| seed_for(k + got);
-                async move { generate_one(s, text, &seed_for).await }
+                async move { generate_one(s, text, &seed_for, depth).await }
             }));
             for single in singles.await {
                 out.push(single?);
@@ -405,7 +413,7 @@ async fn generate(
             break;
         }
         let seed = seed_for(out.len());
-        let (choices, _usage) = s.policy.complete(text, want, seed).await?;
+        let (choices, _usage) = s.policy.complete(text, want, seed, depth).await?;
         if choices.is_empty() {
             empty_answers += 1;
             if empty_answers >= EMPTY_ANSWERS_ALLOWED {
@@ -422,10 +430,11 @@ async fn generate_one(
     s: &Sampler,
     text: &str,
     seed_for: &(dyn Fn(usize) -> i64 + Sync),
+    depth: u32,
 ) -> Result<(Choice, i64)> {
     let seed = seed_for(0);
     for _ in 0..EMPTY_ANSWERS_ALLOWED {
-        let (choices, _usage) = s.policy.complete(text, 1, seed).await?;
+        let (choices, _usage) = s.policy.complete(text, 1, seed, depth).await?;
         if let Some(choice) = choices.into_iter().next() {
             return Ok((choice, seed));
         }
