@@ -520,6 +520,48 @@ async fn main() {
     }
     drop(ignoring);
 
+    // the same comparison with vLLM's prefix cache modelled on both sides: a prompt sent as
+    // n single requests is prefilled once, as with n in one request
+    let ignore_n_cached = if std::env::var("PRS_BENCH_PREFIX_CACHE").is_ok_and(|v| v == "0") {
+        vec![]
+    } else {
+        vec![(false, "n honoured"), (true, "server ignores n")]
+    };
+    let mut honoured_secs = [0.0f64; 2];
+    for (ignore, label) in ignore_n_cached {
+        let args: &[&str] = if ignore {
+            &["--prefix-cache", "--ignore-n"]
+        } else {
+            &["--prefix-cache"]
+        };
+        let sim = start_sim(true, args).await;
+        let cfg = config(&sim);
+        for (i, (name, sql)) in [
+            (
+                "prs_sample",
+                "SELECT count(*) FROM prs_sample('prompts', 16)",
+            ),
+            (
+                "random_sample",
+                "SELECT count(*) FROM random_sample('prompts', 16)",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let run = run_sql(&sim, cfg.clone(), prompts, sql).await;
+            report(&format!("{name} n=16, prefix cache, {label}"), &run);
+            if ignore {
+                println!(
+                    "{name}, prefix cache: makespan with a server that ignores n / with n honoured: {:.3}x",
+                    run.secs / honoured_secs[i]
+                );
+            } else {
+                honoured_secs[i] = run.secs;
+            }
+        }
+    }
+
     // reward input as conversations (`messages`, one per request, as vLLM takes them) against
     // batched text, on an engine whose reward model merges concurrent requests as vLLM does
     let merging = start_sim(true, &["--reward-merge-requests"]).await;

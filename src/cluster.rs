@@ -192,8 +192,9 @@ fn server_session(config: SessionConfig) -> DfResult<SessionState> {
 /// `prs scheduler` settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerArgs {
-    /// Address to listen on (executors and clients connect here)
-    #[arg(long, default_value = "0.0.0.0:50050")]
+    /// Address to listen on (executors and clients connect here); loopback unless given, e.g.
+    /// 0.0.0.0:50050 to serve other hosts (on a private network: there is no authentication)
+    #[arg(long, default_value = "127.0.0.1:50050")]
     pub bind: SocketAddr,
     /// Host name executors and clients use to reach this scheduler
     #[arg(long, default_value = "localhost")]
@@ -254,8 +255,9 @@ pub struct ExecutorArgs {
     /// Scheduler to register with, host:port
     #[arg(long, default_value = "localhost:50050")]
     pub scheduler: String,
-    /// Address to listen on
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on; loopback unless given, e.g. 0.0.0.0 to serve other hosts (on a
+    /// private network: there is no authentication)
+    #[arg(long, default_value = "127.0.0.1")]
     pub bind_host: String,
     /// Host name the scheduler, other executors and clients use to reach this executor
     #[arg(long, default_value = "localhost")]
@@ -280,6 +282,9 @@ pub struct ExecutorArgs {
 
 /// Run an executor until it is stopped (Ctrl-C, SIGTERM, or the scheduler).
 pub async fn run_executor(args: &ExecutorArgs) -> Result<(), ClusterError> {
+    // this process runs plans others wrote: its API keys go only to its own endpoints
+    datafusion_prs::client::bind_keys_to_own_endpoints()
+        .map_err(|e| ClusterError::step("cannot read this executor's endpoints", e))?;
     let (host, port) = args
         .scheduler
         .rsplit_once(':')

@@ -54,7 +54,13 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster whose executors hold a policy key bound to no endpoint of theirs.
     fn start(executors: usize) -> Cluster {
+        Cluster::start_keyed(executors, "")
+    }
+
+    /// A cluster whose executors' policy key may go to `own` (their `PRS_POLICY_URL`).
+    fn start_keyed(executors: usize, own: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut scheduler = Command::new(env!("CARGO_BIN_EXE_prs"))
@@ -89,6 +95,8 @@ impl Cluster {
                 .arg(&work)
                 // keys come from each executor's own environment, never from the plan
                 .env("PRS_POLICY_API_KEY", API_KEY)
+                .env("PRS_POLICY_URL", own)
+                .env_remove("PRS_POLICY_API_KEY_URLS")
                 .env_remove("PRS_REWARD_API_KEY")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -231,7 +239,7 @@ async fn cluster_result_equals_single_node() {
     let single = single_node(&url, &sql).await;
     fake.log.lock().unwrap().clear();
 
-    let cluster = Cluster::start(2);
+    let cluster = Cluster::start_keyed(2, &format!("{url}/v1"));
     let distributed = collect(&cluster_ctx(&cluster, settings(&url, &[])), &sql)
         .await
         .unwrap();
@@ -539,4 +547,86 @@ async fn budget_holds_for_the_whole_job_on_the_cluster() {
     );
     let over = shown.matches("budget: prs.max_requests").count();
     assert_eq!(over, FILES * (PROMPTS_PER_FILE - 1), "{shown}");
+}
+
+/// A client of the cluster cannot collect the executors' keys: a query naming the client's own
+/// server runs there without the key, while the executors' own endpoint still gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_send_their_keys_only_to_their_own_endpoints() {
+    let (own, own_fake, source, _data) = fixture(Mode::Normal).await;
+    let (attacker, attacker_fake) = start(Mode::Normal).await;
+    let cluster = Cluster::start_keyed(1, &format!("{own}/v1"));
+    let sql = format!("SELECT count(*) AS c FROM random_sample('{source}', 1)");
+    let ctx = cluster_ctx(&cluster, settings(&attacker, &[("preflight", "false")]));
+    collect(&ctx, &sql).await.unwrap();
+    let stolen = attacker_fake.log.lock().unwrap().clone();
+    assert!(
+        !stolen.is_empty(),
+        "the query ran against the client's server"
+    );
+    assert!(
+        stolen.iter().all(|r| r.auth.is_none()),
+        "the executor's key reached a server the plan named: {:?}",
+        stolen.iter().map(|r| &r.auth).collect::<Vec<_>>()
+    );
+    let ctx = cluster_ctx(&cluster, settings(&own, &[("preflight", "false")]));
+    collect(&ctx, &sql).await.unwrap();
+    let bearer = format!("Bearer {API_KEY}");
+    let sent = requests(&own_fake, "/chat/completions");
+    assert!(
+        !sent.is_empty()
+            && sent
+                .iter()
+                .all(|r| r.auth.as_deref() == Some(bearer.as_str()))
+    );
+}
+
+/// The addresses listening on TCP `port` (IPv4), from /proc/net/tcp.
+fn listening_on(port: u16) -> Vec<std::net::Ipv4Addr> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (addr, p) = fields.get(1)?.split_once(':')?;
+            // state 0A: LISTEN
+            if u16::from_str_radix(p, 16).ok()? != port || *fields.get(3)? != "0A" {
+                return None;
+            }
+            let ip = u32::from_str_radix(addr, 16).ok()?;
+            Some(std::net::Ipv4Addr::from(ip.swap_bytes()))
+        })
+        .collect()
+}
+
+/// Without an address, the scheduler and executor listen on loopback only.
+#[test]
+fn scheduler_and_executor_listen_on_loopback_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scheduler = Command::new(env!("CARGO_BIN_EXE_prs"))
+        .args(["scheduler", "--executor-timeout-secs", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(50050, "the scheduler", &mut scheduler);
+    let (flight, grpc) = (free_port(), free_port());
+    let mut executor = Command::new(env!("CARGO_BIN_EXE_prs"))
+        .args(["executor", "--flight-port", &flight.to_string()])
+        .args(["--grpc-port", &grpc.to_string()])
+        .arg("--work-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(flight, "the executor", &mut executor);
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let (s, e) = (listening_on(50050), listening_on(flight));
+    let _ = executor.kill();
+    let _ = scheduler.kill();
+    let _ = (executor.wait(), scheduler.wait());
+    assert_eq!(s, vec![loopback], "scheduler");
+    assert_eq!(e, vec![loopback], "executor");
 }

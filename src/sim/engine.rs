@@ -54,6 +54,10 @@ pub struct EngineConfig {
     /// llama.cpp and Ollama do
     #[arg(long)]
     pub ignore_n: bool,
+    /// Prefill a prompt only the first time it is seen, as vLLM's automatic prefix caching
+    /// does (the cache is unbounded and a prompt counts as cached from its first arrival)
+    #[arg(long)]
+    pub prefix_cache: bool,
 }
 
 impl EngineConfig {
@@ -178,6 +182,8 @@ pub struct Engine {
     reward_gpu: mpsc::UnboundedSender<(usize, oneshot::Sender<()>)>,
     stats: Arc<std::sync::Mutex<EngineStats>>,
     log: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
+    /// Prompts prefilled so far (with `prefix_cache`), by hash.
+    cached: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Most sequences the engine remembers for [`Engine::all_queued_since`] (16 bytes each).
@@ -198,6 +204,21 @@ impl Engine {
             reward_gpu,
             stats,
             log,
+            cached: Default::default(),
+        }
+    }
+
+    /// Prompt tokens a request for the prompt with hash `prompt` must prefill: all of them, or
+    /// none when the prefix cache already holds it.
+    pub fn prefill_tokens(&self, prompt: u64, tokens: usize) -> usize {
+        if !self.cfg.prefix_cache {
+            return tokens;
+        }
+        let fresh = self.cached.lock().map(|mut c| c.insert(prompt));
+        if fresh.unwrap_or(true) {
+            tokens
+        } else {
+            0
         }
     }
 
@@ -375,6 +396,7 @@ mod tests {
             reward_merge_requests: false,
             scheduling_policy: SchedulingPolicy::Fcfs,
             ignore_n: false,
+            prefix_cache: false,
         }
     }
 
@@ -406,6 +428,20 @@ mod tests {
             }
             assert_eq!(*order.lock().unwrap(), expected, "{policy:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_prefix_cache_prefills_a_prompt_once() {
+        let cached = Engine::start(EngineConfig {
+            prefix_cache: true,
+            ..model(1.0, 0.0, 1.0, 4)
+        });
+        assert_eq!(cached.prefill_tokens(7, 100), 100);
+        assert_eq!(cached.prefill_tokens(7, 100), 0);
+        assert_eq!(cached.prefill_tokens(8, 50), 50);
+        let plain = Engine::start(model(1.0, 0.0, 1.0, 4));
+        assert_eq!(plain.prefill_tokens(7, 100), 100);
+        assert_eq!(plain.prefill_tokens(7, 100), 100);
     }
 
     #[test]

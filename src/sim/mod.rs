@@ -210,9 +210,11 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
         })
         .collect();
     if let Some(engine) = &sim.engine {
-        // the n samples of a request share one prefill of the prompt (parallel sampling)
+        // the n samples of a request share one prefill of the prompt (parallel sampling), and
+        // with a prefix cache, so do all requests for the same prompt
+        let first = engine.prefill_tokens(fnv(prompt), prompt_tokens);
         let runs = lengths.iter().enumerate().map(|(i, l)| {
-            let prefill = if i == 0 { prompt_tokens } else { 0 };
+            let prefill = if i == 0 { first } else { 0 };
             engine.generate(l.unwrap_or(1).min(max_tokens.max(1)), prefill, priority)
         });
         futures::future::join_all(runs).await;

@@ -1,5 +1,6 @@
 //! HTTP clients for the policy (OpenAI-compatible) and reward endpoints.
 
+pub mod keys;
 pub mod policy;
 pub mod reward;
 
@@ -49,6 +50,7 @@ impl RetryPolicy {
     }
 }
 
+pub use keys::bind_keys_to_own_endpoints;
 pub use policy::{Choice, PolicyClient, Usage};
 pub use reward::{RewardClient, RewardProtocol};
 
@@ -83,6 +85,8 @@ impl std::fmt::Debug for Endpoint {
 #[derive(Debug)]
 struct Replica {
     base: Url,
+    /// Whether the endpoint's API key may go to this server (see [`keys`]).
+    keyed: bool,
     outstanding: AtomicUsize,
     consecutive_failures: AtomicU32,
     /// Milliseconds since [`EPOCH`] until which the replica gets no work (0 = healthy).
@@ -143,12 +147,17 @@ impl Endpoint {
         stats: Arc<JobStats>,
     ) -> Result<Self> {
         let setting = kind.url_setting();
+        let api_key = std::env::var(kind.api_key_env())
+            .ok()
+            .filter(|k| !k.is_empty());
         let replicas = url
             .split(',')
             .filter(|u| !u.trim().is_empty())
             .map(|u| {
+                let base = parse_base_url(setting, u)?;
                 Ok(Replica {
-                    base: parse_base_url(setting, u)?,
+                    keyed: api_key.is_some() && keys::may_send_key(kind, &base),
+                    base,
                     outstanding: AtomicUsize::new(0),
                     consecutive_failures: AtomicU32::new(0),
                     ejected_until_ms: AtomicU64::new(0),
@@ -166,9 +175,6 @@ impl Endpoint {
             .map_err(|e| {
                 PrsError::setting(setting, url, format!("cannot build HTTP client: {e}"))
             })?;
-        let api_key = std::env::var(kind.api_key_env())
-            .ok()
-            .filter(|k| !k.is_empty());
         Ok(Endpoint {
             kind,
             replicas: Arc::new(replicas),
@@ -250,10 +256,14 @@ impl Endpoint {
         }
     }
 
-    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn authorize(
+        &self,
+        replica: &Replica,
+        req: reqwest::RequestBuilder,
+    ) -> reqwest::RequestBuilder {
         match &self.api_key {
-            Some(key) => req.bearer_auth(key),
-            None => req,
+            Some(key) if replica.keyed => req.bearer_auth(key),
+            _ => req,
         }
     }
 
@@ -306,7 +316,7 @@ impl Endpoint {
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let replica = self.pick();
         let url = join(&replica.base, path);
-        let req = self.authorize(self.http.get(&url));
+        let req = self.authorize(replica, self.http.get(&url));
         self.send_to(replica, req, url).await
     }
 
@@ -318,7 +328,7 @@ impl Endpoint {
     ) -> Result<T> {
         let replica = self.pick();
         let url = join(&replica.base, path);
-        let req = self.authorize(self.http.post(&url).json(body));
+        let req = self.authorize(replica, self.http.post(&url).json(body));
         self.send_to(replica, req, url).await
     }
 
