@@ -189,12 +189,23 @@ fn server_session(config: SessionConfig) -> DfResult<SessionState> {
     Ok(ctx.state())
 }
 
+/// `host:port`, or a port alone meaning 127.0.0.1:port.
+fn parse_bind(value: &str) -> Result<SocketAddr, String> {
+    match value.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => value
+            .parse()
+            .map_err(|e| format!("{e}: expected host:port (like 0.0.0.0:50050) or a port")),
+    }
+}
+
 /// `prs scheduler` settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerArgs {
-    /// Address to listen on (executors and clients connect here); loopback unless given, e.g.
-    /// 0.0.0.0:50050 to serve other hosts (on a private network: there is no authentication)
-    #[arg(long, default_value = "127.0.0.1:50050")]
+    /// Address to listen on (executors and clients connect here): host:port, or a port alone
+    /// for loopback; e.g. 0.0.0.0:50050 to serve other hosts (on a private network: there is no
+    /// authentication)
+    #[arg(long, default_value = "127.0.0.1:50050", value_parser = parse_bind)]
     pub bind: SocketAddr,
     /// Host name executors and clients use to reach this scheduler
     #[arg(long, default_value = "localhost")]

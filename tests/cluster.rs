@@ -604,16 +604,20 @@ fn listening_on(port: u16) -> Vec<std::net::Ipv4Addr> {
 #[test]
 fn scheduler_and_executor_listen_on_loopback_by_default() {
     let dir = tempfile::tempdir().unwrap();
+    // a port alone: the default host
+    let port = free_port();
     let mut scheduler = Command::new(env!("CARGO_BIN_EXE_prs"))
-        .args(["scheduler", "--executor-timeout-secs", "3"])
+        .args(["scheduler", "--bind", &port.to_string()])
+        .args(["--executor-timeout-secs", "3"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_port(50050, "the scheduler", &mut scheduler);
+    wait_for_port(port, "the scheduler", &mut scheduler);
     let (flight, grpc) = (free_port(), free_port());
     let mut executor = Command::new(env!("CARGO_BIN_EXE_prs"))
-        .args(["executor", "--flight-port", &flight.to_string()])
+        .args(["executor", "--scheduler", &format!("localhost:{port}")])
+        .args(["--flight-port", &flight.to_string()])
         .args(["--grpc-port", &grpc.to_string()])
         .arg("--work-dir")
         .arg(dir.path())
@@ -623,7 +627,7 @@ fn scheduler_and_executor_listen_on_loopback_by_default() {
         .unwrap();
     wait_for_port(flight, "the executor", &mut executor);
     let loopback = std::net::Ipv4Addr::LOCALHOST;
-    let (s, e) = (listening_on(50050), listening_on(flight));
+    let (s, e) = (listening_on(port), listening_on(flight));
     let _ = executor.kill();
     let _ = scheduler.kill();
     let _ = (executor.wait(), scheduler.wait());
