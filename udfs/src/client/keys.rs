@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use reqwest::Url;
 
-use super::parse_base_url;
+use super::url::parse_base_url;
 use crate::error::{EndpointKind, PrsError, Result};
 
 /// Scheme, host and port.

@@ -3,6 +3,7 @@
 pub mod keys;
 pub mod policy;
 pub mod reward;
+mod url;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -53,6 +54,7 @@ impl RetryPolicy {
 pub use keys::bind_keys_to_own_endpoints;
 pub use policy::{Choice, PolicyClient, Usage};
 pub use reward::{RewardClient, RewardProtocol};
+pub(crate) use url::parse_base_url;
 
 /// What a client needs to know about its endpoint for requests and error messages.
 #[derive(Clone)]
@@ -112,29 +114,6 @@ impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
         self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Check a configured base URL. Empty means "not configured".
-pub(crate) fn parse_base_url(setting: &'static str, value: &str) -> Result<Url> {
-    let trimmed = value.trim().trim_end_matches('/');
-    let url = Url::parse(trimmed).map_err(|e| {
-        PrsError::setting(
-            setting,
-            value,
-            format!("not a URL ({e}); expected something like http://127.0.0.1:8000/v1"),
-        )
-    })?;
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(PrsError::setting(
-            setting,
-            value,
-            format!("scheme {:?} is not http or https", url.scheme()),
-        ));
-    }
-    if url.host_str().is_none_or(|h| h.is_empty()) {
-        return Err(PrsError::setting(setting, value, "the URL has no host"));
-    }
-    Ok(url)
 }
 
 impl Endpoint {
