@@ -29,8 +29,9 @@ pub fn prompts_of(
         Some(p) => Some(text_column(batch, p)?),
         None => None,
     };
+    // (a dictionary-encoded id is output as its values)
     let ids = match &columns.id {
-        Some(name) => Some(column(batch, name)?.clone()),
+        Some(name) => Some(cast(column(batch, name)?, &columns.id_type)?),
         None => None,
     };
     let mut out = Vec::with_capacity(batch.num_rows());

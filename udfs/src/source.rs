@@ -158,8 +158,21 @@ fn describe_read_error(source: &str, e: datafusion::error::DataFusionError) -> P
     }
 }
 
+/// A string type, or a dictionary of one (pandas categoricals, Spark and Polars write those).
 fn is_text(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_text(values),
+        _ => false,
+    }
+}
+
+/// The type ids are output as: their own, but a dictionary's values for a dictionary.
+fn id_output_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Dictionary(_, values) => id_output_type(values),
+        other => other.clone(),
+    }
 }
 
 /// The columns of `schema`, for messages.
@@ -240,7 +253,7 @@ pub fn columns(source: &str, schema: &SchemaRef, cfg: &PrsConfig) -> Result<Inpu
         .ok()
         .filter(|_| !id_name.is_empty())
     {
-        Some(f) => (Some(id_name.to_string()), f.data_type().clone()),
+        Some(f) => (Some(id_name.to_string()), id_output_type(f.data_type())),
         None => (None, DataType::Utf8),
     };
     Ok(InputColumns {
