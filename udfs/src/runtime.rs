@@ -65,6 +65,7 @@ impl CallRuntime {
             preference_in_prompt: cfg.preference_in_prompt,
             reward_preference: cfg.reward_preference,
             on_error: cfg.on_error,
+            best_excludes_truncated: cfg.best_excludes_truncated,
             templates,
             policy: policy.clone(),
             reward: reward.clone(),
@@ -203,6 +204,9 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
         chat => description["reward_input"] = chat.describe(),
     }
     // only when set, so that calls without it keep their checkpoints
+    if s.best_excludes_truncated {
+        description["best_excludes_truncated"] = true.into();
+    }
     let extra_body = cfg.policy_extra_body.trim();
     if !extra_body.is_empty() {
         description["policy_extra_body"] = serde_json::Value::from(extra_body);

@@ -129,6 +129,8 @@ extensions_options! {
         pub widths: String, default = String::new()
         /// PRS: generate feedback on the best-so-far before each refinement layer
         pub feedback: bool, default = true
+        /// A candidate cut at max_tokens (finish_reason = length) is not is_best nor PRS's best-so-far, unless all of the prompt's are
+        pub best_excludes_truncated: bool, default = false
         /// File replacing the built-in feedback template ({question} {answer} {preference})
         pub feedback_template_file: String, default = String::new()
         /// File replacing the built-in revise template ({question} {answer} {preference} {feedback})

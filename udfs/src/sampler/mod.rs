@@ -175,6 +175,8 @@ pub struct Sampler {
     pub preference_in_prompt: bool,
     pub reward_preference: RewardPreference,
     pub on_error: OnError,
+    /// Truncated candidates (`finish_reason = length`) are best only when all are.
+    pub best_excludes_truncated: bool,
     pub templates: Templates,
     pub policy: Arc<dyn Policy>,
     pub reward: Arc<dyn Reward>,

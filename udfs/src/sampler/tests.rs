@@ -121,6 +121,7 @@ fn sampler(
         preference_in_prompt: true,
         reward_preference: RewardPreference::Auto,
         on_error: OnError::Row,
+        best_excludes_truncated: false,
         templates: Templates::from_config(&PrsConfig::default()).unwrap(),
         policy: policy.clone(),
         reward: reward.clone(),
@@ -370,4 +371,19 @@ async fn one_request_per_sample_gives_the_rows_of_the_top_up() {
     let mut want = expected.clone();
     want.sort();
     assert_eq!(layer0, want);
+}
+
+#[test]
+fn truncated_candidates_are_best_only_when_all_are() {
+    let c = |reward: f64, finish: &str| Candidate {
+        reward: Some(reward),
+        finish_reason: Some(finish.into()),
+        ..Candidate::default()
+    };
+    let mixed = [c(1.0, "stop"), c(3.0, "length"), c(2.0, "stop")];
+    assert_eq!(tree::best_index(&mixed, false), Some(1));
+    assert_eq!(tree::best_index(&mixed, true), Some(2));
+    let all_cut = [c(1.0, "length"), c(3.0, "length")];
+    assert_eq!(tree::best_index(&all_cut, true), Some(1));
+    assert_eq!(tree::best_index(&[], true), None);
 }

@@ -182,7 +182,7 @@ impl<'a> Tree<'a> {
                 feedback: None,
             }));
         }
-        let Some(best) = best_index(&self.candidates) else {
+        let Some(best) = best_index(&self.candidates, self.s.best_excludes_truncated) else {
             let failure = Failure {
                 message: "no scored candidate in the earlier layers to refine".into(),
                 kind: "no_candidate_to_refine".into(),
@@ -356,7 +356,7 @@ impl<'a> Tree<'a> {
     /// Candidates in sample order, the best marked.
     fn finish(mut self) -> Sampled {
         self.candidates.sort_by_key(|c| c.sample_index);
-        if let Some(best) = best_index(&self.candidates) {
+        if let Some(best) = best_index(&self.candidates, self.s.best_excludes_truncated) {
             self.candidates[best].is_best = true;
         }
         Sampled {
@@ -367,17 +367,25 @@ impl<'a> Tree<'a> {
     }
 }
 
-/// The highest reward among scored candidates; ties go to the lowest sample index.
-fn best_index(c: &[Candidate]) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
-    for (i, cand) in c.iter().enumerate() {
-        if let Some(r) = cand.reward {
-            if best.is_none_or(|(_, b)| r > b) {
-                best = Some((i, r));
+/// The highest reward among scored candidates; ties go to the lowest sample index. With
+/// `exclude_truncated`, among those not cut at `max_tokens`, unless all of them were.
+pub(super) fn best_index(c: &[Candidate], exclude_truncated: bool) -> Option<usize> {
+    let truncated = |cand: &Candidate| cand.finish_reason.as_deref() == Some("length");
+    let best_where = |eligible: &dyn Fn(&Candidate) -> bool| {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, cand) in c.iter().enumerate() {
+            if let Some(r) = cand.reward.filter(|_| eligible(cand)) {
+                if best.is_none_or(|(_, b)| r > b) {
+                    best = Some((i, r));
+                }
             }
         }
+        best.map(|(i, _)| i)
+    };
+    match exclude_truncated {
+        true => best_where(&|cand| !truncated(cand)).or_else(|| best_where(&|_| true)),
+        false => best_where(&|_| true),
     }
-    best.map(|(i, _)| i)
 }
 
 /// How deep in the tree a layer's requests are (a feedback request is one less): deeper work
