@@ -150,7 +150,15 @@ impl ChatTemplate {
             env,
             text: text.clone(),
         };
-        template.render("ping", "pong")?;
+        let probe = template.render("ping", "pong")?;
+        if !(probe.contains("ping") && probe.contains("pong")) {
+            let start: String = probe.chars().take(120).collect();
+            return Err(template_error(format!(
+                "{}: rendering the conversation user \"ping\", assistant \"pong\" gave {start:?}..., \
+                 which does not hold both turns: is this the model's chat template?",
+                text.file
+            )));
+        }
         Ok(template)
     }
 
