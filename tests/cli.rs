@@ -440,3 +440,46 @@ fn closed_stdout_is_not_a_crash() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(output.status.code(), Some(0), "{stderr}");
 }
+
+/// `queries/dpo_pairs_filtered.sql`: with short answers (many cut at max_tokens) every pair has
+/// distinct texts and a margin of at least 0.5, and the conversational file holds the same
+/// pairs as role/content messages.
+#[tokio::test]
+async fn filtered_dpo_pairs_are_trainable_in_both_formats() {
+    let dir = workdir();
+    let q = root().join("queries/dpo_pairs_filtered.sql");
+    let args = [
+        "sql",
+        "--sim",
+        "--set",
+        "max_tokens=40",
+        "-f",
+        q.to_str().unwrap(),
+    ];
+    let out = prs(dir.path(), &args, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ctx = SessionContext::new().enable_url_table();
+    let plain = dir.path().join("out/dpo_pairs_filtered.parquet");
+    let chat = dir.path().join("out/dpo_pairs_conversational.parquet");
+    let sql = format!(
+        "SELECT count(*) AS pairs, \
+                count(*) FILTER (WHERE regexp_replace(trim(chosen), '\\s+', ' ', 'g') = regexp_replace(trim(rejected), '\\s+', ' ', 'g')) AS copies, \
+                count(*) FILTER (WHERE reward_margin < 0.5 OR reward_margin <> chosen_reward - rejected_reward) AS thin, \
+                (SELECT count(*) FROM '{chat}' c JOIN '{plain}' p ON c.prompt_id = p.prompt_id \
+                   WHERE c.chosen[1]['content'] = p.chosen AND c.rejected[1]['role'] = 'assistant' AND c.prompt[1]['content'] = p.prompt) AS matched \
+         FROM '{plain}'",
+        chat = chat.display(),
+        plain = plain.display()
+    );
+    let b = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let v: Vec<i64> = (0..4)
+        .map(|i| b[0].column(i).as_primitive::<Int64Type>().value(0))
+        .collect();
+    let pairs = v[0];
+    assert!(pairs > 0 && pairs <= 24, "{v:?}");
+    assert_eq!(
+        v[1..],
+        [0, 0, pairs],
+        "copies, thin pairs, conversational rows matching"
+    );
+}
