@@ -5,7 +5,7 @@
 
 mod common;
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Float64Type;
 use serde_json::json;
 
@@ -25,20 +25,21 @@ fn rewards(b: &datafusion::arrow::array::RecordBatch) -> Vec<Option<f64>> {
 const SQL: &str = "SELECT prompt_id, sample_index, response, reward, error \
                    FROM prs_sample('p', 4) ORDER BY prompt_id, sample_index";
 
+/// `SQL` against a fresh fake with `settings`: the rows, and the requests the fake got on `path`.
+async fn sampled(settings: &[(&str, &str)], path: &str) -> (RecordBatch, Vec<Req>) {
+    let (url, fake) = start(Mode::Normal).await;
+    let ctx = context(&url, &url, settings).await;
+    let got = rows(&ctx, SQL).await;
+    (got, requests(&fake, path))
+}
+
 #[tokio::test]
 async fn conversations_reach_pooling_and_classify_as_messages() {
     for (protocol, path) in [("vllm-pooling", "/pooling"), ("vllm-classify", "/classify")] {
-        let (url, fake) = start(Mode::Normal).await;
         // default reward input: chat, sent as messages for the server's own template
-        let ctx = context(
-            &url,
-            &url,
-            &[("reward_protocol", protocol), ("reward_model", "rm")],
-        )
-        .await;
-        let got = rows(&ctx, SQL).await;
+        let settings = [("reward_protocol", protocol), ("reward_model", "rm")];
+        let (got, sent) = sampled(&settings, path).await;
         assert!(strings(&got, "error").iter().all(Option::is_none));
-        let sent: Vec<Req> = requests(&fake, path);
         // one conversation per request, no batched `input`; the preflight probe comes first
         assert!(
             sent.iter().all(|r| r.body.get("input").is_none()),
@@ -61,18 +62,12 @@ async fn conversations_reach_pooling_and_classify_as_messages() {
             && r.body["messages"][1]["content"] == json!(responses[0])));
 
         // the same candidates scored as text in the same (UltraRM) form get the same rewards
-        let (url2, _) = start(Mode::Normal).await;
-        let text = context(
-            &url2,
-            &url2,
-            &[
-                ("reward_protocol", protocol),
-                ("reward_model", "rm"),
-                ("reward_input", "text"),
-            ],
-        )
-        .await;
-        let as_text = rows(&text, SQL).await;
+        let text = [
+            ("reward_protocol", protocol),
+            ("reward_model", "rm"),
+            ("reward_input", "text"),
+        ];
+        let (as_text, _) = sampled(&text, path).await;
         assert_eq!(strings(&as_text, "response"), responses);
         assert_eq!(rewards(&as_text), rewards(&got), "{protocol}");
     }
@@ -97,19 +92,12 @@ fn tokenizer_config(dir: &std::path::Path, template: &str) -> String {
 async fn chat_template_rendered_here_goes_batched_without_a_second_bos() {
     let dir = tempfile::tempdir().unwrap();
     let file = tokenizer_config(dir.path(), LLAMA3);
-    let (url, fake) = start(Mode::Normal).await;
-    let ctx = context(
-        &url,
-        &url,
-        &[
-            ("reward_chat_template_file", &file),
-            ("reward_batch_size", "8"),
-        ],
-    )
-    .await;
-    let got = rows(&ctx, SQL).await;
+    let settings = [
+        ("reward_chat_template_file", file.as_str()),
+        ("reward_batch_size", "8"),
+    ];
+    let (got, sent) = sampled(&settings, "/pooling").await;
     assert!(strings(&got, "error").iter().all(Option::is_none));
-    let sent = requests(&fake, "/pooling");
     let scored: Vec<&Req> = sent.iter().skip(1).collect();
     // batched text: fewer requests than candidates, each text in the model's own format
     assert!(scored.len() < got.num_rows(), "{} requests", scored.len());
@@ -124,10 +112,7 @@ async fn chat_template_rendered_here_goes_batched_without_a_second_bos() {
     // a template that leaves BOS to the tokenizer: nothing to turn off
     let no_bos = LLAMA3.replace("bos_token + ", "");
     let file = tokenizer_config(dir.path(), &no_bos);
-    let (url, fake) = start(Mode::Normal).await;
-    let ctx = context(&url, &url, &[("reward_chat_template_file", &file)]).await;
-    rows(&ctx, SQL).await;
-    let sent = requests(&fake, "/pooling");
+    let (_, sent) = sampled(&[("reward_chat_template_file", &file)], "/pooling").await;
     assert!(sent
         .iter()
         .all(|r| r.body.get("add_special_tokens").is_none()));
@@ -138,18 +123,11 @@ async fn chat_template_rendered_here_goes_batched_without_a_second_bos() {
 
     // any protocol takes rendered text: OpenRLHF gets the same texts, no vLLM fields
     let file = tokenizer_config(dir.path(), LLAMA3);
-    let (url, fake) = start(Mode::Normal).await;
-    let ctx = context(
-        &url,
-        &url,
-        &[
-            ("reward_chat_template_file", &file),
-            ("reward_protocol", "openrlhf"),
-        ],
-    )
-    .await;
-    rows(&ctx, SQL).await;
-    let sent = requests(&fake, "/get_reward");
+    let settings = [
+        ("reward_chat_template_file", file.as_str()),
+        ("reward_protocol", "openrlhf"),
+    ];
+    let (_, sent) = sampled(&settings, "/get_reward").await;
     assert!(sent[1].body["query"][0]
         .as_str()
         .unwrap()

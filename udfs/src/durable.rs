@@ -44,7 +44,12 @@ pub fn sync_tree(path: &Path) -> std::io::Result<()> {
 /// Rename `from` to `to` (same file system) and fsync the directory that now holds `to`.
 pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
     fs::rename(from, to)?;
-    File::open(parent(to))?.sync_all()
+    sync_dir(parent(to))
+}
+
+/// fsync a directory, so that the names created or renamed in it are durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn parent(path: &Path) -> &Path {

@@ -162,8 +162,9 @@ impl Journal {
             .create_new(true)
             .append(true)
             .open(&path)?;
-        // the new name is durable before any answer relies on it
-        File::open(&self.dir)?.sync_all()?;
+        // the new names are durable before any answer relies on them
+        crate::durable::sync_dir(&self.dir)?;
+        crate::durable::sync_dir(&self.checkpoints)?;
         if let Ok(mut own) = self.own.lock() {
             *own = Some((path, HashSet::new()));
         }

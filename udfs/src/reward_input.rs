@@ -34,10 +34,7 @@ impl RewardMode {
         let chat_file = cfg.reward_chat_template_file.trim();
         let custom_text =
             !cfg.reward_template_file.trim().is_empty() || cfg.reward_template != REWARD_TEMPLATE;
-        let takes_messages = matches!(
-            cfg.reward_protocol,
-            RewardProtocol::VllmPooling | RewardProtocol::VllmClassify
-        );
+        let takes_messages = cfg.reward_protocol.is_vllm();
         let chat =
             match cfg.reward_input {
                 RewardInput::Auto => !chat_file.is_empty() || (takes_messages && !custom_text),
@@ -77,15 +74,18 @@ impl RewardMode {
             ))
         }
     }
+}
 
-    /// How the mode is named in the job's description (fingerprint, EXPLAIN).
-    pub fn label(&self) -> &'static str {
-        match self {
-            RewardMode::Text => "text",
-            RewardMode::Messages => "chat (messages)",
-            RewardMode::Rendered(_) => "chat (rendered here)",
-        }
-    }
+/// One turn of OpenAI-style `messages`.
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'a str,
+    content: &'a str,
+}
+
+/// A user → assistant conversation as `messages`.
+fn messages<'a>(user: &'a str, assistant: &'a str) -> [Turn<'a>; 2] {
+    [("user", user), ("assistant", assistant)].map(|(role, content)| Turn { role, content })
 }
 
 /// One response as the reward server gets it.
@@ -110,14 +110,7 @@ impl RewardItem {
         match self {
             RewardItem::Text { text, .. } => text.clone(),
             RewardItem::Chat { user, assistant } => {
-                #[derive(Serialize)]
-                struct Turn<'a> {
-                    role: &'a str,
-                    content: &'a str,
-                }
-                let turns = [("user", user), ("assistant", assistant)]
-                    .map(|(role, content)| Turn { role, content });
-                serde_json::to_string(&turns).unwrap_or_default()
+                serde_json::to_string(&messages(user, assistant)).unwrap_or_default()
             }
         }
     }
@@ -133,15 +126,11 @@ impl RewardItem {
         model: Option<&str>,
         items: &[RewardItem],
     ) -> Result<Value> {
-        let vllm = matches!(
-            protocol,
-            RewardProtocol::VllmPooling | RewardProtocol::VllmClassify
-        );
+        let vllm = protocol.is_vllm();
         let mut body = match items {
-            [RewardItem::Chat { user, assistant }] if vllm => json!({ "messages": [
-                { "role": "user", "content": user },
-                { "role": "assistant", "content": assistant },
-            ]}),
+            [RewardItem::Chat { user, assistant }] if vllm => {
+                json!({ "messages": messages(user, assistant) })
+            }
             _ => {
                 let texts = items
                     .iter()

@@ -280,9 +280,7 @@ impl RewardClient {
 
     async fn preflight_one(&self, endpoint: super::Endpoint, probe: &RewardItem) -> Result<()> {
         let protocol = self.sender.protocol;
-        if let (Some(model), RewardProtocol::VllmPooling | RewardProtocol::VllmClassify) =
-            (&self.sender.model, protocol)
-        {
+        if let (Some(model), true) = (&self.sender.model, protocol.is_vllm()) {
             let list: Value = endpoint.twice(|| endpoint.get_json("v1/models")).await?;
             let ids: Vec<&str> = list
                 .get("data")

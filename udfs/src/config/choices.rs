@@ -149,6 +149,13 @@ choice! {
     }
 }
 
+impl RewardProtocol {
+    /// vLLM's protocols: they take a `model`, `messages` and `add_special_tokens`.
+    pub fn is_vllm(&self) -> bool {
+        matches!(self, Self::VllmPooling | Self::VllmClassify)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
