@@ -1,6 +1,8 @@
 -- DPO pairs you can train on without cleaning them afterwards, in both of TRL's formats:
 --   * no pair whose chosen and rejected texts are the same (after trimming and collapsing
---     whitespace): a copy teaches nothing and DPO's loss on it is pure noise;
+--     whitespace): a copy teaches nothing and DPO's loss on it is pure noise. unique=true
+--     samples copies again at the source, so the budget buys n different answers; the filter
+--     drops the copies left when the extra samples ran out;
 --   * no truncated chosen answer (cut at max_tokens): best_excludes_truncated keeps it from
 --     being the best, and the filter drops prompts where every answer was cut;
 --   * the reward margin kept as a column, and pairs under MIN_MARGIN dropped: a small margin is
@@ -12,7 +14,7 @@
 --   cargo run -- sql --sim -f queries/dpo_pairs_filtered.sql
 
 CREATE TABLE candidates AS
-SELECT * FROM prs_sample('data/prompts.parquet', 16, 'best_excludes_truncated=true');
+SELECT * FROM prs_sample('data/prompts.parquet', 16, 'best_excludes_truncated=true, unique=true');
 
 CREATE TABLE ranked AS
 SELECT prompt_id,

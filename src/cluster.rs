@@ -522,6 +522,9 @@ fn sampling_counters(job: &GetJobMetricsResult) -> Result<StatsSnapshot, Cluster
         s.reward_texts += count("reward_texts");
         s.prompt_tokens += count("prompt_tokens");
         s.completion_tokens += count("completion_tokens");
+        s.checks.extra_samples += count("extra_samples");
+        s.checks.duplicates_kept += count("duplicates_kept");
+        s.checks.all_truncated_prompts += count("all_truncated_prompts");
     }
     Ok(s)
 }

@@ -35,6 +35,9 @@ pub struct Cost {
     pub min_reward_requests: u64,
     pub reward_texts: u64,
     pub max_generated_tokens: u64,
+    /// Most extra samples for duplicates (`prs.unique`): each may add a policy request, a
+    /// reward text and a sample's tokens to the figures above.
+    pub max_extra_samples: u64,
 }
 
 impl Cost {
@@ -49,8 +52,13 @@ impl Cost {
         } else {
             format!("{} reward requests", self.reward_requests)
         };
+        let extra = match self.max_extra_samples {
+            0 => String::new(),
+            // each extra sample may be a request, a text and a sample's tokens more
+            e => format!(" (+ up to {e} extra samples for duplicates, prs.unique: as many more policy requests and texts)"),
+        };
         format!(
-            "{} policy requests, {reward} ({} texts scored), at most {} generated tokens",
+            "{} policy requests, {reward} ({} texts scored), at most {} generated tokens{extra}",
             self.policy_requests, self.reward_texts, self.max_generated_tokens
         )
     }
@@ -63,6 +71,7 @@ impl Cost {
         self.min_reward_requests += o.min_reward_requests;
         self.reward_texts += o.reward_texts;
         self.max_generated_tokens += o.max_generated_tokens;
+        self.max_extra_samples += o.max_extra_samples;
     }
 }
 
@@ -98,6 +107,7 @@ async fn cost_of(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Cost, DataF
                 .div_ceil(per.reward_batch_size.max(1)),
             reward_texts: prompts * per.reward_texts,
             max_generated_tokens: prompts * per.max_generated_tokens,
+            max_extra_samples: prompts * per.max_extra_samples,
         });
     }
     Ok(total)

@@ -410,6 +410,21 @@ fn dry_run_counts_without_calling() {
     );
     assert!(!dir.path().join("out").exists(), "nothing written");
 
+    // unique=true may ask for up to n extra samples per prompt: shown as an upper bound, and
+    // their tokens are in the maximum
+    let q = root().join("queries/dpo_pairs_filtered.sql");
+    let out = prs(
+        dir.path(),
+        &["sql", "--dry-run", "-f", q.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("72 policy requests, 384 reward requests (384 texts scored), at most 811008 generated tokens (+ up to 384 extra samples for duplicates"),
+        "{s}"
+    );
+
     // no endpoint configured at all, and a cluster nobody runs: a cost estimate still plans,
     // here, and counts the same
     for extra in [&[][..], &["--cluster", "df://127.0.0.1:9"][..]] {

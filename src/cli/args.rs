@@ -40,6 +40,8 @@ pub enum Command {
         engine: bool,
         #[command(flatten)]
         engine_config: crate::sim::engine::EngineConfig,
+        #[command(flatten)]
+        style: crate::sim::TextStyle,
     },
     /// Run a Ballista scheduler that knows prs' functions (feature `cluster`)
     #[cfg(feature = "cluster")]

@@ -34,7 +34,8 @@ pub async fn run(cli: Cli) -> i32 {
             port,
             engine,
             engine_config,
-        } => run_sim(&host, port, engine.then_some(engine_config)).await,
+            style,
+        } => run_sim(&host, port, engine.then_some(engine_config), style).await,
         #[cfg(feature = "cluster")]
         Command::Scheduler(args) => run_scheduler(&args).await,
         #[cfg(feature = "cluster")]
@@ -52,12 +53,13 @@ async fn run_sim(
     host: &str,
     port: u16,
     engine: Option<sim::engine::EngineConfig>,
+    style: sim::TextStyle,
 ) -> Result<i32, CliError> {
     let addr = format!("{host}:{port}");
     let addr: SocketAddr = addr
         .parse()
         .map_err(|source| CliError::SimAddress { addr, source })?;
-    let handle = sim::start_with(addr, engine)
+    let handle = sim::start_with(addr, engine, style)
         .await
         .map_err(|source| CliError::SimListen { addr, source })?;
     eprintln!(

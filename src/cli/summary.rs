@@ -112,6 +112,14 @@ impl Summary {
             let kinds: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
             eprintln!("prs: failed candidates by kind: {}", kinds.join(", "));
         }
+        let c = &s.checks;
+        if !c.is_empty() {
+            eprintln!(
+                "prs: data checks: {} extra samples for duplicates, {} duplicates kept (extra \
+                 samples ran out), {} prompts with only truncated candidates",
+                c.extra_samples, c.duplicates_kept, c.all_truncated_prompts
+            );
+        }
         if !s.refused_fields.is_empty() {
             let fields: Vec<&str> = s.refused_fields.keys().map(String::as_str).collect();
             eprintln!(

@@ -32,10 +32,45 @@ struct Sim {
     model: String,
     /// When set, generation and scoring take the time this engine model says.
     engine: Option<Arc<engine::Engine>>,
+    style: TextStyle,
+}
+
+/// How the simulated policy writes, beyond its word salad; `prs sim` takes each as a flag.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct TextStyle {
+    /// Share of samples (0 to 1) that are the prompt's one favourite answer, whatever the
+    /// seed: a confident model at low temperature, for `prs.unique`
+    #[arg(long, default_value_t = 0.0)]
+    pub repeat_share: f64,
+    /// Write like a reasoning model: `<think>...</think>` before the answer (a sample cut at
+    /// max_tokens never closes it), for `prs.answer_pattern = think`
+    #[arg(long)]
+    pub think: bool,
+}
+
+impl TextStyle {
+    /// Choice `i`'s text for (prompt, seed): the favourite answer for a `repeat_share` of
+    /// them, then the think block around it when `think`.
+    fn write(&self, prompt: &str, seed: i64, i: u64, text: (String, usize, bool)) -> String {
+        let u = (fnv(prompt) ^ (seed as u64).rotate_left(29) ^ i.wrapping_mul(0x51_7cc1)) % 10_000;
+        let (answer, _, truncated) = if (u as f64) < self.repeat_share * 10_000.0 {
+            sim_text(prompt, 0, 0, usize::MAX, Some(24))
+        } else {
+            text
+        };
+        if !self.think {
+            return answer;
+        }
+        let (thought, _, _) = sim_text(prompt, seed ^ 0x7b1c, i, usize::MAX, Some(16));
+        match truncated {
+            true => format!("<think>Let me see. {thought} {answer}"),
+            false => format!("<think>Let me see. {thought}</think>\n\n{answer}"),
+        }
+    }
 }
 
 /// The simulator's routes; `engine` adds a continuous-batching time model (else instant).
-pub fn router(engine: Option<engine::EngineConfig>) -> Router {
+pub fn router(engine: Option<engine::EngineConfig>, style: TextStyle) -> Router {
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
@@ -49,6 +84,7 @@ pub fn router(engine: Option<engine::EngineConfig>) -> Router {
         .with_state(Sim {
             model: SIM_MODEL.to_string(),
             engine: engine.map(|cfg| Arc::new(engine::Engine::start(cfg))),
+            style,
         })
 }
 
@@ -77,17 +113,18 @@ impl Drop for SimHandle {
 
 /// Start the simulator on `addr` (port 0 picks a free port) in the background.
 pub async fn start(addr: SocketAddr) -> std::io::Result<SimHandle> {
-    start_with(addr, None).await
+    start_with(addr, None, TextStyle::default()).await
 }
 
 /// Start the simulator, optionally with the continuous-batching engine model.
 pub async fn start_with(
     addr: SocketAddr,
     engine: Option<engine::EngineConfig>,
+    style: TextStyle,
 ) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let app = router(engine);
+    let app = router(engine, style);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("simulator stopped: {e}");
@@ -222,8 +259,9 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
     let mut completion_tokens = 0;
     let choices: Vec<Value> = (0..n)
         .map(|i| {
-            let (text, words, truncated) =
-                sim_text(prompt, seed, i, max_tokens, lengths[i as usize]);
+            let written = sim_text(prompt, seed, i, max_tokens, lengths[i as usize]);
+            let (words, truncated) = (written.1, written.2);
+            let text = sim.style.write(prompt, seed, i, written);
             completion_tokens += words;
             let finish = if truncated { "length" } else { "stop" };
             if chat {

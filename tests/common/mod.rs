@@ -65,6 +65,11 @@ pub enum Mode {
     HiddenStates,
     /// a reward model without a chat template: `messages` get 400, as vLLM answers
     NoChatTemplate,
+    /// a confident policy: every odd choice of a request is the same text
+    Repeats,
+    /// a reasoning policy: `<think>SECRET ...</think>` before each answer; choice 2 of a
+    /// request never stops thinking
+    Thinks,
 }
 
 /// The fields of an OpenAI completion request the `Strict` fake accepts.
@@ -240,6 +245,12 @@ async fn handle(
             let choices: Vec<Value> = (0..count)
                 .map(|i| {
                     let t = format!("{tag} seed={seed} i={i}");
+                    let t = match f.mode {
+                        Mode::Repeats if i % 2 == 1 => format!("{tag}  the same\n"),
+                        Mode::Thinks if i == 2 => format!("<think>SECRET {t} and"),
+                        Mode::Thinks => format!("<think>SECRET {t}</think>\n\n{t}"),
+                        _ => t,
+                    };
                     if path.ends_with("chat/completions") {
                         json!({"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"})
                     } else {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use datafusion::config::ExtensionOptions;
 
+use crate::answer::AnswerPattern;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
 use crate::sampler::{default_widths, Method};
@@ -62,6 +63,7 @@ impl SampleCall {
         call.widths()?;
         call.templates = TemplateTexts::from_config(&call.cfg)?;
         Templates::parse(&call.templates)?;
+        AnswerPattern::from_setting(&call.cfg.answer_pattern)?;
         Ok(call)
     }
 

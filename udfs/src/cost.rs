@@ -15,6 +15,9 @@ pub struct PromptCost {
     pub reward_batch_size: u64,
     /// Every sample and feedback at `max_tokens`.
     pub max_generated_tokens: u64,
+    /// Most extra samples for duplicates (`prs.unique`): each may cost a policy request, a
+    /// reward text and `max_tokens` more.
+    pub max_extra_samples: u64,
 }
 
 impl PromptCost {
@@ -44,6 +47,7 @@ impl PromptCost {
             reward_texts: samples,
             reward_batch_size: batch as u64,
             max_generated_tokens: (samples + feedback_calls) * u64::from(cfg.max_tokens),
+            max_extra_samples: 0,
         }
     }
 }

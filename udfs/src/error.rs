@@ -133,6 +133,10 @@ pub enum PrsError {
         reason: String,
     },
 
+    /// `prs.answer_pattern` found no answer in a response.
+    #[error("{0}")]
+    NoAnswer(String),
+
     /// A serialised plan (sent between cluster nodes) cannot be read back.
     #[error("cannot rebuild a prs plan node sent by another node: {0}; check that the client, scheduler and executors run the same prs version")]
     BadPlan(String),
@@ -184,6 +188,7 @@ impl PrsError {
             PrsError::ServerFault { endpoint, .. } => format!("{endpoint}_fault"),
             PrsError::MissingEndpoint(_) | PrsError::InvalidSetting { .. } => "config".into(),
             PrsError::Shared(e) => e.kind(),
+            PrsError::NoAnswer(_) => "no_answer".into(),
             _ => "other".into(),
         }
     }

@@ -137,6 +137,12 @@ impl DisplayAs for SampleExec {
             let widths: Vec<String> = s.widths.iter().map(|w| w.to_string()).collect();
             write!(f, ", widths={}, feedback={}", widths.join("/"), s.feedback)?;
         }
+        if let Some(max_extra) = s.unique_max_extra {
+            write!(f, ", unique (up to {max_extra} extra samples)")?;
+        }
+        if let Some(pattern) = &s.answer_pattern {
+            write!(f, ", answer_pattern={:?}", pattern.source())?;
+        }
         write!(
             f,
             ", policy={} model={}, reward={} protocol={}",

@@ -19,7 +19,9 @@
 //! * [`table_provider`]: the provider a call returns;
 //! * [`exec`]: its execution node and output stream; `pipeline` (private) runs each prompt
 //!   through checkpoint, preflight, budget, sampler and store; [`prompts`] reads input rows;
-//! * [`sampler`]: the algorithms (random best-of-N, PRS);
+//! * [`sampler`]: the algorithms (random best-of-N, PRS), with duplicates resampled and
+//!   truncated candidates passed over; [`answer`]: the answer in a response
+//!   (`prs.answer_pattern`);
 //! * [`client`]: policy and reward HTTP clients (replicas, retries, batching);
 //!   [`reward_input`]: what the reward server is sent per response (template text, a
 //!   conversation as `messages`, or text in the model's own [`chat_template`]);
@@ -32,6 +34,7 @@
 //! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs;
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
 
+pub mod answer;
 pub mod call;
 pub mod chat_template;
 pub mod checkpoint;

@@ -29,6 +29,9 @@ pub(crate) struct SampleMetrics {
     /// Rows produced (one per candidate; one for a prompt that could not start).
     candidates: Count,
     retries: Count,
+    extra_samples: Count,
+    duplicates_kept: Count,
+    all_truncated_prompts: Count,
     policy_wait: Time,
     reward_wait: Time,
 }
@@ -47,6 +50,9 @@ impl SampleMetrics {
             from_checkpoint: count("prompts_from_checkpoint"),
             candidates: count("candidates"),
             retries: count("retries"),
+            extra_samples: count("extra_samples"),
+            duplicates_kept: count("duplicates_kept"),
+            all_truncated_prompts: count("all_truncated_prompts"),
             policy_wait: time("policy_wait"),
             reward_wait: time("reward_wait"),
         }
@@ -63,6 +69,9 @@ impl SampleMetrics {
         add(&self.prompt_tokens, w.prompt_tokens);
         add(&self.completion_tokens, w.completion_tokens);
         add(&self.retries, w.retries);
+        add(&self.extra_samples, w.checks.extra_samples);
+        add(&self.duplicates_kept, w.checks.duplicates_kept);
+        add(&self.all_truncated_prompts, w.checks.all_truncated_prompts);
         self.policy_wait.add_duration(w.policy_wait);
         self.reward_wait.add_duration(w.reward_wait);
     }
@@ -151,6 +160,7 @@ impl PromptPipeline {
             candidates: result.candidates.len() as u64,
             error_kinds: sampled.error_kinds,
             reward_texts: sampled.reward_texts,
+            checks: sampled.checks,
             ..tally
         });
         Ok(result)

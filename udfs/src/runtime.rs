@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
+use crate::answer::AnswerPattern;
 use crate::call::SampleCall;
 use crate::checkpoint::{hash_parts, Checkpoint};
 use crate::client::{PolicyClient, RewardClient};
@@ -66,6 +67,8 @@ impl CallRuntime {
             reward_preference: cfg.reward_preference,
             on_error: cfg.on_error,
             best_excludes_truncated: cfg.best_excludes_truncated,
+            unique_max_extra: cfg.unique.then(|| cfg.unique_max_extra.of(call.n)),
+            answer_pattern: AnswerPattern::from_setting(&cfg.answer_pattern)?,
             templates,
             policy: policy.clone(),
             reward: reward.clone(),
@@ -135,7 +138,11 @@ impl CallRuntime {
     /// What one prompt costs when the servers honour `n`.
     pub fn cost_per_prompt(&self) -> PromptCost {
         let conversations = matches!(self.sampler.templates.reward, RewardFormat::Messages);
-        PromptCost::of(&self.sampler.widths, &self.call.cfg, conversations)
+        let mut cost = PromptCost::of(&self.sampler.widths, &self.call.cfg, conversations);
+        // duplicates may cost extra samples, each at max_tokens
+        cost.max_extra_samples = self.sampler.unique_max_extra.unwrap_or(0) as u64;
+        cost.max_generated_tokens += cost.max_extra_samples * u64::from(self.call.cfg.max_tokens);
+        cost
     }
 
     /// Run the preflight check once per call (before its first request); later callers get the
@@ -206,6 +213,12 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
     // only when set, so that calls without it keep their checkpoints
     if s.best_excludes_truncated {
         description["best_excludes_truncated"] = true.into();
+    }
+    if let Some(max_extra) = s.unique_max_extra {
+        description["unique_max_extra"] = max_extra.into();
+    }
+    if let Some(pattern) = &s.answer_pattern {
+        description["answer_pattern"] = pattern.source().into();
     }
     let extra_body = cfg.policy_extra_body.trim();
     if !extra_body.is_empty() {

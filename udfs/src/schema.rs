@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::sampler::{Candidate, Method};
 
 /// Output column names, in order.
-pub const COLUMNS: [&str; 16] = [
+pub const COLUMNS: [&str; 18] = [
     "prompt_id",
     "prompt",
     "preference",
@@ -23,8 +23,10 @@ pub const COLUMNS: [&str; 16] = [
     "parent_index",
     "feedback",
     "response",
+    "answer",
     "reward",
     "is_best",
+    "duplicate_of",
     "finish_reason",
     "seed",
     "policy_model",
@@ -46,8 +48,10 @@ pub fn output_schema(id_type: &DataType) -> SchemaRef {
         Field::new("parent_index", DataType::Int32, true),
         utf8("feedback", true),
         utf8("response", true),
+        utf8("answer", true),
         Field::new("reward", DataType::Float64, true),
         Field::new("is_best", DataType::Boolean, false),
+        Field::new("duplicate_of", DataType::Int32, true),
         utf8("finish_reason", true),
         Field::new("seed", DataType::Int64, true),
         utf8("policy_model", true),
@@ -83,8 +87,10 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
     let mut parent_index = Int32Builder::with_capacity(rows);
     let mut feedback = StringBuilder::new();
     let mut response = StringBuilder::new();
+    let mut answer = StringBuilder::new();
     let mut reward = Float64Builder::with_capacity(rows);
     let mut is_best = BooleanBuilder::with_capacity(rows);
+    let mut duplicate_of = Int32Builder::with_capacity(rows);
     let mut finish_reason = StringBuilder::new();
     let mut seed = Int64Builder::with_capacity(rows);
     let mut policy_model = StringBuilder::new();
@@ -102,8 +108,10 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
             parent_index.append_option(c.parent_index);
             feedback.append_option(c.feedback.as_deref());
             response.append_option(c.response.as_deref());
+            answer.append_option(c.answer.as_deref());
             reward.append_option(c.reward);
             is_best.append_value(c.is_best);
+            duplicate_of.append_option(c.duplicate_of);
             finish_reason.append_option(c.finish_reason.as_deref());
             seed.append_option(c.seed);
             policy_model.append_option(r.policy_model.as_deref());
@@ -127,8 +135,10 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
         Arc::new(parent_index.finish()),
         Arc::new(feedback.finish()),
         Arc::new(response.finish()),
+        Arc::new(answer.finish()),
         Arc::new(reward.finish()),
         Arc::new(is_best.finish()),
+        Arc::new(duplicate_of.finish()),
         Arc::new(finish_reason.finish()),
         Arc::new(seed.finish()),
         Arc::new(policy_model.finish()),
@@ -161,16 +171,17 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
     };
     let (prompt, preference, method) = (text(1)?, text(2)?, text(3)?);
     let (layer, sample_index, parent_index) = (int32(4)?, int32(5)?, int32(6)?);
-    let (feedback, response) = (text(7)?, text(8)?);
-    let reward = col(9)
+    let (feedback, response, answer) = (text(7)?, text(8)?, text(9)?);
+    let reward = col(10)
         .as_primitive_opt::<Float64Type>()
         .ok_or_else(|| bad("reward"))?;
-    let is_best = col(10).as_boolean_opt().ok_or_else(|| bad("is_best"))?;
-    let finish_reason = text(11)?;
-    let seed = col(12)
+    let is_best = col(11).as_boolean_opt().ok_or_else(|| bad("is_best"))?;
+    let duplicate_of = int32(12)?;
+    let finish_reason = text(13)?;
+    let seed = col(14)
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| bad("seed"))?;
-    let (policy_model, reward_model, error) = (text(13)?, text(14)?, text(15)?);
+    let (policy_model, reward_model, error) = (text(15)?, text(16)?, text(17)?);
     let method: Method = method.value(0).parse().map_err(|_| bad("method"))?;
     let candidates = (0..batch.num_rows())
         .map(|r| Candidate {
@@ -179,8 +190,10 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
             parent_index: parent_index.is_valid(r).then(|| parent_index.value(r)),
             feedback: opt_text(feedback, r),
             response: opt_text(response, r),
+            answer: opt_text(answer, r),
             reward: reward.is_valid(r).then(|| reward.value(r)),
             is_best: is_best.value(r),
+            duplicate_of: duplicate_of.is_valid(r).then(|| duplicate_of.value(r)),
             finish_reason: opt_text(finish_reason, r),
             seed: seed.is_valid(r).then(|| seed.value(r)),
             error: opt_text(error, r),
@@ -226,8 +239,11 @@ mod tests {
                 },
                 Candidate {
                     sample_index: 1,
+                    response: Some("r <think>".into()),
+                    answer: Some("r".into()),
                     reward: Some(2.0),
                     is_best: true,
+                    duplicate_of: Some(0),
                     ..Default::default()
                 },
             ],

@@ -89,6 +89,31 @@ pub struct PromptWork {
     pub retries: u64,
     pub policy_wait: Duration,
     pub reward_wait: Duration,
+    pub checks: DataChecks,
+}
+
+/// What the data checks of the sampler did (`prs.unique`, `prs.best_excludes_truncated`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DataChecks {
+    /// Samples asked for again because they repeated an earlier candidate of their prompt.
+    pub extra_samples: u64,
+    /// Candidates kept although they repeat an earlier one (the extra samples ran out).
+    pub duplicates_kept: u64,
+    /// Prompts whose scored candidates were all truncated, so the best is one of them.
+    pub all_truncated_prompts: u64,
+}
+
+impl DataChecks {
+    pub fn add(&mut self, o: &DataChecks) {
+        self.extra_samples += o.extra_samples;
+        self.duplicates_kept += o.duplicates_kept;
+        self.all_truncated_prompts += o.all_truncated_prompts;
+    }
+
+    /// Whether anything was counted.
+    pub fn is_empty(&self) -> bool {
+        *self == DataChecks::default()
+    }
 }
 
 /// Limits on the work a job may start (`max_requests`, `max_generated_tokens`; 0 = none).
@@ -137,6 +162,7 @@ pub struct JobStats {
     completion_tokens: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     refused_fields: Mutex<BTreeMap<String, u64>>,
+    checks: Mutex<DataChecks>,
 }
 
 /// A point-in-time copy of [`JobStats`].
@@ -160,6 +186,8 @@ pub struct StatsSnapshot {
     /// Request fields a server refused and that were then dropped for it (`policy.top_k`),
     /// counted once per sampling call that dropped them.
     pub refused_fields: BTreeMap<String, u64>,
+    /// Duplicates resampled and kept, prompts with only truncated candidates.
+    pub checks: DataChecks,
 }
 
 impl JobStats {
@@ -230,6 +258,9 @@ impl JobStats {
             .fetch_add(work.candidates, Ordering::Relaxed);
         self.reward_texts
             .fetch_add(work.reward_texts, Ordering::Relaxed);
+        if let Ok(mut c) = self.checks.lock() {
+            c.add(&work.checks);
+        }
         let errors = &work.error_kinds;
         self.failed_candidates
             .fetch_add(errors.len() as u64, Ordering::Relaxed);
@@ -256,6 +287,9 @@ impl JobStats {
         add(&self.reward_texts, s.reward_texts);
         add(&self.prompt_tokens, s.prompt_tokens);
         add(&self.completion_tokens, s.completion_tokens);
+        if let Ok(mut c) = self.checks.lock() {
+            c.add(&s.checks);
+        }
         if let Ok(mut m) = self.refused_fields.lock() {
             for (field, n) in &s.refused_fields {
                 *m.entry(field.clone()).or_default() += n;
@@ -288,6 +322,7 @@ impl JobStats {
                 .lock()
                 .map(|m| m.clone())
                 .unwrap_or_default(),
+            checks: self.checks.lock().map(|c| *c).unwrap_or_default(),
         }
     }
 }

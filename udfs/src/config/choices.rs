@@ -59,16 +59,19 @@ macro_rules! choice {
             }
 
             fn set(&mut self, _key: &str, value: &str) -> DfResult<()> {
-                *self = value.parse().map_err(|e: PrsError| match e {
-                    PrsError::InvalidSetting { reason, .. } => {
-                        DataFusionError::Configuration(reason)
-                    }
-                    other => DataFusionError::Configuration(other.to_string()),
-                })?;
+                *self = parse_setting(value)?;
                 Ok(())
             }
         }
     };
+}
+
+/// A setting's value parsed, its error the reason alone (DataFusion names the setting).
+fn parse_setting<T: FromStr<Err = PrsError>>(value: &str) -> DfResult<T> {
+    value.parse().map_err(|e: PrsError| match e {
+        PrsError::InvalidSetting { reason, .. } => DataFusionError::Configuration(reason),
+        other => DataFusionError::Configuration(other.to_string()),
+    })
 }
 
 /// "expected one of a, b, c"
@@ -156,6 +159,62 @@ impl RewardProtocol {
     }
 }
 
+/// Most extra samples per prompt for `prs.unique` (`prs.unique_max_extra`): `n`, as many as
+/// the prompt has candidates, or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MaxExtra {
+    #[default]
+    PerN,
+    Count(usize),
+}
+
+impl MaxExtra {
+    /// The number for a prompt of `n` candidates.
+    pub fn of(&self, n: usize) -> usize {
+        match self {
+            MaxExtra::PerN => n,
+            MaxExtra::Count(k) => *k,
+        }
+    }
+}
+
+impl FromStr for MaxExtra {
+    type Err = PrsError;
+    fn from_str(value: &str) -> Result<Self, PrsError> {
+        let v = value.trim();
+        if v.eq_ignore_ascii_case("n") {
+            return Ok(MaxExtra::PerN);
+        }
+        v.parse().map(MaxExtra::Count).map_err(|_| {
+            PrsError::setting(
+                "unique_max_extra",
+                value,
+                "expected n (as many as the prompt's candidates) or a whole number",
+            )
+        })
+    }
+}
+
+impl fmt::Display for MaxExtra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaxExtra::PerN => f.write_str("n"),
+            MaxExtra::Count(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+impl ConfigField for MaxExtra {
+    fn visit<V: Visit>(&self, v: &mut V, key: &str, description: &'static str) {
+        v.some(key, self, description)
+    }
+
+    fn set(&mut self, _key: &str, value: &str) -> DfResult<()> {
+        *self = parse_setting(value)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +242,17 @@ mod tests {
         ConfigField::set(&mut v, "", "Never").unwrap();
         assert_eq!(v, RewardPreference::Never);
         assert_eq!(v.to_string(), "never");
+    }
+
+    #[test]
+    fn max_extra_is_n_or_a_number() {
+        assert_eq!("N".parse::<MaxExtra>().unwrap().of(8), 8);
+        assert_eq!(" 3".parse::<MaxExtra>().unwrap().of(8), 3);
+        assert_eq!(MaxExtra::Count(0).to_string(), "0");
+        let e = "lots".parse::<MaxExtra>().unwrap_err().to_string();
+        assert!(
+            e.contains("unique_max_extra") && e.contains("whole number"),
+            "{e}"
+        );
     }
 }

@@ -15,7 +15,9 @@ use crate::error::{PrsError, Result};
 
 mod choices;
 
-pub use choices::{OnError, PolicyApi, PolicyN, RewardInput, RewardPreference, RewardProtocol};
+pub use choices::{
+    MaxExtra, OnError, PolicyApi, PolicyN, RewardInput, RewardPreference, RewardProtocol,
+};
 
 /// The default preference used when the input table has no preference column.
 pub const DEFAULT_PREFERENCE: &str =
@@ -131,6 +133,12 @@ extensions_options! {
         pub feedback: bool, default = true
         /// A candidate cut at max_tokens (finish_reason = length) is not is_best nor PRS's best-so-far, unless all of the prompt's are
         pub best_excludes_truncated: bool, default = false
+        /// Resample a candidate whose text (its answer, with answer_pattern) repeats an earlier one of its prompt, after trimming and collapsing whitespace, with the next fresh seed
+        pub unique: bool, default = false
+        /// With unique: most extra samples per prompt, `n` (as many as the prompt's candidates) or a number; a duplicate still left is kept, with duplicate_of set
+        pub unique_max_extra: MaxExtra, default = MaxExtra::PerN
+        /// Regular expression whose first capture group is the answer of a response (scored, and carried by PRS's feedback and revise prompts), or `think` for the text after the last </think>; empty = the whole response
+        pub answer_pattern: String, default = String::new()
         /// File replacing the built-in feedback template ({question} {answer} {preference})
         pub feedback_template_file: String, default = String::new()
         /// File replacing the built-in revise template ({question} {answer} {preference} {feedback})

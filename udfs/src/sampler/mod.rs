@@ -6,14 +6,17 @@
 
 mod seed;
 mod tree;
+mod unique;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::answer::AnswerPattern;
 use crate::client::{Choice, PolicyClient, RewardClient, Usage};
 use crate::error::Result;
 use crate::reward_input::RewardItem;
+use crate::stats::DataChecks;
 use crate::templates::Templates;
 
 pub use crate::config::{OnError, RewardPreference};
@@ -146,8 +149,13 @@ pub struct Candidate {
     pub parent_index: Option<i32>,
     pub feedback: Option<String>,
     pub response: Option<String>,
+    /// What `prs.answer_pattern` found in the response (scored instead of it).
+    pub answer: Option<String>,
     pub reward: Option<f64>,
     pub is_best: bool,
+    /// With `prs.unique`: the earlier candidate this one still repeats when the extra samples
+    /// ran out.
+    pub duplicate_of: Option<i32>,
     pub finish_reason: Option<String>,
     pub seed: Option<i64>,
     pub error: Option<String>,
@@ -162,6 +170,8 @@ pub struct Sampled {
     pub error_kinds: Vec<String>,
     /// Texts sent to the reward model.
     pub reward_texts: u64,
+    /// What the data checks did (duplicates resampled and kept, all candidates truncated).
+    pub checks: DataChecks,
 }
 
 /// Everything a sampling call needs, shared by all prompts of a query.
@@ -177,6 +187,10 @@ pub struct Sampler {
     pub on_error: OnError,
     /// Truncated candidates (`finish_reason = length`) are best only when all are.
     pub best_excludes_truncated: bool,
+    /// Resample duplicates within a prompt, at most this many extra samples (`None`: off).
+    pub unique_max_extra: Option<usize>,
+    /// Where the answer of a response is (`None`: the whole response).
+    pub answer_pattern: Option<AnswerPattern>,
     pub templates: Templates,
     pub policy: Arc<dyn Policy>,
     pub reward: Arc<dyn Reward>,
@@ -202,6 +216,7 @@ impl Sampled {
             }],
             error_kinds: vec![kind.to_string()],
             reward_texts: 0,
+            checks: DataChecks::default(),
         }
     }
 }

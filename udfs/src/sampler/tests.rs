@@ -122,6 +122,8 @@ fn sampler(
         reward_preference: RewardPreference::Auto,
         on_error: OnError::Row,
         best_excludes_truncated: false,
+        unique_max_extra: None,
+        answer_pattern: None,
         templates: Templates::from_config(&PrsConfig::default()).unwrap(),
         policy: policy.clone(),
         reward: reward.clone(),
@@ -386,4 +388,145 @@ fn truncated_candidates_are_best_only_when_all_are() {
     let all_cut = [c(1.0, "length"), c(3.0, "length")];
     assert_eq!(tree::best_index(&all_cut, true), Some(1));
     assert_eq!(tree::best_index(&[], true), None);
+}
+
+/// A policy whose choice `i` of a request is `answer(seed, i)`; it records (text, n, seed).
+struct ScriptPolicy {
+    answer: fn(i64, usize) -> String,
+    calls: Mutex<Vec<(String, usize, i64)>>,
+}
+
+#[async_trait]
+impl Policy for ScriptPolicy {
+    async fn complete(
+        &self,
+        text: &str,
+        n: usize,
+        seed: i64,
+        _depth: u32,
+    ) -> Result<(Vec<Choice>, Usage)> {
+        self.calls.lock().unwrap().push((text.to_string(), n, seed));
+        let choices = (0..n)
+            .map(|i| Choice {
+                text: (self.answer)(seed, i),
+                finish_reason: Some("stop".into()),
+            })
+            .collect();
+        Ok((choices, Usage::default()))
+    }
+    async fn model(&self) -> Result<String> {
+        Ok("script".into())
+    }
+}
+
+fn scripted(
+    method: Method,
+    widths: Vec<usize>,
+    answer: fn(i64, usize) -> String,
+) -> (Sampler, Arc<ScriptPolicy>, Arc<FakeReward>) {
+    let (mut s, _, reward) = sampler(method, widths, true, 100);
+    let policy = Arc::new(ScriptPolicy {
+        answer,
+        calls: Mutex::new(vec![]),
+    });
+    s.policy = policy.clone();
+    (s, policy, reward)
+}
+
+/// The first request of each prompt answers the same text `n` times; later ones are fresh.
+fn repeats_first_request(seed: i64, i: usize) -> String {
+    if seed == derive_seed(7, "42", 0, 0) {
+        " the  same\n".into()
+    } else {
+        format!("fresh {seed} {i}")
+    }
+}
+
+#[tokio::test]
+async fn unique_resamples_repeats_with_the_next_seeds() {
+    let (mut s, policy, _) = scripted(Method::Random, vec![4], repeats_first_request);
+    s.unique_max_extra = Some(4);
+    let out = s.sample(&input()).await.unwrap();
+    let texts: Vec<&str> = out
+        .candidates
+        .iter()
+        .map(|c| c.response.as_deref().unwrap())
+        .collect();
+    let distinct: std::collections::HashSet<_> = texts.iter().collect();
+    assert_eq!(distinct.len(), 4, "{texts:?}");
+    assert_eq!(texts[0], " the  same\n", "the first of a text stays");
+    // three repeats, asked again in one request of n=3 seeded past the prompt's n
+    assert_eq!(out.checks.extra_samples, 3);
+    assert_eq!(out.checks.duplicates_kept, 0);
+    let calls = policy.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!((calls[1].1, calls[1].2), (3, derive_seed(7, "42", 0, 4)));
+    assert!(out.candidates[1..]
+        .iter()
+        .all(|c| c.seed == Some(derive_seed(7, "42", 0, 4)) && c.duplicate_of.is_none()));
+    // the same run gives the same rows
+    let (mut again, _, _) = scripted(Method::Random, vec![4], repeats_first_request);
+    again.unique_max_extra = Some(4);
+    assert_eq!(again.sample(&input()).await.unwrap(), out);
+}
+
+#[tokio::test]
+async fn unique_keeps_and_marks_repeats_when_the_extra_samples_run_out() {
+    let (mut s, policy, _) = scripted(Method::Prs, vec![3, 2], |_, _| "same".into());
+    s.unique_max_extra = Some(2);
+    let out = s.sample(&input()).await.unwrap();
+    let c = &out.candidates;
+    assert_eq!(c.len(), 5);
+    assert_eq!(c[0].duplicate_of, None);
+    // every later candidate (layer 1 too) still repeats candidate 0
+    assert!(c[1..].iter().all(|c| c.duplicate_of == Some(0)), "{c:?}");
+    assert_eq!(out.checks.extra_samples, 2);
+    assert_eq!(out.checks.duplicates_kept, 4);
+    // the layer-0 request, one of n=2 for both repeats, feedback, layer 1: nothing more
+    let ns: Vec<usize> = policy.calls.lock().unwrap().iter().map(|c| c.1).collect();
+    assert_eq!(ns, vec![3, 2, 1, 2]);
+    // off: no extra request, nothing marked
+    let (s, policy, _) = scripted(Method::Prs, vec![3, 2], |_, _| "same".into());
+    let out = s.sample(&input()).await.unwrap();
+    assert!(out.candidates.iter().all(|c| c.duplicate_of.is_none()));
+    assert!(out.checks.is_empty());
+    assert_eq!(policy.calls.lock().unwrap().len(), 3);
+}
+
+/// A reasoning policy: a think block, then the answer; one sample in four never finishes
+/// thinking.
+fn thinks(seed: i64, i: usize) -> String {
+    match i {
+        3 => "<think>still going".into(),
+        _ => format!("<think>scratch {seed}</think>\n\nFinal {seed} {i}"),
+    }
+}
+
+#[tokio::test]
+async fn answer_pattern_scores_and_revises_the_answer_only() {
+    let (mut s, policy, reward) = scripted(Method::Prs, vec![4, 2], thinks);
+    s.answer_pattern = crate::answer::AnswerPattern::from_setting("think").unwrap();
+    let out = s.sample(&input()).await.unwrap();
+    let scored = reward.scored.lock().unwrap().clone();
+    assert_eq!(scored.len(), 5, "the unfinished sample is not scored");
+    assert!(
+        scored.iter().all(|(t, _)| !t.contains("scratch")),
+        "{scored:?}"
+    );
+    let calls = policy.calls.lock().unwrap().clone();
+    // feedback and revise prompts carry the best answer, not its think block
+    assert!(calls[1..].iter().all(|(t, _, _)| !t.contains("scratch")));
+    assert!(calls[2].0.contains("Final "));
+    for c in &out.candidates {
+        let response = c.response.as_deref().unwrap();
+        assert!(response.starts_with("<think>"), "the response keeps it all");
+        match c.sample_index {
+            3 => {
+                assert!(c.answer.is_none() && c.reward.is_none());
+                assert!(c.error.as_deref().unwrap().contains("</think>"), "{c:?}");
+            }
+            _ => assert!(c.answer.as_deref().unwrap().starts_with("Final ")),
+        }
+    }
+    assert_eq!(out.error_kinds, vec!["no_answer"]);
 }

@@ -10,9 +10,12 @@
 
 use futures::future::join_all;
 
+use super::unique::{Extra, Seen};
 use super::{derive_seed, Candidate, OnError, PromptInput, RewardPreference, Sampled, Sampler};
+use crate::answer::AnswerPattern;
 use crate::client::Choice;
 use crate::error::{EndpointKind, PrsError, Result};
+use crate::stats::DataChecks;
 
 /// Text put in `{preference}` when a prompt has none.
 const NO_PREFERENCE: &str = "(no particular preference stated)";
@@ -114,6 +117,11 @@ struct Tree<'a> {
     candidates: Vec<Candidate>,
     error_kinds: Vec<String>,
     reward_texts: u64,
+    /// The texts so far, for `prs.unique`.
+    seen: Seen,
+    /// The extra samples left for duplicates (`None`: `prs.unique` is off).
+    extra: Option<Extra>,
+    checks: DataChecks,
 }
 
 async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> {
@@ -133,6 +141,10 @@ async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> 
             continue;
         };
         let mut rows = tree.generate_layer(&ask, &slots).await?;
+        for row in &mut rows {
+            tree.find_answer(row)?;
+        }
+        tree.make_unique(&ask, &mut rows).await?;
         tree.score_layer(&mut rows).await?;
         tree.candidates.extend(rows);
     }
@@ -161,6 +173,9 @@ impl<'a> Tree<'a> {
             candidates: Vec::new(),
             error_kinds: Vec::new(),
             reward_texts: 0,
+            seen: Seen::default(),
+            extra: s.unique_max_extra.map(|max| Extra::new(s.n(), max)),
+            checks: DataChecks::default(),
         }
     }
 
@@ -191,8 +206,10 @@ impl<'a> Tree<'a> {
             self.candidates.extend(rows);
             return Ok(None);
         };
-        let answer = self.candidates[best].response.clone().unwrap_or_default();
-        let parent = self.candidates[best].sample_index;
+        let best = &self.candidates[best];
+        let answer = best.answer.clone().or_else(|| best.response.clone());
+        let answer = answer.unwrap_or_default();
+        let parent = best.sample_index;
         let feedback = match self.feedback(slots.layer, &answer).await {
             Ok(feedback) => feedback,
             Err(e) => {
@@ -228,12 +245,16 @@ impl<'a> Tree<'a> {
         let seed_for = |got: usize| derive_seed(s.run_seed, id, layer, -1 - got as i32);
         // (asked before the layer's revisions: one step less deep)
         let got = generate(s, &prompt, &seed_for, 1, depth(layer).saturating_sub(1)).await?;
-        Ok(Some(
-            got.into_iter()
-                .next()
-                .map(|(c, _)| c.text)
-                .unwrap_or_default(),
-        ))
+        let text = got
+            .into_iter()
+            .next()
+            .map(|(c, _)| c.text)
+            .unwrap_or_default();
+        // a reasoning policy's feedback goes on without its scratchpad
+        Ok(Some(match &s.answer_pattern {
+            Some(think @ AnswerPattern::Think) => think.extract(&text).unwrap_or(text),
+            _ => text,
+        }))
     }
 
     /// The text asking for a revision of `answer` (with the feedback when there is some).
@@ -305,6 +326,84 @@ impl<'a> Tree<'a> {
         Ok(rows)
     }
 
+    /// With `prs.unique`: sample again, in rounds, the rows that repeat an earlier candidate of
+    /// the prompt (their answers, with `prs.answer_pattern`), while extra samples are left;
+    /// mark the ones still repeating.
+    async fn make_unique(&mut self, ask: &Ask, rows: &mut [Candidate]) -> Result<()> {
+        if self.extra.is_none() {
+            return Ok(());
+        }
+        let (s, id) = (self.s, &self.input.id_text);
+        let mut pending: Vec<usize> = (0..rows.len()).collect();
+        loop {
+            let repeats: Vec<(usize, i32)> = pending
+                .iter()
+                .filter_map(|&i| self.seen.admit(&rows[i]).map(|of| (i, of)))
+                .collect();
+            let Some(&(first_row, _)) = repeats.first() else {
+                return Ok(());
+            };
+            let (k, first) = match self.extra.as_mut() {
+                Some(extra) => extra.take(repeats.len()),
+                None => (0, 0),
+            };
+            self.checks.extra_samples += k as u64;
+            let layer = rows[first_row].layer;
+            let seed_for = |got: usize| derive_seed(s.run_seed, id, layer, (first + got) as i32);
+            let fresh = match k {
+                0 => Ok(Vec::new()),
+                _ => generate(s, &ask.text, &seed_for, k, depth(layer)).await,
+            };
+            let fresh = match fresh {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    // the repeats stay: they are good samples, only not new ones
+                    s.absorb("policy (an extra sample for a duplicate)", e)?;
+                    Vec::new()
+                }
+            };
+            let resampled = fresh.len();
+            for (&(i, _), (choice, seed)) in repeats.iter().zip(fresh) {
+                let row = &mut rows[i];
+                row.response = Some(choice.text);
+                row.finish_reason = choice.finish_reason;
+                row.seed = Some(seed);
+                row.answer = None;
+                self.find_answer(row)?;
+            }
+            for &(i, of) in &repeats[resampled..] {
+                rows[i].duplicate_of = Some(of);
+                self.checks.duplicates_kept += 1;
+            }
+            if resampled == 0 {
+                return Ok(());
+            }
+            pending = repeats[..resampled].iter().map(|&(i, _)| i).collect();
+        }
+    }
+
+    /// With `prs.answer_pattern`: a generated row's answer. A row without one gets an error
+    /// (it is never scored on its whole text).
+    fn find_answer(&mut self, row: &mut Candidate) -> Result<()> {
+        let Some(pattern) = &self.s.answer_pattern else {
+            return Ok(());
+        };
+        let Some(response) = row.response.as_deref().filter(|_| row.error.is_none()) else {
+            return Ok(());
+        };
+        match pattern.extract(response) {
+            Some(answer) => row.answer = Some(answer),
+            None => {
+                let failure = self
+                    .s
+                    .absorb("answer", PrsError::NoAnswer(pattern.no_match()))?;
+                row.error = Some(failure.message);
+                self.error_kinds.push(failure.kind);
+            }
+        }
+        Ok(())
+    }
+
     /// Score what the layer generated, against the original prompt. Rows whose scoring failed
     /// keep their text, get no reward and carry the error.
     async fn score_layer(&mut self, rows: &mut [Candidate]) -> Result<()> {
@@ -314,9 +413,10 @@ impl<'a> Tree<'a> {
         let texts = scored
             .iter()
             .map(|&i| {
+                let scored_text = rows[i].answer.as_deref().or(rows[i].response.as_deref());
                 self.s.templates.reward.item(
                     &self.reward_prompt,
-                    rows[i].response.as_deref().unwrap_or(""),
+                    scored_text.unwrap_or(""),
                     self.preference.unwrap_or(""),
                 )
             })
@@ -357,12 +457,17 @@ impl<'a> Tree<'a> {
     fn finish(mut self) -> Sampled {
         self.candidates.sort_by_key(|c| c.sample_index);
         if let Some(best) = best_index(&self.candidates, self.s.best_excludes_truncated) {
-            self.candidates[best].is_best = true;
+            let best = &mut self.candidates[best];
+            best.is_best = true;
+            if self.s.best_excludes_truncated && truncated(best) {
+                self.checks.all_truncated_prompts += 1;
+            }
         }
         Sampled {
             candidates: self.candidates,
             error_kinds: self.error_kinds,
             reward_texts: self.reward_texts,
+            checks: self.checks,
         }
     }
 }
@@ -370,7 +475,6 @@ impl<'a> Tree<'a> {
 /// The highest reward among scored candidates; ties go to the lowest sample index. With
 /// `exclude_truncated`, among those not cut at `max_tokens`, unless all of them were.
 pub(super) fn best_index(c: &[Candidate], exclude_truncated: bool) -> Option<usize> {
-    let truncated = |cand: &Candidate| cand.finish_reason.as_deref() == Some("length");
     let best_where = |eligible: &dyn Fn(&Candidate) -> bool| {
         let mut best: Option<(usize, f64)> = None;
         for (i, cand) in c.iter().enumerate() {
@@ -386,6 +490,11 @@ pub(super) fn best_index(c: &[Candidate], exclude_truncated: bool) -> Option<usi
         true => best_where(&|cand| !truncated(cand)).or_else(|| best_where(&|_| true)),
         false => best_where(&|_| true),
     }
+}
+
+/// Cut at `max_tokens`.
+fn truncated(c: &Candidate) -> bool {
+    c.finish_reason.as_deref() == Some("length")
 }
 
 /// How deep in the tree a layer's requests are (a feedback request is one less): deeper work
