@@ -33,6 +33,26 @@ struct Sim {
     /// When set, generation and scoring take the time this engine model says.
     engine: Option<Arc<engine::Engine>>,
     style: TextStyle,
+    requests: Arc<Requests>,
+}
+
+/// Requests the simulator answered, by endpoint.
+#[derive(Debug, Default)]
+pub struct Requests {
+    policy: std::sync::atomic::AtomicU64,
+    reward: std::sync::atomic::AtomicU64,
+}
+
+impl Requests {
+    /// (policy requests, reward requests) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.policy.load(Relaxed), self.reward.load(Relaxed))
+    }
+
+    fn add(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How the simulated policy writes, beyond its word salad; `prs sim` takes each as a flag.
@@ -71,6 +91,15 @@ impl TextStyle {
 
 /// The simulator's routes; `engine` adds a continuous-batching time model (else instant).
 pub fn router(engine: Option<engine::EngineConfig>, style: TextStyle) -> Router {
+    router_counting(engine, style, Arc::default())
+}
+
+/// [`router`], counting the requests it answers into `requests`.
+fn router_counting(
+    engine: Option<engine::EngineConfig>,
+    style: TextStyle,
+    requests: Arc<Requests>,
+) -> Router {
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
@@ -85,12 +114,15 @@ pub fn router(engine: Option<engine::EngineConfig>, style: TextStyle) -> Router 
             model: SIM_MODEL.to_string(),
             engine: engine.map(|cfg| Arc::new(engine::Engine::start(cfg))),
             style,
+            requests,
         })
 }
 
 /// A running simulator.
 pub struct SimHandle {
     pub addr: SocketAddr,
+    /// What it answered so far.
+    pub requests: Arc<Requests>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,13 +156,18 @@ pub async fn start_with(
 ) -> std::io::Result<SimHandle> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let app = router(engine, style);
+    let requests = Arc::new(Requests::default());
+    let app = router_counting(engine, style, requests.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("simulator stopped: {e}");
         }
     });
-    Ok(SimHandle { addr, task })
+    Ok(SimHandle {
+        addr,
+        requests,
+        task,
+    })
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -203,6 +240,7 @@ async fn completions(State(sim): State<Sim>, Json(body): Json<Value>) -> Respons
 }
 
 async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response {
+    Requests::add(&sim.requests.policy);
     if let Some(m) = body.get("model").and_then(Value::as_str) {
         if m != sim.model {
             return error(
@@ -396,6 +434,7 @@ pub fn sim_score(text: &str) -> f64 {
 /// and `/classify` also take one conversation as `messages`, which the sim renders in its
 /// model's "chat template": the UltraRM text form, so both inputs score alike.
 async fn scored_texts(sim: &Sim, body: &Value, key: &str) -> Result<Vec<String>, String> {
+    Requests::add(&sim.requests.reward);
     let t = match body.get("messages") {
         Some(messages) if key == "input" => vec![chat_text(messages)?],
         _ => texts(body, key)?,

@@ -266,6 +266,8 @@ pub struct SampleStream {
     batches: BoxStream<'static, DfResult<RecordBatch>>,
     /// Keeps the node counted in its call's flight while the stream lives.
     _flight: Arc<ExecGuard>,
+    /// A poll panicked: the stream has ended (with an error).
+    panicked: bool,
 }
 
 impl SampleStream {
@@ -297,6 +299,7 @@ impl SampleStream {
             schema: exec.props.eq_properties.schema().clone(),
             batches,
             _flight: flight,
+            panicked: false,
         }
     }
 }
@@ -304,8 +307,21 @@ impl SampleStream {
 impl Stream for SampleStream {
     type Item = DfResult<RecordBatch>;
 
+    /// A panic becomes the stream's last item, an error: it never unwinds into the host (one
+    /// across an FFI boundary, as DataFusion's Python package, would abort).
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.batches.poll_next_unpin(cx)
+        if self.panicked {
+            return Poll::Ready(None);
+        }
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.batches.poll_next_unpin(cx)
+        }));
+        polled.unwrap_or_else(|_| {
+            self.panicked = true;
+            Poll::Ready(Some(Err(internal_datafusion_err!(
+                "prs: sampling panicked (see the message above); this is a bug, please report it"
+            ))))
+        })
     }
 }
 

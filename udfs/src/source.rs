@@ -11,7 +11,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
@@ -91,16 +91,20 @@ pub fn resolve(session: &dyn Session, source: &str) -> Result<Arc<dyn TableProvi
             "the source is empty; give a Parquet path or a table name",
         ));
     }
-    let state = session
-        .as_any()
-        .downcast_ref::<SessionState>()
-        .ok_or_else(|| {
-            err(
+    let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
+        // a host across an FFI boundary (DataFusion's Python package): its tables are out of
+        // reach, its files are not
+        if !looks_like_path(source) {
+            return Err(err(
                 source,
-                "this host's session is not a DataFusion SessionState",
-            )
-        })?
-        .clone();
+                "the tables of this host's session cannot be read from here (a Python \
+                 SessionContext, say); give a Parquet file, directory or glob (write a table \
+                 with df.write_parquet(...))",
+            ));
+        }
+        return listing(&SessionStateBuilder::new().build(), source);
+    };
+    let state = state.clone();
     if !looks_like_path(source) {
         let schema = state.schema_for_ref(source);
         let name = datafusion::common::TableReference::from(source)
@@ -119,6 +123,12 @@ pub fn resolve(session: &dyn Session, source: &str) -> Result<Arc<dyn TableProvi
              directory or glob, or register the table first (CREATE EXTERNAL TABLE ... STORED AS PARQUET)",
         ));
     }
+    listing(&state, source)
+}
+
+/// A Parquet file, directory or glob as a table (its schema read now).
+fn listing(state: &SessionState, source: &str) -> Result<Arc<dyn TableProvider>> {
+    let state = state.clone();
     let is_glob = source.contains('*') || source.contains('?') || source.contains('[');
     let path = Path::new(source);
     if !is_glob && !path.exists() {

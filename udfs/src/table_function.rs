@@ -25,6 +25,9 @@ pub struct SampleFunction {
     method: Method,
     /// Plans are sent to other machines: the source must be files they can read.
     distributed: bool,
+    /// Settings of a host whose session cannot hold the `prs` extension (one across an FFI
+    /// boundary, as DataFusion's Python package): used instead of the session's.
+    settings: Option<PrsConfig>,
 }
 
 impl SampleFunction {
@@ -32,6 +35,17 @@ impl SampleFunction {
         SampleFunction {
             method,
             distributed: false,
+            settings: None,
+        }
+    }
+
+    /// The function with fixed settings, whatever the calling session holds (a host that
+    /// cannot install the `prs` config extension); per-call options still apply.
+    pub fn with_settings(method: Method, settings: PrsConfig) -> Self {
+        SampleFunction {
+            method,
+            distributed: false,
+            settings: Some(settings),
         }
     }
 
@@ -41,6 +55,7 @@ impl SampleFunction {
         SampleFunction {
             method,
             distributed: true,
+            settings: None,
         }
     }
 }
@@ -109,8 +124,11 @@ impl SampleFunction {
                 PrsError::arg(f, "options (third argument) must be a string literal like 'temperature=0.7, widths=8/8'")
             })?,
         };
-        let cfg =
-            PrsConfig::from_session(args.session().config_options())?.with_options(&options, f)?;
+        let base = match &self.settings {
+            Some(settings) => settings.clone(),
+            None => PrsConfig::from_session(args.session().config_options())?,
+        };
+        let cfg = base.with_options(&options, f)?;
         if n <= 0 {
             return Err(PrsError::arg(f, format!("n must be at least 1, got {n}")));
         }

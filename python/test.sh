@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The Python package's tests: build the wheel once (dev profile, in the workspace's target/),
+# install it into a venv made here (target/py-venv), run pytest against the simulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/py-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q "maturin>=1.6,<2" "datafusion>=55,<56" pyarrow pandas datasets pytest
+rm -rf target/wheels
+"$venv/bin/maturin" build --profile dev --locked -m python/Cargo.toml -o target/wheels
+"$venv/bin/pip" install -q --force-reinstall --no-deps target/wheels/datafusion_prs-*.whl
+# from the repository root, so that python/datafusion_prs (no extension module) is not imported
+"$venv/bin/python" -m pytest -q python/tests

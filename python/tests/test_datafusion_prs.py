@@ -1,0 +1,188 @@
+"""datafusion_prs from Python: the table functions in DataFusion's own SessionContext, through
+the FFI, against the built-in simulator (no GPU)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pyarrow as pa
+import pytest
+from datafusion import SessionContext
+
+import datafusion_prs
+from conftest import PROMPTS, ROOT
+
+# the CLI's output columns, in order
+COLUMNS = [
+    "prompt_id", "prompt", "preference", "method", "layer", "sample_index", "parent_index",
+    "feedback", "response", "answer", "reward", "is_best", "duplicate_of", "finish_reason",
+    "seed", "policy_model", "reward_model", "error",
+]
+
+
+def test_random_and_prs_sample_through_the_simulator(ctx):
+    for function, method in [("random_sample", "random"), ("prs_sample", "prs")]:
+        t = ctx.sql(f"SELECT * FROM {function}('{PROMPTS}', 4)").to_arrow_table()
+        assert t.column_names == COLUMNS
+        assert t.num_rows == 24 * 4
+        rows = t.to_pylist()
+        assert {r["method"] for r in rows} == {method}
+        assert all(r["error"] is None and r["reward"] is not None for r in rows)
+        best = [r["prompt_id"] for r in rows if r["is_best"]]
+        assert sorted(best) == sorted({r["prompt_id"] for r in rows}), "one best per prompt"
+        layers = {r["layer"] for r in rows}
+        assert layers == ({0} if method == "random" else {0, 1})
+
+
+def layers(ctx, options: str = "") -> set[int]:
+    sql = f"SELECT DISTINCT layer FROM prs_sample('{PROMPTS}', 4, '{options}')"
+    return set(ctx.sql(sql).to_pandas()["layer"])
+
+
+def test_settings_by_keyword_and_by_options_string(sim):
+    ctx = SessionContext()
+    datafusion_prs.register(ctx, env=False, widths="2/1/1", feedback=False, **sim.settings())
+    assert layers(ctx) == {0, 1, 2}
+    # the options string overrides the keywords for one call
+    assert layers(ctx, "widths=3/1") == {0, 1}
+    feedback = ctx.sql(f"SELECT count(feedback) AS f FROM prs_sample('{PROMPTS}', 4)")
+    assert feedback.to_pydict()["f"] == [0], "feedback=False: no feedback"
+    # registering again replaces the settings
+    datafusion_prs.register(ctx, env=False, **sim.settings())
+    assert layers(ctx) == {0, 1}
+
+
+def test_environment_variables_feed_the_settings_and_keywords_win(monkeypatch):
+    monkeypatch.setenv("PRS_TEMPERATURE", "0.3")
+    monkeypatch.setenv("PRS_WIDTHS", "2/2")
+    s = datafusion_prs.settings(widths="3/1")
+    assert (s["temperature"], s["widths"]) == ("0.3", "3/1")
+    assert datafusion_prs.settings(env=False)["temperature"] == "0.8"
+    # keys are never settings
+    assert not any("key" in name for name in s)
+
+
+def test_a_bad_setting_raises_with_the_cli_message(ctx):
+    with pytest.raises(ValueError, match=r'unknown setting "temprature" .*valid settings: .*temperature'):
+        datafusion_prs.register(SessionContext(), temprature=0.7)
+    with pytest.raises(ValueError, match=r'invalid setting prs\.temperature = "hot"'):
+        datafusion_prs.register(SessionContext(), temperature="hot")
+    with pytest.raises(ValueError, match=r"expected one of row, fail"):
+        datafusion_prs.settings(on_error="explode")
+    # in the options string: at planning, with the same text
+    with pytest.raises(Exception, match=r'unknown setting "temprature" \(in the options of prs_sample\)'):
+        ctx.sql(f"SELECT * FROM prs_sample('{PROMPTS}', 4, 'temprature=0.7')").collect()
+    with pytest.raises(Exception, match=r"no Parquet files found|file or directory not found"):
+        ctx.sql("SELECT * FROM prs_sample('no/such.parquet', 4)").collect()
+
+
+def test_an_unreachable_endpoint_is_an_exception_naming_it():
+    ctx = SessionContext()
+    datafusion_prs.register(
+        ctx, env=False, policy_url="http://127.0.0.1:9/v1", reward_url="http://127.0.0.1:9",
+        retry_attempts=1,
+    )
+    with pytest.raises(Exception, match=r"policy endpoint http://127\.0\.0\.1:9/v1.* could not be reached.*prs\.policy_url"):
+        ctx.sql(f"SELECT * FROM random_sample('{PROMPTS}', 2)").collect()
+
+
+def test_results_convert_to_arrow_pandas_and_datasets(ctx):
+    df = ctx.sql(f"SELECT prompt_id, response, reward FROM random_sample('{PROMPTS}', 2)")
+    t = df.to_arrow_table()
+    assert isinstance(t, pa.Table) and t.num_rows == 48
+    pdf = df.to_pandas()
+    assert len(pdf) == 48 and pdf["reward"].dtype == "float64"
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset(t)
+    assert len(ds) == 48 and isinstance(ds[0]["response"], str)
+
+
+def test_the_dpo_query_of_the_cli_gives_trl_columns_as_strings(ctx, tmp_path, monkeypatch):
+    # the query reads data/prompts.parquet and writes out/dpo_pairs.parquet, relative paths
+    (tmp_path / "data").mkdir()
+    shutil.copy(PROMPTS, tmp_path / "data" / "prompts.parquet")
+    monkeypatch.chdir(tmp_path)
+    script = (ROOT / "queries" / "dpo_pairs.sql").read_text()
+    summary = datafusion_prs.sql(ctx, script).to_pydict()
+    assert summary["pairs"][0] > 0 and summary["mean_margin"][0] > 0
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_parquet(str(tmp_path / "out" / "dpo_pairs.parquet"))
+    assert {"prompt", "chosen", "rejected"} <= set(ds.column_names)
+    for column in ["prompt", "chosen", "rejected"]:
+        assert ds.features[column].dtype in ("string", "large_string")
+    assert all(row["chosen"] != row["rejected"] for row in ds)
+
+
+def test_the_same_call_twice_in_one_query_is_sampled_once(ctx, sim):
+    one = f"prs_sample('{PROMPTS}', 4, 'seed=11')"
+    before = sim.requests()
+    single = ctx.sql(f"SELECT count(*) AS n FROM {one}").to_pydict()["n"][0]
+    after_one = sim.requests()
+    joined = ctx.sql(
+        f"SELECT count(*) AS n FROM {one} a JOIN {one} b "
+        "ON a.prompt_id = b.prompt_id AND a.sample_index = b.sample_index "
+        "AND a.response = b.response AND a.reward = b.reward"
+    ).to_pydict()["n"][0]
+    after_two = sim.requests()
+    assert single == joined == 96
+    cost = {k: after_one[k] - before[k] for k in before}
+    cost_joined = {k: after_two[k] - after_one[k] for k in before}
+    assert cost["policy"] > 0 and cost_joined == cost, (cost, cost_joined)
+
+
+def test_statements_split_outside_strings_and_comments():
+    script = "-- a ; comment\nSELECT 'a;b' AS x;\n\nSELECT 2;\n-- trailing\n"
+    assert datafusion_prs.split_statements(script) == ["-- a ; comment\nSELECT 'a;b' AS x", "SELECT 2"]
+
+
+def test_a_long_call_stops_on_ctrl_c_without_hanging(tmp_path):
+    # a server that accepts connections and never answers: the call waits until interrupted
+    child = textwrap.dedent(
+        f"""
+        import socket, sys, threading
+        from datafusion import SessionContext
+        import datafusion_prs
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        held = []
+        threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)], daemon=True).start()
+        url = "http://127.0.0.1:%d" % server.getsockname()[1]
+        ctx = SessionContext()
+        datafusion_prs.register(ctx, env=False, policy_url=url + "/v1", reward_url=url,
+                                policy_model="m", preflight=False, request_timeout_secs=600)
+        print("started", flush=True)
+        try:
+            ctx.sql("SELECT * FROM random_sample('{PROMPTS}', 4)").collect()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(7)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        time.sleep(2.0)
+        assert proc.poll() is None, "the call is still waiting"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert time.monotonic() - sent < 10
+    finally:
+        proc.kill()
+    assert proc.returncode == 7, (out, err)
+    assert "interrupted" in out
+
+
+def test_no_progress_line_unless_asked(ctx, capfd):
+    ctx.sql(f"SELECT count(*) FROM random_sample('{PROMPTS}', 2)").collect()
+    captured = capfd.readouterr()
+    assert "prs:" not in captured.err and "prompts/s" not in captured.err
