@@ -5,4 +5,5 @@ pub mod cli;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod dry_run;
+pub mod report;
 pub mod sim;

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 
 mod common;
-use common::cli::{prs, root, text, workdir};
+use common::cli::{prs, prs_command, root, text, workdir};
 
 /// EXPLAIN ANALYZE prints whole plan lines (never cut like wide result cells), with the
 /// sampler's request and token counters.
@@ -497,4 +497,35 @@ async fn filtered_dpo_pairs_are_trainable_in_both_formats() {
         [0, 0, pairs],
         "copies, thin pairs, conversational rows matching"
     );
+}
+
+/// `prs sql < job.sql` and `prs sql -f -` read the script from standard input, as
+/// datafusion-cli, duckdb and psql do.
+#[test]
+fn statements_come_from_standard_input() {
+    use std::io::Write;
+    let dir = workdir();
+    let script = "SELECT count(*) AS n FROM random_sample('data/prompts.parquet', 2);\n\
+                  SELECT 40 + 2 AS answer;\n";
+    for args in [&["sql", "--sim"][..], &["sql", "--sim", "-f", "-"][..]] {
+        let mut child = prs_command(dir.path(), args, &[])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("| 48 ") && stdout.contains("| 42 "),
+            "{stdout}"
+        );
+    }
 }

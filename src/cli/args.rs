@@ -50,6 +50,9 @@ pub enum Command {
     /// API keys from its own environment (feature `cluster`)
     #[cfg(feature = "cluster")]
     Executor(crate::cluster::ExecutorArgs),
+    /// Write a picture of a run (reward distributions, best-of-k curves, PRS revisions, data
+    /// checks, chosen vs rejected) as one self-contained HTML page
+    Report(crate::report::ReportArgs),
     /// List every setting with its current value (defaults + environment), env variable and description
     Settings {
         /// Print the README's markdown table of settings and their defaults instead
@@ -60,9 +63,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// SQL text; several statements separated by `;`
+    /// SQL text; several statements separated by `;`. Without it and without -f, statements are
+    /// read from standard input, or, on a terminal, an interactive shell opens
     pub sql: Option<String>,
-    /// Read SQL from files (run in order, after the SQL argument)
+    /// Read SQL from files (run in order, after the SQL argument); `-` is standard input
     #[arg(short = 'f', long = "file")]
     pub files: Vec<PathBuf>,
     /// Start the built-in simulator on 127.0.0.1 and point the policy and reward URLs at it

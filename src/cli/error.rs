@@ -26,8 +26,17 @@ impl fmt::Display for Position {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// `prs sql` without SQL.
-    #[error("no SQL given: pass statements as an argument or with -f FILE")]
+    #[error("no SQL given: pass statements as an argument, with -f FILE, or on standard input (on a terminal, `prs sql` alone opens a shell)")]
     NoSql,
+    /// `prs report` could not read its input or write the page.
+    #[error("prs report: {0}")]
+    Report(String),
+    /// The interactive shell's line editor failed.
+    #[error("the interactive shell failed: {0}")]
+    Shell(String),
+    /// `--dry-run` of the interactive shell.
+    #[error("--dry-run needs a script (an argument, -f FILE or standard input), not the interactive shell")]
+    ShellDryRun,
     /// A `-f FILE` that cannot be read.
     #[error("cannot read SQL file {}: {source}", path.display())]
     ReadSqlFile {

@@ -40,7 +40,7 @@ pub async fn run_sql(args: &SqlArgs) -> i32 {
 /// Run the job's statements (or count their cost, `--dry-run`); `ctx_out` gets the session
 /// once there is one, for the summary.
 async fn run_job(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> Result<(), CliError> {
-    let script = read_script(args)?;
+    let source = read_script(args)?;
     let mut cfg = PrsConfig::from_env()?;
     args.settings.apply(&mut cfg)?;
     let _sim = if args.sim {
@@ -60,14 +60,19 @@ async fn run_job(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> Result
     }
     let ctx = session(args, cfg)?;
     *ctx_out = Some(ctx.clone());
+    // on a cluster the executors write COPY targets: they cannot be staged from here
+    let stage_copies = args.cluster.is_none();
+    let script = match source {
+        Source::Script(script) => script,
+        Source::Shell if args.dry_run => return Err(CliError::ShellDryRun),
+        Source::Shell => return super::shell::run(&ctx, args.max_width, stage_copies).await,
+    };
     if args.dry_run {
         return crate::dry_run::run(&ctx, &script).await.map(|_| ());
     }
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let progress = show_progress
         .then(|| Progress::start(JobStats::of(ctx.state().config()), args.cluster.is_some()));
-    // on a cluster the executors write COPY targets: they cannot be staged from here
-    let stage_copies = args.cluster.is_none();
     let mut result = run_script(&ctx, &script, args.max_width, stage_copies).await;
     if let Some(url) = &args.cluster {
         result = result.map_err(|e| explain_cluster_error(url, e));
@@ -78,25 +83,50 @@ async fn run_job(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> Result
     result
 }
 
-/// The SQL argument, then each file, as one script.
-fn read_script(args: &SqlArgs) -> Result<String, CliError> {
+/// Where a job's statements come from.
+enum Source {
+    Script(String),
+    /// No SQL and a terminal on standard input: the interactive shell.
+    Shell,
+}
+
+/// The SQL argument, then each file (`-` is standard input), as one script; without either,
+/// standard input (`prs sql < job.sql`), or the shell when it is a terminal.
+fn read_script(args: &SqlArgs) -> Result<Source, CliError> {
     let mut script = String::new();
     if let Some(sql) = &args.sql {
         script.push_str(sql);
         script.push_str(";\n");
     }
     for f in &args.files {
-        let text = std::fs::read_to_string(f).map_err(|source| CliError::ReadSqlFile {
+        let text = match f.as_os_str() == "-" {
+            true => read_stdin(),
+            false => std::fs::read_to_string(f),
+        };
+        let text = text.map_err(|source| CliError::ReadSqlFile {
             path: f.clone(),
             source,
         })?;
         script.push_str(&text);
         script.push_str(";\n");
     }
+    if args.sql.is_none() && args.files.is_empty() {
+        if std::io::stdin().is_terminal() {
+            return Ok(Source::Shell);
+        }
+        script = read_stdin().map_err(|source| CliError::ReadSqlFile {
+            path: "-".into(),
+            source,
+        })?;
+    }
     if script.trim().is_empty() {
         return Err(CliError::NoSql);
     }
-    Ok(script)
+    Ok(Source::Script(script))
+}
+
+fn read_stdin() -> std::io::Result<String> {
+    std::io::read_to_string(std::io::stdin())
 }
 
 /// Start the built-in simulator on a free local port and point `cfg` at it.

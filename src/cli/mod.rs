@@ -12,6 +12,7 @@ pub mod output;
 pub mod print;
 pub mod progress;
 pub mod settings;
+pub mod shell;
 pub mod summary;
 
 use std::net::SocketAddr;
@@ -40,6 +41,13 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Scheduler(args) => run_scheduler(&args).await,
         #[cfg(feature = "cluster")]
         Command::Executor(args) => run_executor(&args).await,
+        Command::Report(args) => match crate::report::run(&args).await {
+            Ok(path) => {
+                eprintln!("prs: wrote {}", path.display());
+                Ok(exit::OK)
+            }
+            Err(e) => Err(CliError::Report(e)),
+        },
         Command::Settings { markdown } => settings::print_settings(markdown).map(|()| exit::OK),
     };
     result.unwrap_or_else(|e| {
