@@ -18,3 +18,7 @@ SELECT prompt_id,
 FROM candidates
 GROUP BY prompt_id
 ORDER BY prompt_id;
+
+-- The picture of the run, one self-contained page: reward distributions, best of k, what the
+-- revisions did, data checks, chosen vs rejected. Open out/report.html in a browser.
+SELECT * FROM prs_report('out/prs_candidates.parquet', 'out/report.html');

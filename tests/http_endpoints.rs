@@ -273,6 +273,59 @@ async fn a_server_that_ignores_n_gets_one_request_per_sample_at_once() {
     assert_eq!(samples, 4, "two layers of 4 for each of the 2 prompts");
 }
 
+/// Two replicas, one that ignores `n`: only that one gets one sample per request; the other
+/// keeps getting whole layers in one request.
+#[tokio::test]
+async fn each_replica_is_marked_on_its_own_when_one_ignores_n() {
+    let (ignores, a) = start(Mode::IgnoreNSlow).await;
+    let (honours, b) = start(Mode::Slow).await;
+    let ctx = context(
+        &format!("{ignores}/v1,{honours}"),
+        &honours,
+        &[("policy_model", "m")],
+    )
+    .await;
+    ctx.sql(
+        "CREATE TABLE many AS SELECT value AS id, concat('Question ', CAST(value AS VARCHAR)) \
+         AS prompt FROM generate_series(1, 16)",
+    )
+    .await
+    .unwrap();
+    let b_rows = rows(
+        &ctx,
+        "SELECT count(*) AS n, count(error) AS errors FROM prs_sample('many', 8)",
+    )
+    .await;
+    assert_eq!(strings(&b_rows, "n"), vec![Some("128".to_string())]);
+    assert_eq!(strings(&b_rows, "errors"), vec![Some("0".to_string())]);
+    // the revision layer's requests (seeds of sample indices 4..8), more than one sample each
+    let layer1: std::collections::HashSet<i64> = (1..=16)
+        .flat_map(|id| (4..8).map(move |i| derive_seed(0, &id.to_string(), 1, i)))
+        .collect();
+    let wide_layer1 = |f: &Fake| {
+        requests(f, "/chat/completions")
+            .iter()
+            .filter(|r| r.body["n"].as_u64() > Some(1))
+            .filter(|r| r.body["seed"].as_i64().is_some_and(|s| layer1.contains(&s)))
+            .count()
+    };
+    assert!(
+        requests(&a, "/chat/completions")
+            .iter()
+            .any(|r| r.body["n"].as_u64() > Some(1)),
+        "the first requests did not ask the ignoring server for n > 1"
+    );
+    assert_eq!(
+        wide_layer1(&a),
+        0,
+        "the server that ignores n was asked for n > 1 again"
+    );
+    assert!(
+        wide_layer1(&b) > 0,
+        "the server that honours n got only single requests"
+    );
+}
+
 #[tokio::test]
 async fn more_choices_than_asked_is_an_error() {
     let (url, _fake) = start(Mode::TooMany).await;

@@ -1,10 +1,15 @@
 //! `prs report`: the page of a run written from the simulator's candidates: every section there,
 //! every chart with data; several runs, error rows, one method, one prompt; a table that is not
-//! candidates refused with the columns it lacks.
+//! candidates refused with the columns it lacks; the quickstart's page opened in a real
+//! browser (headless Chromium): no errors, nothing fetched, every chart drawn at a real size.
 
 mod common;
 
-use common::cli::{prs, text, workdir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cli::{prs, root, text, workdir};
 
 /// Run a `prs sql --sim` script in `dir`.
 fn sample(dir: &std::path::Path, script: &str) {
@@ -115,3 +120,222 @@ fn one_method_one_prompt_and_a_table_that_is_not_candidates() {
     );
     assert!(!dir.path().join("out/bad.html").exists());
 }
+
+#[test]
+fn prs_report_in_sql_writes_when_run_not_when_planned() {
+    let dir = workdir();
+    sample(
+        dir.path(),
+        "COPY (SELECT * FROM random_sample('data/prompts.parquet', 2)) TO 'out/c.parquet' STORED AS PARQUET; \
+         EXPLAIN SELECT * FROM prs_report('out/c.parquet', 'out/explained.html')",
+    );
+    assert!(!dir.path().join("out/explained.html").exists());
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "SELECT report, bytes > 1000 AS written FROM prs_report('out/c.parquet')",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("out/report.html") && stdout.contains("true"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("out/report.html").exists());
+    for (sql, says) in [
+        (
+            "SELECT * FROM prs_report()",
+            "takes 1 or 2 arguments, got 0",
+        ),
+        (
+            "SELECT * FROM prs_report(1)",
+            "candidates (the first argument) must be a string literal",
+        ),
+        (
+            "SELECT * FROM prs_report('out/c.parquet', 2)",
+            "output (the second argument)",
+        ),
+        (
+            "SELECT * FROM prs_report('out/none.parquet', 'out/none.html')",
+            "cannot read out/none.parquet",
+        ),
+    ] {
+        let out = prs(dir.path(), &["sql", sql], &[]);
+        assert_eq!(out.status.code(), Some(1), "{sql}");
+        assert!(text(&out).contains(says), "{sql}: {}", text(&out));
+    }
+    assert!(!dir.path().join("out/none.html").exists());
+}
+
+/// The README quickstart ends by writing its page, which a real browser renders without
+/// errors, fetching nothing, with every chart drawn. Needs Chromium (`.ci/run` installs
+/// Debian's): without one the test fails under CI and is skipped elsewhere.
+#[test]
+fn the_quickstart_page_renders_in_a_browser() {
+    let dir = workdir();
+    let q = root().join("queries/quickstart.sql");
+    let out = prs(
+        dir.path(),
+        &["sql", "--sim", "--quiet", "-f", q.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("out/report.html"));
+    let html = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
+    // the job's counters so far are the page's summary
+    assert!(
+        html.contains("<td>policy requests</td><td>")
+            && !html.contains("<td>policy requests</td><td>–"),
+        "no job summary"
+    );
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no Chromium: install it (apt-get install chromium) or set PRS_CHROMIUM"
+        );
+        eprintln!("skipped: no Chromium (set PRS_CHROMIUM or install chromium)");
+        return;
+    };
+    std::fs::write(dir.path().join("harness.html"), HARNESS).unwrap();
+    let (dom, log) = browse(
+        &chromium,
+        dir.path(),
+        &["--dump-dom", "--allow-file-access-from-files"],
+        "harness.html",
+    );
+    let json = dom
+        .split("<pre id=\"result\">")
+        .nth(1)
+        .and_then(|r| r.split("</pre>").next())
+        .unwrap_or_default()
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let found: serde_json::Value = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("the harness did not report ({e}): {json}\n{log}"));
+    assert_eq!(
+        found["sections"].as_array().map(Vec::len),
+        Some(6),
+        "{found}"
+    );
+    let charts = found["charts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(charts.len(), 5, "{found}");
+    for c in &charts {
+        let n = |k: &str| c[k].as_f64().unwrap_or(0.0);
+        assert!(
+            n("width") > 100.0 && n("height") > 100.0 && n("marks") >= 1.0,
+            "{c}"
+        );
+    }
+    assert_eq!(
+        found["fetched"],
+        serde_json::json!([]),
+        "the page fetched something"
+    );
+    assert_eq!(found["parse_errors"], 0);
+    // nothing on the page's console (the report has no script; the harness logs nothing)
+    assert!(!log.contains(":CONSOLE"), "{log}");
+
+    let shot = dir.path().join("report.png");
+    let arg = format!("--screenshot={}", shot.display());
+    browse(
+        &chromium,
+        dir.path(),
+        &[&arg, "--window-size=1000,2600"],
+        "out/report.html",
+    );
+    let png = std::fs::read(&shot).unwrap_or_default();
+    assert!(png.starts_with(b"\x89PNG"), "no screenshot");
+    // a blank page of that size compresses to a few KiB
+    assert!(png.len() > 40_000, "{} bytes", png.len());
+    let _ = std::fs::copy(
+        &shot,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("report.png"),
+    );
+}
+
+/// Chromium from `PRS_CHROMIUM`, else the first of Debian's and Google's names on PATH.
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PRS_CHROMIUM") {
+        return Some(p.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Open `page` (in `dir`) headless with `args`; stdout and stderr (with the console log).
+fn browse(chromium: &Path, dir: &Path, args: &[&str], page: &str) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(format!("file://{}", dir.join(page).display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("chromium ran for 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Loads out/report.html in a frame and reports what the browser made of it: sections, each
+/// chart's rendered size and drawn marks, what the page fetched, SVG parse errors.
+const HARNESS: &str = r#"<!doctype html><html><head><meta charset="utf-8"></head><body>
+<pre id="result">pending</pre>
+<script>
+const out = document.getElementById('result');
+window.addEventListener('error', (e) => { out.textContent = 'error: ' + e.message; });
+const frame = document.createElement('iframe');
+frame.style.width = '1000px';
+frame.style.height = '3000px';
+frame.addEventListener('load', () => {
+  try {
+    const d = frame.contentDocument;
+    const charts = [...d.querySelectorAll('figure svg')].map((svg) => {
+      const r = svg.getBoundingClientRect();
+      const marks = [...svg.querySelectorAll('polyline, circle')]
+        .filter((e) => { const b = e.getBBox(); return b.width > 0 || b.height > 0; }).length;
+      return { width: r.width, height: r.height, marks };
+    });
+    out.textContent = JSON.stringify({
+      sections: [...d.querySelectorAll('h2')].map((h) => h.textContent),
+      charts,
+      fetched: frame.contentWindow.performance.getEntriesByType('resource').map((e) => e.name),
+      parse_errors: d.querySelectorAll('parsererror').length,
+    });
+  } catch (e) {
+    out.textContent = 'error: ' + e;
+  }
+});
+frame.src = 'out/report.html';
+document.body.appendChild(frame);
+</script></body></html>"#;

@@ -92,12 +92,17 @@ def test_an_unreachable_endpoint_is_an_exception_naming_it():
         ctx.sql(f"SELECT * FROM random_sample('{PROMPTS}', 2)").collect()
 
 
-def test_results_convert_to_arrow_pandas_and_datasets(ctx):
+def test_results_convert_to_arrow_pandas_polars_and_datasets(ctx):
     df = ctx.sql(f"SELECT prompt_id, response, reward FROM random_sample('{PROMPTS}', 2)")
     t = df.to_arrow_table()
     assert isinstance(t, pa.Table) and t.num_rows == 48
     pdf = df.to_pandas()
     assert len(pdf) == 48 and pdf["reward"].dtype == "float64"
+    pl = pytest.importorskip("polars")
+    plf = df.to_polars()
+    assert isinstance(plf, pl.DataFrame) and plf.height == 48
+    assert plf.schema["reward"] == pl.Float64 and plf.schema["response"] == pl.String
+    assert plf["prompt_id"].n_unique() == 24
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset(t)
     assert len(ds) == 48 and isinstance(ds[0]["response"], str)

@@ -18,7 +18,7 @@ use crate::sim;
 pub async fn run_sql(args: &SqlArgs) -> i32 {
     let started = Instant::now();
     let mut ctx = None;
-    let result = run_job(args, &mut ctx).await;
+    let result = run_job(args, started, &mut ctx).await;
     if let Err(e) = &result {
         eprintln!("Error: {e}");
     }
@@ -39,7 +39,11 @@ pub async fn run_sql(args: &SqlArgs) -> i32 {
 
 /// Run the job's statements (or count their cost, `--dry-run`); `ctx_out` gets the session
 /// once there is one, for the summary.
-async fn run_job(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> Result<(), CliError> {
+async fn run_job(
+    args: &SqlArgs,
+    started: Instant,
+    ctx_out: &mut Option<SessionContext>,
+) -> Result<(), CliError> {
     let source = read_script(args)?;
     let mut cfg = PrsConfig::from_env()?;
     args.settings.apply(&mut cfg)?;
@@ -62,6 +66,10 @@ async fn run_job(args: &SqlArgs, ctx_out: &mut Option<SessionContext>) -> Result
     *ctx_out = Some(ctx.clone());
     // on a cluster the executors write COPY targets: they cannot be staged from here
     let stage_copies = args.cluster.is_none();
+    if args.cluster.is_none() {
+        // the page is written here, from files this machine reads
+        crate::report::sql::register(&ctx, started);
+    }
     let script = match source {
         Source::Script(script) => script,
         Source::Shell if args.dry_run => return Err(CliError::ShellDryRun),

@@ -25,7 +25,7 @@ pub async fn run(
         let _ = editor.load_history(path);
     }
     eprintln!(
-        "prs {}: SQL with random_sample() and prs_sample(); end statements with `;`. \
+        "prs {}: SQL with random_sample(), prs_sample() and prs_report(); end statements with `;`. \
          Ctrl-C cancels a running statement, \\q or Ctrl-D quits.",
         env!("CARGO_PKG_VERSION")
     );

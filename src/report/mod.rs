@@ -4,6 +4,7 @@
 
 pub mod charts;
 pub mod page;
+pub mod sql;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -34,33 +35,62 @@ pub struct ReportArgs {
     pub pairs: Option<PathBuf>,
 }
 
-/// Write the report; returns where.
+/// `prs report`: write the page of `args`; returns where.
 pub async fn run(args: &ReportArgs) -> std::result::Result<PathBuf, String> {
-    let ctx = datafusion_prs::session_context(datafusion_prs::PrsConfig::default());
-    let html = build(&ctx, args).await.map_err(|e| e.to_string())?;
-    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    datafusion_prs::durable::write(&args.output, html.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+    let summary = match &args.summary {
+        Some(path) => Some(read_summary(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let what = What {
+        candidates: &args.candidates,
+        summary: summary.as_ref(),
+        pairs: args.pairs.as_deref(),
+    };
+    write(&what, &args.output)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(args.output.clone())
 }
 
-/// The page for `args`, read through `ctx`.
-pub async fn build(ctx: &SessionContext, args: &ReportArgs) -> Result<String> {
-    let has_run = register(ctx, &args.candidates).await?;
+/// What a report is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct What<'a> {
+    /// The candidates: a Parquet file, directory or glob.
+    pub candidates: &'a Path,
+    /// The job summary as `prs sql --summary-json` writes it.
+    pub summary: Option<&'a serde_json::Value>,
+    /// DPO pairs to describe instead of best vs worst of the candidates.
+    pub pairs: Option<&'a Path>,
+}
+
+/// Write the page of `what` to `output`, all or nothing; returns its size in bytes.
+pub async fn write(what: &What<'_>, output: &Path) -> Result<usize> {
+    let ctx = datafusion_prs::session_context(datafusion_prs::PrsConfig::default());
+    let html = build(&ctx, what).await?;
+    let failed = |e: std::io::Error| {
+        DataFusionError::Execution(format!("cannot write the report {}: {e}", output.display()))
+    };
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    datafusion_prs::durable::write(output, html.as_bytes()).map_err(failed)?;
+    Ok(html.len())
+}
+
+/// The page of `what`, read through `ctx`.
+pub async fn build(ctx: &SessionContext, what: &What<'_>) -> Result<String> {
+    let has_run = register(ctx, what.candidates).await?;
     ctx.sql(&stats::series_view(has_run))
         .await?
         .collect()
         .await?;
-    let mut page = Page::new(&args.candidates);
-    run_section(ctx, args.summary.as_deref(), &mut page).await?;
+    let mut page = Page::new(what.candidates);
+    run_section(ctx, what.summary, &mut page).await?;
     rewards_section(ctx, &mut page).await?;
     best_of_k_section(ctx, &mut page).await?;
     revisions_section(ctx, &mut page).await?;
     checks_section(ctx, &mut page).await?;
-    pairs_section(ctx, args.pairs.as_deref(), &mut page).await?;
+    pairs_section(ctx, what.pairs, &mut page).await?;
     Ok(page.finish())
 }
 
@@ -87,7 +117,11 @@ async fn register(ctx: &SessionContext, path: &Path) -> Result<bool> {
 }
 
 /// Section 1, What ran: prompts, candidates, methods, models, failures by kind, the job summary.
-async fn run_section(ctx: &SessionContext, summary: Option<&Path>, page: &mut Page) -> Result<()> {
+async fn run_section(
+    ctx: &SessionContext,
+    summary: Option<&serde_json::Value>,
+    page: &mut Page,
+) -> Result<()> {
     let b = rows(
         ctx,
         "SELECT series, count(DISTINCT prompt_id), count(*), \
@@ -130,14 +164,14 @@ async fn run_section(ctx: &SessionContext, summary: Option<&Path>, page: &mut Pa
                 .collect::<Vec<_>>(),
         ),
     }
-    if let Some(path) = summary {
-        page.table(&["job summary", ""], &summary_rows(path)?);
+    if let Some(summary) = summary {
+        page.table(&["job summary", ""], &summary_rows(summary));
     }
     Ok(())
 }
 
-/// The job summary's requests, tokens, wall time and throughput.
-fn summary_rows(path: &Path) -> Result<Vec<Vec<String>>> {
+/// A job summary written by `prs sql --summary-json`.
+fn read_summary(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| DataFusionError::Plan(format!("cannot read {}: {e}", path.display())))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
@@ -147,17 +181,21 @@ fn summary_rows(path: &Path) -> Result<Vec<Vec<String>>> {
         ))
     })?;
     // the counters sit at the top level of `prs sql --summary-json`
-    let stats = &json;
-    if stats.get("candidates").is_none() {
+    if json.get("candidates").is_none() {
         return Err(DataFusionError::Plan(format!(
             "{} is not a job summary of prs sql --summary-json (no candidates count)",
             path.display()
         )));
     }
+    Ok(json)
+}
+
+/// The job summary's requests, tokens, wall time and throughput.
+fn summary_rows(stats: &serde_json::Value) -> Vec<Vec<String>> {
     let n = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    let wall = n(&json["wall_secs"]);
+    let wall = n(&stats["wall_secs"]);
     let candidates = n(&stats["candidates"]);
-    Ok(vec![
+    vec![
         vec!["policy requests".into(), num(n(&stats["policy_requests"]))],
         vec!["reward requests".into(), num(n(&stats["reward_requests"]))],
         vec!["prompt tokens".into(), num(n(&stats["prompt_tokens"]))],
@@ -167,7 +205,7 @@ fn summary_rows(path: &Path) -> Result<Vec<Vec<String>>> {
         ],
         vec!["wall time (s)".into(), num(wall)],
         vec!["candidates / s".into(), num(candidates / wall)],
-    ])
+    ]
 }
 
 /// Section 2, Reward distributions per method and, for PRS, per layer, on one axis.
@@ -185,13 +223,13 @@ async fn rewards_section(ctx: &SessionContext, page: &mut Page) -> Result<()> {
         "Share of scored candidates per reward bin, by method and PRS layer; the vertical \
          lines are the medians.",
     );
-    let (series, medians) = charts::distribution(&groups, 24);
-    page.chart(charts::lines(
+    distribution_chart(
+        page,
         "Reward distribution",
         ("reward", "share of candidates"),
-        &series,
-        &medians,
-    ));
+        &groups,
+        24,
+    );
     page.table(
         &["group", "candidates", "median", "mean"],
         &groups
@@ -255,13 +293,13 @@ async fn revisions_section(ctx: &SessionContext, page: &mut Page) -> Result<()> 
         return Ok(());
     }
     let groups: Vec<(String, Vec<f64>)> = deltas.into_iter().collect();
-    let (series, marks) = charts::distribution(&groups, 20);
-    page.chart(charts::lines(
+    distribution_chart(
+        page,
         "Best of revisions minus best of layer 0",
         ("reward gain", "share of prompts"),
-        &series,
-        &marks,
-    ));
+        &groups,
+        20,
+    );
     let improved =
         |v: &[f64]| v.iter().filter(|d| **d > 0.0).count() as f64 / v.len().max(1) as f64;
     page.table(
@@ -415,14 +453,26 @@ async fn pairs_section(ctx: &SessionContext, pairs: Option<&Path>, page: &mut Pa
         &body,
     );
     let groups: Vec<(String, Vec<f64>)> = margins.into_iter().collect();
-    let (series, marks) = charts::distribution(&groups, 20);
-    page.chart(charts::lines(
+    distribution_chart(
+        page,
         "Reward margin of the pairs",
         ("chosen − rejected reward", "share of pairs"),
-        &series,
-        &marks,
-    ));
+        &groups,
+        20,
+    );
     Ok(())
+}
+
+/// A chart of each group's distribution over `bins` bins on one axis, medians marked.
+fn distribution_chart(
+    page: &mut Page,
+    title: &str,
+    axes: (&str, &str),
+    groups: &[(String, Vec<f64>)],
+    bins: usize,
+) {
+    let (series, medians) = charts::distribution(groups, bins);
+    page.chart(charts::lines(title, axes, &series, &medians));
 }
 
 /// Best vs worst scored candidate per prompt, kept when their rewards differ.

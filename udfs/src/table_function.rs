@@ -60,7 +60,8 @@ impl SampleFunction {
     }
 }
 
-fn literal_string(e: &Expr) -> Option<String> {
+/// A string literal argument of a table function (any of the string types).
+pub fn literal_string(e: &Expr) -> Option<String> {
     match e {
         Expr::Literal(ScalarValue::Utf8(Some(s)), _)
         | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _)

@@ -191,26 +191,44 @@ impl Endpoint {
         join(&self.replicas[self.only.unwrap_or(0)].base, path)
     }
 
-    /// The replica for the next request: the healthy one with the fewest outstanding
-    /// requests; when every replica is ejected, the one that comes back first.
-    fn pick(&self) -> &Replica {
+    /// How many servers share the work.
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// The base URL of replica `i`, for messages.
+    pub fn replica_base(&self, i: usize) -> String {
+        self.replicas
+            .get(i)
+            .map(|r| r.base.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The replica for the next request (its index): the healthy one with the fewest
+    /// outstanding requests; when every replica is ejected, the one that comes back first.
+    pub fn next_replica(&self) -> usize {
         if let Some(i) = self.only {
-            return &self.replicas[i];
+            return i;
         }
         let now = now_ms();
-        let healthy = self
-            .replicas
-            .iter()
-            .filter(|r| r.healthy(now))
-            .min_by_key(|r| r.outstanding.load(Ordering::Relaxed));
-        match healthy {
-            Some(r) => r,
-            None => self
-                .replicas
+        let by = |pred: &dyn Fn(&Replica) -> bool, key: &dyn Fn(&Replica) -> u64| {
+            self.replicas
                 .iter()
-                .min_by_key(|r| r.ejected_until_ms.load(Ordering::Relaxed))
-                .unwrap_or(&self.replicas[0]),
-        }
+                .enumerate()
+                .filter(|(_, r)| pred(r))
+                .min_by_key(|(_, r)| key(r))
+                .map(|(i, _)| i)
+        };
+        by(&|r| r.healthy(now), &|r| {
+            r.outstanding.load(Ordering::Relaxed) as u64
+        })
+        .or_else(|| by(&|_| true, &|r| r.ejected_until_ms.load(Ordering::Relaxed)))
+        .unwrap_or(0)
+    }
+
+    fn pick(&self) -> (usize, &Replica) {
+        let i = self.next_replica();
+        (i, &self.replicas[i])
     }
 
     /// Record how a request to `r` went; repeated transient failures eject it for a while.
@@ -293,7 +311,7 @@ impl Endpoint {
 
     /// One GET, no retry (wrap in [`Endpoint::with_retry`]).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let replica = self.pick();
+        let (_, replica) = self.pick();
         let url = join(&replica.base, path);
         let req = self.authorize(replica, self.http.get(&url));
         self.send_to(replica, req, url).await
@@ -305,10 +323,19 @@ impl Endpoint {
         path: &str,
         body: &B,
     ) -> Result<T> {
-        let replica = self.pick();
+        self.post_json_to_any(path, body).await.map(|(t, _)| t)
+    }
+
+    /// One POST, no retry, to the next replica; the answer and which replica gave it.
+    pub async fn post_json_to_any<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(T, usize)> {
+        let (i, replica) = self.pick();
         let url = join(&replica.base, path);
         let req = self.authorize(replica, self.http.post(&url).json(body));
-        self.send_to(replica, req, url).await
+        self.send_to(replica, req, url).await.map(|t| (t, i))
     }
 
     async fn send_to<T: DeserializeOwned>(

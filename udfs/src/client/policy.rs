@@ -239,8 +239,9 @@ pub struct PolicyClient {
     /// Extension fields sent with every request, less those the server refused.
     extensions: RwLock<Map<String, Value>>,
     policy_n: PolicyN,
-    /// Set (under `policy_n = auto`) once the server answered with fewer choices than asked.
-    ignores_n: AtomicBool,
+    /// Per replica: set (under `policy_n = auto`) once that server answered with fewer choices
+    /// than asked.
+    ignores_n: Vec<AtomicBool>,
 }
 
 impl PolicyClient {
@@ -248,7 +249,6 @@ impl PolicyClient {
         let endpoint = Endpoint::new(EndpointKind::Policy, &cfg.policy_url, cfg, stats)?;
         let model = cfg.policy_model.trim();
         Ok(PolicyClient {
-            endpoint,
             api: cfg.policy_api,
             configured_model: (!model.is_empty()).then(|| model.to_string()),
             model: OnceCell::new(),
@@ -258,30 +258,40 @@ impl PolicyClient {
             in_flight_limit: cfg.max_in_flight.max(1),
             extensions: RwLock::new(extensions(cfg)?),
             policy_n: cfg.policy_n,
-            ignores_n: AtomicBool::new(false),
+            ignores_n: (0..endpoint.replica_count())
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            endpoint,
         })
     }
 
-    /// Whether samples go one per request: always under `policy_n = single`, and under `auto`
-    /// once the server has shown that it ignores `n`.
+    /// Whether the next samples go one per request: always under `policy_n = single`, and
+    /// under `auto` when the replica the next request goes to has shown that it ignores `n`
+    /// (each replica on its own: a fleet may mix servers).
     pub fn one_per_request(&self) -> bool {
         match self.policy_n {
             PolicyN::Single => true,
             PolicyN::Native => false,
-            PolicyN::Auto => self.ignores_n.load(Ordering::Relaxed),
+            PolicyN::Auto => self
+                .ignores_n
+                .get(self.endpoint.next_replica())
+                .is_some_and(|f| f.load(Ordering::Relaxed)),
         }
     }
 
-    /// Note an answer with `got` choices for `n` asked: under `auto`, fewer means the server
-    /// ignores `n` (said once).
-    fn note_choices(&self, got: usize, n: usize) {
+    /// Note an answer of replica `replica` with `got` choices for `n` asked: under `auto`,
+    /// fewer means that server ignores `n` (said once per replica).
+    fn note_choices(&self, got: usize, n: usize, replica: usize) {
         let short = self.policy_n == PolicyN::Auto && got < n && n > 1 && got > 0;
-        if short && !self.ignores_n.swap(true, Ordering::Relaxed) {
+        let Some(flag) = self.ignores_n.get(replica).filter(|_| short) else {
+            return;
+        };
+        if !flag.swap(true, Ordering::Relaxed) {
             tracing::warn!(
-                "the policy endpoint {} answered a request for n={n} with {got} choice(s): it \
-                 ignores `n`, so from now on each sample is its own request, sent at once \
-                 (prs.policy_n = single does this from the start)",
-                self.endpoint.base_str()
+                "the policy server {} answered a request for n={n} with {got} choice(s): it \
+                 ignores `n`, so from now on each sample sent to it is its own request, sent at \
+                 once (prs.policy_n = single does this from the start)",
+                self.endpoint.replica_base(replica)
             );
         }
     }
@@ -512,12 +522,13 @@ impl PolicyClient {
         n: usize,
     ) -> Result<(Vec<Choice>, Usage)> {
         self.endpoint.stats.record_policy_request();
-        let resp: CompletionResponse = self.endpoint.post_json(path, body).await?;
+        let (resp, replica): (CompletionResponse, usize) =
+            self.endpoint.post_json_to_any(path, body).await?;
         let usage = resp.usage.unwrap_or_default();
         self.endpoint
             .stats
             .record_tokens(usage.prompt_tokens, usage.completion_tokens);
-        self.note_choices(resp.choices.len(), n);
+        self.note_choices(resp.choices.len(), n, replica);
         if resp.choices.len() > n {
             return Err(self.endpoint.bad_response(
                 path,
