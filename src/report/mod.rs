@@ -99,7 +99,7 @@ async fn register(ctx: &SessionContext, path: &Path) -> Result<bool> {
     let text = path.to_string_lossy();
     ctx.register_parquet("candidates", text.as_ref(), ParquetReadOptions::default())
         .await
-        .map_err(|e| DataFusionError::Plan(format!("cannot read {text}: {e}")))?;
+        .map_err(|e| DataFusionError::Plan(format!("cannot read {text}: {}", e.message())))?;
     let schema = ctx.table("candidates").await?.schema().clone();
     let missing: Vec<&str> = stats::REQUIRED
         .iter()
@@ -410,7 +410,9 @@ async fn pairs_section(ctx: &SessionContext, pairs: Option<&Path>, page: &mut Pa
                 ParquetReadOptions::default(),
             )
             .await
-            .map_err(|e| DataFusionError::Plan(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| {
+                DataFusionError::Plan(format!("cannot read {}: {}", path.display(), e.message()))
+            })?;
             "SELECT 'pairs' AS series, chosen, rejected, chosen_reward, rejected_reward FROM pairs"
                 .to_string()
         }
