@@ -16,6 +16,7 @@ of a call (``'temperature=0.7, widths=8/8'``) overrides them for that call. API 
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -24,9 +25,11 @@ from datafusion import SessionContext, udtf
 from datafusion import DataFrame
 
 from ._native import SampleFunction, Settings, Simulator, __version__, split_statements
+from ._native import report as _report
 
 __all__ = [
     "register",
+    "report",
     "settings",
     "simulator",
     "sql",
@@ -101,3 +104,30 @@ def sql(ctx: SessionContext, script: str) -> DataFrame:
     for statement in statements[:-1]:
         ctx.sql(statement).collect()
     return ctx.sql(statements[-1])
+
+
+def report(
+    candidates: str | os.PathLike[str],
+    output: str | os.PathLike[str] = "out/report.html",
+    *,
+    summary: str | os.PathLike[str] | None = None,
+    pairs: str | os.PathLike[str] | None = None,
+) -> str:
+    """Write the page ``prs report`` writes for a Parquet table of candidates (reward
+    distributions, best of k, what PRS's revisions did, data checks, chosen vs rejected: one
+    self-contained HTML file) and return its path. In a notebook:
+    ``IPython.display.IFrame(path, width=1000, height=800)``.
+
+        ctx.sql("COPY (SELECT * FROM prs_sample('prompts.parquet', 8)) TO 'out/c.parquet'").collect()
+        datafusion_prs.report("out/c.parquet")
+
+    ``summary`` is a job summary of ``prs sql --summary-json``; ``pairs`` a Parquet file of DPO
+    pairs to describe instead of best vs worst per prompt. A table without the needed columns
+    raises ``ValueError`` naming them.
+    """
+    return _report(
+        os.fspath(candidates),
+        os.fspath(output),
+        None if summary is None else os.fspath(summary),
+        None if pairs is None else os.fspath(pairs),
+    )

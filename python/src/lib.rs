@@ -284,9 +284,33 @@ fn only_comments(text: &str) -> bool {
         .all(|l| l.is_empty() || l.starts_with("--"))
 }
 
+/// Write the page of `prs report` for a table of candidates; returns the path written.
+#[pyfunction]
+#[pyo3(signature = (candidates, output, summary = None, pairs = None))]
+fn report(
+    py: Python<'_>,
+    candidates: std::path::PathBuf,
+    output: std::path::PathBuf,
+    summary: Option<std::path::PathBuf>,
+    pairs: Option<std::path::PathBuf>,
+) -> PyResult<String> {
+    let rt = runtime()?;
+    let args = prs::report::ReportArgs {
+        candidates,
+        output,
+        summary,
+        pairs,
+    };
+    let written = py
+        .detach(|| rt.block_on(prs::report::run(&args)))
+        .map_err(PyValueError::new_err)?;
+    Ok(written.display().to_string())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(split_statements, m)?)?;
+    m.add_function(wrap_pyfunction!(report, m)?)?;
     m.add_class::<Settings>()?;
     m.add_class::<SampleFunction>()?;
     m.add_class::<Simulator>()?;

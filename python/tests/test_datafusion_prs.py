@@ -191,3 +191,24 @@ def test_no_progress_line_unless_asked(ctx, capfd):
     ctx.sql(f"SELECT count(*) FROM random_sample('{PROMPTS}', 2)").collect()
     captured = capfd.readouterr()
     assert "prs:" not in captured.err and "prompts/s" not in captured.err
+
+
+def test_the_report_page_of_a_run(ctx, tmp_path):
+    candidates = tmp_path / "c.parquet"
+    ctx.sql(
+        f"COPY (SELECT * FROM prs_sample('{PROMPTS}', 4) UNION ALL "
+        f"SELECT * FROM random_sample('{PROMPTS}', 4)) TO '{candidates}' STORED AS PARQUET"
+    ).collect()
+    written = datafusion_prs.report(candidates, tmp_path / "page" / "report.html")
+    assert written == str(tmp_path / "page" / "report.html")
+    html = (tmp_path / "page" / "report.html").read_text()
+    for section in ["Run", "Reward distributions", "Best of k", "Data checks", "Chosen vs rejected"]:
+        assert f"<h2>{section}</h2>" in html
+    assert html.count("<figure") == 5 and "<script" not in html
+    assert "prs layer 1" in html and ">random<" in html
+
+    bad = tmp_path / "bad.parquet"
+    ctx.sql(f"COPY (SELECT 1 AS x) TO '{bad}' STORED AS PARQUET").collect()
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) prompt_id"):
+        datafusion_prs.report(bad, tmp_path / "bad.html")
+    assert not (tmp_path / "bad.html").exists()
