@@ -121,6 +121,61 @@ fn one_method_one_prompt_and_a_table_that_is_not_candidates() {
     assert!(!dir.path().join("out/bad.html").exists());
 }
 
+/// The report's statistics on a table small enough to work out by hand: two prompts, one
+/// failed candidate.
+#[test]
+fn statistics_match_a_table_worked_out_by_hand() {
+    let dir = workdir();
+    // prompt a: rewards 1, 3 (truncated, chosen), 2; prompt b: 0.5 (truncated), 1.5 (chosen),
+    // and a failed candidate
+    sample(
+        dir.path(),
+        "COPY (SELECT column1 AS prompt_id, 'random' AS method, 0 AS layer, column2 AS sample_index, \
+                      column3 AS response, column4 AS reward, column5 AS is_best, \
+                      column6 AS finish_reason, column7 AS error, 'pm' AS policy_model, \
+                      'rm' AS reward_model \
+               FROM (VALUES ('a', 0, 'x', 1.0, false, 'stop', CAST(NULL AS VARCHAR)), \
+                            ('a', 1, 'yyy', 3.0, true, 'length', NULL), \
+                            ('a', 2, 'zz', 2.0, false, 'stop', NULL), \
+                            ('b', 0, 'p', 0.5, false, 'length', NULL), \
+                            ('b', 1, 'qq', 1.5, true, 'stop', NULL), \
+                            ('b', 2, NULL, NULL, false, NULL, 'policy: HTTP 500'))) \
+         TO 'out/hand.parquet' STORED AS PARQUET",
+    );
+    let (out, html) = report(dir.path(), &["out/hand.parquet"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // 2 prompts, 6 candidates, 5 scored, 1 failed, at the policy
+    assert!(
+        html.contains(
+            "<td>random</td><td>2</td><td>6</td><td>5</td><td>1</td><td>pm</td><td>rm</td>"
+        ),
+        "run table"
+    );
+    assert!(
+        html.contains("<td>policy</td><td>1</td>"),
+        "failures by kind"
+    );
+    // truncated: 2 of 5 responses, 1 of 2 chosen; no copies; corr(reward, length) = 0.9631
+    assert!(
+        html.contains("<td>random</td><td>40.0 %</td><td>50.0 %</td><td>0.0 %</td><td>0.9631</td>"),
+        "data checks"
+    );
+    // pairs: (3 vs 1) and (1.5 vs 0.5): chosen 2.25 ± 1.0607, rejected 0.75 ± 0.3536, lengths
+    // 2.5 and 1
+    assert!(
+        html.contains(
+            "<td>random</td><td>2</td><td>2.2500</td><td>1.0607</td><td>0.7500</td><td>0.3536</td>\
+             <td>2.5000</td><td>1</td>"
+        ),
+        "chosen vs rejected"
+    );
+    // reward distribution: 5 scored, median 1.5, mean 1.6
+    assert!(
+        html.contains("<td>random</td><td>5</td><td>1.5000</td><td>1.6000</td>"),
+        "rewards"
+    );
+}
+
 #[test]
 fn prs_report_in_sql_writes_when_run_not_when_planned() {
     let dir = workdir();

@@ -21,6 +21,8 @@ pub const REQUIRED: &[&str] = &[
     "is_best",
     "finish_reason",
     "error",
+    "policy_model",
+    "reward_model",
 ];
 
 /// The view every query reads: the candidates with their series.
