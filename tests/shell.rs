@@ -21,7 +21,10 @@ struct Terminal {
 
 impl Terminal {
     fn start(dir: &std::path::Path, env: &[(&str, String)]) -> Terminal {
-        let command = format!("{} sql --quiet", env!("CARGO_BIN_EXE_prs"));
+        // `script` runs the command with $SHELL (or /bin/sh) -c; `exec` makes prs the terminal's
+        // foreground process whatever that shell is: a shell left waiting in between (dash does)
+        // is killed by the Ctrl-C meant for prs.
+        let command = format!("exec '{}' sql --quiet", env!("CARGO_BIN_EXE_prs"));
         let mut cmd = Command::new("script");
         cmd.args(["-qefc", &command, "/dev/null"])
             .current_dir(dir)

@@ -29,6 +29,7 @@ pub async fn run(
          Ctrl-C cancels a running statement, \\q or Ctrl-D quits.",
         env!("CARGO_PKG_VERSION")
     );
+    let mut interrupts = Interrupts::listen()?;
     let mut lines = String::new();
     loop {
         let prompt = if lines.is_empty() { "prs> " } else { "  -> " };
@@ -49,7 +50,7 @@ pub async fn run(
                             eprintln!("Error: {e}");
                         }
                     }
-                    _ = tokio::signal::ctrl_c() => {
+                    _ = interrupts.next() => {
                         eprintln!("cancelled: the statement stopped, and so did its requests");
                     }
                 }
@@ -64,6 +65,31 @@ pub async fn run(
         let _ = editor.save_history(path);
     }
     Ok(())
+}
+
+/// Ctrl-C while a statement runs. The shell listens from its start, so no Ctrl-C kills it,
+/// not even one pressed between reading a statement and running it (at the prompt the line
+/// editor reads Ctrl-C as a key).
+struct Interrupts {
+    #[cfg(unix)]
+    signals: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn listen() -> Result<Interrupts, CliError> {
+        Ok(Interrupts {
+            #[cfg(unix)]
+            signals: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| CliError::Shell(format!("cannot listen for Ctrl-C: {e}")))?,
+        })
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        self.signals.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `\q`, `quit` or `exit` (with or without `;`).
