@@ -495,6 +495,9 @@ async fn main() {
     report("random_sample n=16", &random);
 
     drop(sim);
+    if std::env::var("PRS_BENCH_ONLY").is_ok_and(|v| v == "main") {
+        return;
+    }
 
     // the same runs against a server that ignores `n` (one choice per request), default settings
     let ignoring = start_sim(true, &["--ignore-n"]).await;

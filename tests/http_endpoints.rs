@@ -494,3 +494,56 @@ async fn limit_starts_only_the_prompts_it_needs() {
     assert_eq!(all.column(0).as_primitive::<Int64Type>().value(0), 1200);
     assert_eq!(requests(&fake, "/chat/completions").len(), 300);
 }
+
+#[tokio::test]
+async fn a_prompt_gives_its_place_to_the_next_once_its_first_layer_is_done() {
+    // every request takes 25 ms, so the order of arrival shows what overlapped
+    let (url, fake) = start(Mode::Slow).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("policy_model", "m"),
+            ("preflight", "false"),
+            ("prompt_concurrency", "1"),
+            ("reward_input", "text"),
+        ],
+    )
+    .await;
+    ctx.sql(
+        "CREATE TABLE three AS SELECT value AS id, 'Question ' || CAST(value AS VARCHAR) AS prompt \
+         FROM generate_series(1, 3)",
+    )
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+    let b = rows(&ctx, "SELECT count(*) FROM prs_sample('three', 2)").await;
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 6);
+    let log = fake.log.lock().unwrap().clone();
+    let is_generation = |r: &Req| r.path.ends_with("completions");
+    let about = |r: &Req, q: &str| r.body.to_string().contains(q);
+    let first = |q: &str, generation: bool| {
+        log.iter()
+            .position(|r| is_generation(r) == generation && about(r, q))
+            .unwrap()
+    };
+    let last_generation = |q: &str| {
+        log.iter()
+            .rposition(|r| is_generation(r) && about(r, q))
+            .unwrap()
+    };
+    // the second prompt starts after the first prompt's first layer is scored ...
+    assert!(first("Question 1", false) < first("Question 2", true));
+    // ... and before the first prompt's revision: not when the first prompt has finished
+    assert!(
+        first("Question 2", true) < last_generation("Question 1"),
+        "{:#?}",
+        log.iter()
+            .map(|r| (&r.path, user_text(&r.body)))
+            .collect::<Vec<_>>()
+    );
+    // one prompt in its first layer at a time: the third waits for the second's
+    assert!(first("Question 2", false) < first("Question 3", true));
+}

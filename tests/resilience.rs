@@ -258,12 +258,17 @@ async fn budget_stops_new_work_and_says_so() {
         .flatten()
         .filter(|e| e.starts_with("budget: prs.max_requests = 10 reached"))
         .count();
-    // each prompt costs 3 policy + 2 reward requests (text: one per layer); prompts start until 10 requests are made
-    // (a prompt already started in another partition may finish: the overshoot is in-flight work)
+    // each prompt costs 3 policy + 2 reward requests (text: one per layer, which concurrent
+    // prompts may share); prompts start until 10 requests are made, and those started finish
+    // (the overshoot is in-flight work). With a window of one, the next prompt starts when the
+    // previous one has its first layer done, 2 requests later: at most 10 / 2 + 1 start.
     let made = fake.log.lock().unwrap().len();
-    assert!(made % 5 == 0 && (10..=15).contains(&made), "{made}");
-    let started = made / 5;
-    assert_eq!(budget_rows, 40 - started, "{errors:?}");
+    let started = 40 - budget_rows;
+    assert!((2..=6).contains(&started), "{started} prompts started");
+    assert!(
+        made >= 10 && made <= started * 5,
+        "{made} requests, {started} prompts"
+    );
     assert_eq!(b.num_rows(), started * 4 + budget_rows);
     assert_eq!(
         stats(&ctx).errors.get("budget"),

@@ -28,6 +28,7 @@ use datafusion::physical_plan::{
 use futures::stream::BoxStream;
 use futures::{stream, Stream, StreamExt, TryStreamExt};
 
+use crate::admission::Window;
 use crate::pipeline::{PromptPipeline, SampleMetrics};
 use crate::prompts::prompts_of;
 use crate::runtime::CallRuntime;
@@ -98,13 +99,16 @@ impl SampleExec {
         self.limit
     }
 
-    /// Prompts started at once: `prompt_concurrency`, or fewer under a limit.
-    fn prompts_at_once(&self) -> usize {
-        let n = self.runtime.sampler.n();
-        let all = self.runtime.prompt_concurrency.max(1);
+    /// Which prompts start when: the window of `prompt_concurrency`, or fewer prompts under a
+    /// limit.
+    fn window(&self) -> Window {
+        let s = &self.runtime.sampler;
+        let n = s.n();
+        let first_width = s.widths.first().copied().unwrap_or(n);
+        let window = Window::new(self.runtime.prompt_concurrency, first_width, n);
         match self.limit {
-            Some(rows) => all.min(rows.div_ceil(n.max(1)).max(1)),
-            None => all,
+            Some(rows) => window.at_most(rows.div_ceil(n.max(1))),
+            None => window,
         }
     }
 
@@ -220,7 +224,7 @@ impl ExecutionPlan for SampleExec {
             runtime: self.runtime.clone(),
             metrics: Arc::new(SampleMetrics::new(&self.metrics, partition)),
         };
-        let results = pipeline.run(prompts, self.prompts_at_once());
+        let results = pipeline.run(prompts, self.window());
         Ok(Box::pin(SampleStream::new(
             self,
             results,

@@ -34,6 +34,7 @@
 //! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs;
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
 
+pub mod admission;
 pub mod answer;
 pub mod call;
 pub mod chat_template;

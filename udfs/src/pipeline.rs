@@ -1,6 +1,6 @@
 //! The prompt pipeline of one partition: each prompt comes from the checkpoint when it holds
 //! it, else (once the preflight check passed and while the budget lasts) is sampled and then
-//! stored; up to `prompts_at_once` prompts are worked on at once, and a prompt that another
+//! stored; prompts start as the window lets them ([`crate::admission`]), and a prompt that another
 //! node of the same call is already working on is awaited, not sampled twice.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
 use futures::{FutureExt, Stream, TryStreamExt};
 
+use crate::admission::{self, Window};
 use crate::checkpoint::prompt_key;
 use crate::journal;
 use crate::runtime::CallRuntime;
@@ -85,15 +86,18 @@ pub(crate) struct PromptPipeline {
 }
 
 impl PromptPipeline {
-    /// Each prompt's result, in the order they finish, `at_once` at a time.
+    /// Each prompt's result, in the order they finish, started as `window` lets them.
     pub fn run(
         self,
         prompts: impl Stream<Item = Result<(ScalarValue, PromptInput)>> + Send + 'static,
-        at_once: usize,
+        window: Window,
     ) -> impl Stream<Item = Result<Arc<PromptResult>>> + Send + 'static {
+        let places = window.places();
         prompts
-            .map_ok(move |(id, input)| self.clone().shared(id, input))
-            .try_buffer_unordered(at_once)
+            .map_ok(move |(id, input)| {
+                admission::enter(places.clone(), self.clone().shared(id, input))
+            })
+            .try_buffer_unordered(window.in_progress)
     }
 
     /// The prompt's result, computed once by whichever node of the call asks first.

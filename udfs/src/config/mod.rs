@@ -63,7 +63,7 @@ extensions_options! {
         pub max_choices_per_request: usize, default = 16
         /// Most policy sequences (samples being generated) in flight at once, shared by all partitions of a call
         pub max_in_flight: usize, default = 1024
-        /// Prompts worked on at once per partition
+        /// Prompt window per partition: prompts in their first layer at once, scaled by the first layer's share of n (128 for random sampling, 64 for PRS's two halves); a prompt past its first layer makes room for the next, and up to 4× this many are worked on in all
         pub prompt_concurrency: usize, default = 128
         /// Upper bound for n (candidates per prompt)
         pub max_n: usize, default = 1024

@@ -147,6 +147,8 @@ async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> 
         tree.make_unique(&ask, &mut rows).await?;
         tree.score_layer(&mut rows).await?;
         tree.candidates.extend(rows);
+        // the prompt's place in the window goes to the next prompt
+        crate::admission::first_layer_done();
     }
     Ok(tree.finish())
 }
