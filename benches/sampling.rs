@@ -469,33 +469,44 @@ async fn main() {
         small_jobs().await;
         return;
     }
+    // `PRS_BENCH_ONLY=main`: only the two runs below, with `PRS_BENCH_N` samples (16)
+    let only_main = std::env::var("PRS_BENCH_ONLY").is_ok_and(|v| v == "main");
+    let n: usize = match only_main {
+        true => std::env::var("PRS_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16),
+        false => 16,
+    };
     let sim = start_sim(true, &[]).await;
     let cfg = config(&sim);
     let prs = run_sql(
         &sim,
         cfg.clone(),
         prompts,
-        "SELECT count(*) FROM prs_sample('prompts', 16)",
+        &format!("SELECT count(*) FROM prs_sample('prompts', {n})"),
     )
     .await;
-    report("prs_sample n=16 (pipelined)", &prs);
-    let reference = reference_prs(&sim, &cfg, prompts).await;
-    report("PRS n=16, stage-by-stage reference", &reference);
-    println!(
-        "speedup of prs_sample over the stage-by-stage schedule: {:.2}x",
-        reference.secs / prs.secs
-    );
+    report(&format!("prs_sample n={n} (pipelined)"), &prs);
+    if !only_main {
+        let reference = reference_prs(&sim, &cfg, prompts).await;
+        report("PRS n=16, stage-by-stage reference", &reference);
+        println!(
+            "speedup of prs_sample over the stage-by-stage schedule: {:.2}x",
+            reference.secs / prs.secs
+        );
+    }
     let random = run_sql(
         &sim,
         cfg.clone(),
         prompts,
-        "SELECT count(*) FROM random_sample('prompts', 16)",
+        &format!("SELECT count(*) FROM random_sample('prompts', {n})"),
     )
     .await;
-    report("random_sample n=16", &random);
+    report(&format!("random_sample n={n}"), &random);
 
     drop(sim);
-    if std::env::var("PRS_BENCH_ONLY").is_ok_and(|v| v == "main") {
+    if only_main {
         return;
     }
 
