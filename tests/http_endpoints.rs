@@ -469,15 +469,7 @@ async fn endpoint_errors_carry_the_server_message() {
 async fn limit_starts_only_the_prompts_it_needs() {
     let (url, fake) = start(Mode::Normal).await;
     let ctx = context(&url, &url, &[]).await;
-    ctx.sql(
-        "CREATE TABLE many AS SELECT value AS id, 'Question ' || CAST(value AS VARCHAR) AS prompt \
-         FROM generate_series(1, 300)",
-    )
-    .await
-    .unwrap()
-    .collect()
-    .await
-    .unwrap();
+    questions(&ctx, "many", 300).await;
     let b = rows(
         &ctx,
         "SELECT prompt_id FROM random_sample('many', 4) LIMIT 5",
@@ -510,15 +502,7 @@ async fn a_prompt_gives_its_place_to_the_next_once_its_first_layer_is_done() {
         ],
     )
     .await;
-    ctx.sql(
-        "CREATE TABLE three AS SELECT value AS id, 'Question ' || CAST(value AS VARCHAR) AS prompt \
-         FROM generate_series(1, 3)",
-    )
-    .await
-    .unwrap()
-    .collect()
-    .await
-    .unwrap();
+    questions(&ctx, "three", 3).await;
     let b = rows(&ctx, "SELECT count(*) FROM prs_sample('three', 2)").await;
     assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 6);
     let log = fake.log.lock().unwrap().clone();
@@ -546,4 +530,17 @@ async fn a_prompt_gives_its_place_to_the_next_once_its_first_layer_is_done() {
     );
     // one prompt in its first layer at a time: the third waits for the second's
     assert!(first("Question 2", false) < first("Question 3", true));
+}
+
+/// A table `name` of `count` prompts "Question 1", "Question 2", ...
+async fn questions(ctx: &datafusion::prelude::SessionContext, name: &str, count: usize) {
+    ctx.sql(&format!(
+        "CREATE TABLE {name} AS SELECT value AS id, 'Question ' || CAST(value AS VARCHAR) AS prompt \
+         FROM generate_series(1, {count})"
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
 }
