@@ -3,14 +3,12 @@
 //! statement hung on a silent server without leaving the shell, Ctrl-C at the prompt dropping
 //! the lines typed, `\q`, and the history file.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cli::workdir;
+use crate::common::cli::workdir;
 
 /// A shell on a pseudo-terminal: what it printed so far, and its keyboard.
 struct Terminal {

@@ -2,8 +2,6 @@
 //! zero requests, torn files are redone, new settings never reuse old results, a killed CLI
 //! loses at most the prompts in flight, and a call referenced twice samples once.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -11,7 +9,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 
-use common::*;
+use crate::common::*;
 
 fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -2,8 +2,6 @@
 //! seeds, the PRS call graph, rewards stored per response, the `n` top-up, all four reward
 //! protocols, and endpoint errors.
 
-mod common;
-
 use std::collections::HashMap;
 
 use datafusion::arrow::array::AsArray;
@@ -11,7 +9,7 @@ use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use datafusion_prs::sampler::derive_seed;
 use serde_json::json;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn request_bodies_seeds_and_rewards() {

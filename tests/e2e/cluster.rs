@@ -3,9 +3,6 @@
 //! equals the single-node run's; an executor killed mid-query either has its tasks re-run by
 //! the other executor or fails the query clearly, and a re-run never asks for a prompt that was
 //! finished (checkpointed) before.
-#![cfg(feature = "cluster")]
-
-mod common;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -18,7 +15,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use datafusion_prs::PrsConfig;
 
-use common::*;
+use crate::common::*;
 
 const PROMPTS_PER_FILE: usize = 3;
 const FILES: usize = 4;

@@ -3,13 +3,11 @@
 //! `/classify`, conversations rendered here with a Hugging Face chat template (BOS handled),
 //! and the checkpoint fingerprint following the mode.
 
-mod common;
-
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Float64Type;
 use serde_json::json;
 
-use common::*;
+use crate::common::*;
 
 /// The reward column of `b`, in row order.
 fn rewards(b: &datafusion::arrow::array::RecordBatch) -> Vec<Option<f64>> {

@@ -3,13 +3,11 @@
 //! candidates refused with the columns it lacks; the quickstart's page opened in a real
 //! browser (headless Chromium): no errors, nothing fetched, every chart drawn at a real size.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cli::{prs, root, text, workdir};
+use crate::common::cli::{prs, root, text, workdir};
 
 /// Run a `prs sql --sim` script in `dir`.
 fn sample(dir: &std::path::Path, script: &str) {

@@ -2,12 +2,10 @@
 //! `prs.policy_extra_body`) are dropped for a server that refuses them, OpenAI fields never are,
 //! and preflight works against a server whose `/models` lists nothing.
 
-mod common;
-
 use datafusion_prs::stats::JobStats;
 use serde_json::json;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn extensions_a_server_refuses_are_dropped_for_it_and_counted() {

@@ -2,7 +2,7 @@
 //! [`MAX_FN_LINES`] (except the ones listed in [`LONG_ON_PURPOSE`], each with its reason, also
 //! in the README's layout section), and no import cycle between the files of either crate.
 //!
-//! Run alone with `cargo test --test shape`. The checks read the sources as text, which works
+//! Run alone with `cargo test --test e2e shape::`. The checks read the sources as text, which works
 //! because they are `cargo fmt`-formatted: a function ends at the first line that closes it at
 //! its own indentation.
 

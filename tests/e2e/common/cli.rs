@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `prs ARGS` in `dir`, with none of the endpoint settings of the test's own environment and
-/// `env` added.
+/// `prs ARGS` in `dir`, with none of the endpoint settings or keys of the test's own
+/// environment (other tests in this binary set `PRS_POLICY_API_KEY`) and `env` added.
 pub fn prs_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_prs"));
     cmd.current_dir(dir).args(args);
@@ -13,6 +13,10 @@ pub fn prs_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         "PRS_REWARD_URL",
         "PRS_MAX_N",
         "PRS_POLICY_MODEL",
+        "PRS_POLICY_API_KEY",
+        "PRS_REWARD_API_KEY",
+        "PRS_POLICY_API_KEY_URLS",
+        "PRS_REWARD_API_KEY_URLS",
     ] {
         cmd.env_remove(k);
     }

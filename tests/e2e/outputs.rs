@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::cli::{prs, prs_command, root, text, workdir};
+use crate::common::cli::{prs, prs_command, root, text, workdir};
 
 /// `prs sql --sim -q --summary-json SUMMARY ARGS` in `dir`, which must succeed; its summary.
 fn run_with_summary(dir: &Path, summary: &Path, args: &[&str]) -> serde_json::Value {

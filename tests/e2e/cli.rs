@@ -7,8 +7,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 
-mod common;
-use common::cli::{prs, prs_command, root, text, workdir};
+use crate::common::cli::{prs, prs_command, root, text, workdir};
 
 /// EXPLAIN ANALYZE prints whole plan lines (never cut like wide result cells), with the
 /// sampler's request and token counters.

@@ -2,8 +2,6 @@
 //! (`prs.answer_pattern`) and truncation-aware selection, against fake servers and the
 //! simulator.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -11,7 +9,7 @@ use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use datafusion_prs::stats::{JobStats, StatsSnapshot};
 
-use common::*;
+use crate::common::*;
 
 fn stats(ctx: &SessionContext) -> StatsSnapshot {
     JobStats::of(ctx.state().config()).snapshot()

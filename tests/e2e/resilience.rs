@@ -1,13 +1,11 @@
 //! Jobs that survive: retries of transient failures, per-row errors, never a fake reward.
 
-mod common;
-
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
 use datafusion::prelude::SessionContext;
 use datafusion_prs::stats::{JobStats, StatsSnapshot};
 
-use common::*;
+use crate::common::*;
 
 fn stats(ctx: &SessionContext) -> StatsSnapshot {
     ctx.state()

@@ -22,7 +22,7 @@ pub const API_KEY: &str = "sk-test-very-secret-0123";
 
 pub fn set_key() {
     static ONCE: Once = Once::new();
-    // Only this test binary reads the variable; set it once before any client exists.
+    // Set once before any client exists; `cli::prs_command` keeps it from the `prs` children.
     ONCE.call_once(|| std::env::set_var("PRS_POLICY_API_KEY", API_KEY));
 }
 
