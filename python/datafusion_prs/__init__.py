@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: The table functions :func:`register` adds.
-FUNCTIONS = ("random_sample", "prs_sample")
+FUNCTIONS = ("random_sample", "prs_sample", "prs_score")
 
 
 def _text(value: Any) -> str:
@@ -61,7 +61,10 @@ def settings(*, env: bool = True, **values: Any) -> dict[str, str]:
 
 
 def register(ctx: SessionContext, *, env: bool = True, **values: Any) -> None:
-    """Register ``random_sample`` and ``prs_sample`` on ``ctx`` with these settings.
+    """Register ``random_sample``, ``prs_sample`` and ``prs_score`` on ``ctx`` with these
+    settings. ``prs_score('table.parquet')`` gives a table's rows with a ``reward`` for each
+    (prompt, response): what ``reward(prompt, response)`` gives in the CLI's SQL, which
+    DataFusion's Python package cannot run (its FFI carries no async scalar function).
 
     Any ``prs.*`` setting is a keyword (``temperature=0.7``, ``widths="8/4/4"``,
     ``feedback=False``); ``env=False`` ignores ``PRS_*`` environment variables. A setting that

@@ -3,8 +3,8 @@
 //!
 //! * [`Settings`]: a validated `PrsConfig` (defaults, then `PRS_*` environment variables, then
 //!   keywords), with the CLI's error texts;
-//! * [`SampleFunction`]: `random_sample` / `prs_sample` with those settings, handed to
-//!   `SessionContext.register_udtf` as a `datafusion_table_function` capsule;
+//! * [`SampleFunction`]: `random_sample` / `prs_sample` / `prs_score` with those settings,
+//!   handed to `SessionContext.register_udtf` as a `datafusion_table_function` capsule;
 //! * [`Simulator`]: the built-in simulator, for notebooks and tests without a GPU.
 //!
 //! The functions' work (HTTP requests, timers) runs on a tokio runtime this module owns: the
@@ -21,6 +21,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::udtf::FFI_TableFunction;
 use datafusion_prs::sampler::Method;
+use datafusion_prs::score_table::{self, ScoreFunction};
 use datafusion_prs::table_function::SampleFunction as PrsFunction;
 use datafusion_prs::PrsConfig;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -82,7 +83,7 @@ impl Settings {
 
 /// A table function whose planning may not unwind across the FFI.
 #[derive(Debug)]
-struct Guarded(PrsFunction);
+struct Guarded(Arc<dyn TableFunctionImpl>);
 
 impl TableFunctionImpl for Guarded {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
@@ -94,10 +95,12 @@ impl TableFunctionImpl for Guarded {
     }
 }
 
-/// `random_sample` or `prs_sample` with fixed settings, for `SessionContext.register_udtf`.
+/// `random_sample`, `prs_sample` or `prs_score` with fixed settings, for
+/// `SessionContext.register_udtf`.
 #[pyclass(module = "datafusion_prs._native", frozen)]
 struct SampleFunction {
-    method: Method,
+    /// `None`: `prs_score`.
+    method: Option<Method>,
     settings: PrsConfig,
 }
 
@@ -105,14 +108,19 @@ struct SampleFunction {
 impl SampleFunction {
     #[new]
     fn new(name: &str, settings: &Settings) -> PyResult<Self> {
-        let method = Method::ALL
-            .into_iter()
-            .find(|m| m.function_name() == name || m.as_str() == name)
-            .ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "no sampling function {name:?}; expected random_sample or prs_sample"
-                ))
-            })?;
+        let method = match name {
+            score_table::NAME => None,
+            _ => Some(
+                Method::ALL
+                    .into_iter()
+                    .find(|m| m.function_name() == name || m.as_str() == name)
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!(
+                            "no prs table function {name:?}; expected random_sample, prs_sample or prs_score"
+                        ))
+                    })?,
+            ),
+        };
         Ok(SampleFunction {
             method,
             settings: settings.0.clone(),
@@ -122,7 +130,10 @@ impl SampleFunction {
     /// The SQL name.
     #[getter]
     fn name(&self) -> &'static str {
-        self.method.function_name()
+        match self.method {
+            Some(method) => method.function_name(),
+            None => score_table::NAME,
+        }
     }
 
     /// The capsule `datafusion.udtf` takes; `session` carries the codec of the calling
@@ -133,7 +144,11 @@ impl SampleFunction {
         session: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let codec = logical_codec(session)?;
-        let function = PrsFunction::with_settings(self.method, self.settings.clone());
+        let settings = self.settings.clone();
+        let function: Arc<dyn TableFunctionImpl> = match self.method {
+            Some(method) => Arc::new(PrsFunction::with_settings(method, settings)),
+            None => Arc::new(ScoreFunction::with_settings(settings)),
+        };
         let handle = runtime()?.handle().clone();
         let ffi =
             FFI_TableFunction::new_with_ffi_codec(Arc::new(Guarded(function)), Some(handle), codec);

@@ -124,6 +124,35 @@ def test_the_dpo_query_of_the_cli_gives_trl_columns_as_strings(ctx, tmp_path, mo
     assert all(row["chosen"] != row["rejected"] for row in ds)
 
 
+def test_prs_score_rescores_candidates_as_sampling_scored_them(ctx, sim, tmp_path):
+    # reward() cannot cross the FFI (no async scalar functions there): prs_score can
+    out = tmp_path / "candidates.parquet"
+    ctx.sql(f"COPY (SELECT * FROM prs_sample('{PROMPTS}', 2)) TO '{out}'").collect()
+    sampled = ctx.sql(f"SELECT prompt_id, sample_index, reward FROM '{out}'").to_pandas()
+    before = sim.requests()
+    t = ctx.sql(f"SELECT * FROM prs_score('{out}')").to_arrow_table()
+    cost = {k: sim.requests()[k] - before[k] for k in before}
+    assert t.column_names[-1] == "reward" and t.column_names.count("reward") == 1
+    assert set(t.column_names) == set(COLUMNS)
+    scored = t.select(["prompt_id", "sample_index", "reward"]).to_pandas()
+    both = sampled.merge(scored, on=["prompt_id", "sample_index"], suffixes=("_sampled", "_scored"))
+    assert len(both) == 48
+    assert (both["reward_sampled"] - both["reward_scored"]).abs().max() < 1e-9
+    # the simulator takes conversations (reward_input=auto), one per request, as in sampling
+    assert cost == {"policy": 0, "reward": 48}, cost
+    # texts go in batches: 48 in 7 requests of at most 7
+    before = sim.requests()
+    n = ctx.sql(
+        f"SELECT count(reward) AS n FROM prs_score('{out}', 'reward_input=text, reward_batch_size=7')"
+    ).to_pydict()["n"][0]
+    assert n == 48 and sim.requests()["reward"] - before["reward"] == 7
+
+
+def test_prs_score_without_a_response_column_names_what_it_found(ctx):
+    with pytest.raises(Exception, match=r"no response column: expected `response` \(or set prs\.response_column\); columns found: id \(Int64\), prompt"):
+        ctx.sql(f"SELECT * FROM prs_score('{PROMPTS}')").collect()
+
+
 def test_the_same_call_twice_in_one_query_is_sampled_once(ctx, sim):
     one = f"prs_sample('{PROMPTS}', 4, 'seed=11')"
     before = sim.requests()

@@ -259,7 +259,7 @@ async fn cluster_result_equals_single_node() {
 }
 
 #[tokio::test]
-async fn a_session_table_is_refused_with_a_clear_error_on_the_cluster() {
+async fn a_session_table_and_prs_score_are_refused_with_a_clear_error_on_the_cluster() {
     let (url, _fake) = start(Mode::Normal).await;
     let cluster = Cluster::start(1);
     let ctx = cluster_ctx(&cluster, settings(&url, &[]));
@@ -272,6 +272,15 @@ async fn a_session_table_is_refused_with_a_clear_error_on_the_cluster() {
     };
     assert!(
         err.contains("input t:") && err.contains("every executor can read"),
+        "{err}"
+    );
+    // prs_score has no wire form: refused at planning, naming what works on a cluster
+    let err = match collect(&ctx, "SELECT * FROM prs_score('data/prompts.parquet')").await {
+        Ok(_) => panic!("prs_score is not sent to executors"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("prs_score runs in one process") && err.contains("reward(prompt, response)"),
         "{err}"
     );
 }

@@ -6,6 +6,8 @@
 //! * `prs_sample(source, n [, options])`: PRS, preference-guided reflective sampling (a tree of
 //!   samples where each layer revises the best-so-far using the policy's own feedback);
 //! * `reward(prompt, response [, preference])`: score any rows through the reward endpoint;
+//! * `prs_score(source [, options])`: a table's rows with their `reward`, for hosts without
+//!   async scalar UDFs (DataFusion's Python package);
 //! * `reward_input(prompt, response [, preference])`: what `reward` would send, unsent.
 //!
 //! Register everything on a context with [`register`], or start from [`session_context`];
@@ -31,7 +33,8 @@
 //! * [`checkpoint`]: durable per-prompt resume; [`journal`]: each answer recorded as it
 //!   arrives, so a re-run repeats only what was in flight; [`single_flight`]: identical work shared
 //!   within a process; [`durable`]: fsync-then-rename file operations;
-//! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs;
+//! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs; [`score_table`]: the
+//!   `prs_score` table function, its provider and execution node;
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
 
 pub mod admission;
@@ -55,6 +58,7 @@ pub mod reward_udf;
 pub mod runtime;
 pub mod sampler;
 pub mod schema;
+pub mod score_table;
 pub mod single_flight;
 pub mod source;
 pub mod stats;
@@ -70,7 +74,7 @@ pub use config::{session_config, PrsConfig};
 pub use error::PrsError;
 pub use sampler::Method;
 
-/// Register `random_sample`, `prs_sample` and `reward` on `ctx`.
+/// Register `random_sample`, `prs_sample`, `prs_score`, `reward` and `reward_input` on `ctx`.
 ///
 /// Settings come from the context's `prs` config extension when it has one (see
 /// [`session_config`]), otherwise from defaults and `PRS_*` environment variables.
@@ -83,14 +87,23 @@ pub fn register(ctx: &SessionContext) {
         Method::Prs.function_name(),
         Arc::new(table_function::SampleFunction::new(Method::Prs)),
     );
+    ctx.register_udtf(
+        score_table::NAME,
+        Arc::new(score_table::ScoreFunction::new()),
+    );
     ctx.register_udf(reward_udf::reward_udf());
     ctx.register_udf(reward_udf::reward_input_udf());
 }
 
 /// Like [`register`], for a client whose plans run on other machines (a Ballista cluster):
-/// the sampling functions refuse sources that only exist in this session.
+/// the sampling functions refuse sources that only exist in this session, and `prs_score`
+/// (which has no wire form) says to use `reward()` there.
 pub fn register_distributed(ctx: &SessionContext) {
     register(ctx);
+    ctx.register_udtf(
+        score_table::NAME,
+        Arc::new(score_table::ScoreFunction::distributed()),
+    );
     for method in [Method::Random, Method::Prs] {
         ctx.register_udtf(
             method.function_name(),

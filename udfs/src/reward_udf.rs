@@ -153,6 +153,20 @@ fn row_items(
     let prompt = arrays[0].as_string::<i32>();
     let response = arrays[1].as_string::<i32>();
     let preference = arrays.get(2).map(|a| a.as_string::<i32>());
+    Ok(reward_items(prompt, response, preference, templates, mode)?)
+}
+
+/// What the reward server is sent for each row of the columns prompt, response [, preference],
+/// with the row each belongs to; rows with a null prompt or response have none. A preference
+/// that is null or blank counts as none.
+pub(crate) fn reward_items(
+    prompt: &StringArray,
+    response: &StringArray,
+    preference: Option<&StringArray>,
+    templates: &Templates,
+    mode: RewardPreference,
+) -> crate::error::Result<(Vec<RewardItem>, Vec<usize>)> {
+    let rows = prompt.len();
     let mut items = Vec::with_capacity(rows);
     let mut which = Vec::with_capacity(rows);
     for row in 0..rows {

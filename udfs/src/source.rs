@@ -185,6 +185,27 @@ fn id_output_type(t: &DataType) -> DataType {
     }
 }
 
+/// The response column `prs_score` scores: `prs.response_column`, or `response`.
+pub fn response_column(source: &str, schema: &SchemaRef, cfg: &PrsConfig) -> Result<String> {
+    text_column(
+        source,
+        schema,
+        "response",
+        "response_column",
+        &cfg.response_column,
+        &["response"],
+    )?
+    .ok_or_else(|| {
+        err(
+            source,
+            format!(
+                "no response column: expected `response` (or set prs.response_column); columns found: {}",
+                found(schema)
+            ),
+        )
+    })
+}
+
 /// The columns of `schema`, for messages.
 fn found(schema: &SchemaRef) -> String {
     schema

@@ -121,6 +121,8 @@ extensions_options! {
         pub prompt_column: String, default = String::new()
         /// Id column; if absent from the table, a stable id is derived from the prompt text
         pub id_column: String, default = "id".to_string()
+        /// Response column that prs_score scores; empty = `response`
+        pub response_column: String, default = String::new()
         /// Preference column; empty = `preference` if present, else default_preference for all rows
         pub preference_column: String, default = String::new()
         /// Preference used when the table has no preference column (empty = none)
