@@ -40,7 +40,7 @@ use crate::reward_udf::reward_items;
 use crate::sampler::RewardPreference;
 use crate::source;
 use crate::stats::JobStats;
-use crate::table_function::literal_string;
+use crate::table_function::{call_settings, source_arg};
 use crate::templates::Templates;
 
 /// The function's SQL name.
@@ -99,26 +99,8 @@ impl ScoreFunction {
                 ),
             ));
         }
-        let source_name = literal_string(&exprs[0]).ok_or_else(|| {
-            PrsError::arg(
-                NAME,
-                "the source (first argument) must be a string literal: a Parquet path, glob or table name",
-            )
-        })?;
-        let options = match exprs.get(1) {
-            None => String::new(),
-            Some(e) => literal_string(e).ok_or_else(|| {
-                PrsError::arg(
-                    NAME,
-                    "options (second argument) must be a string literal like 'reward_batch_size=16'",
-                )
-            })?,
-        };
-        let base = match &self.settings {
-            Some(settings) => settings.clone(),
-            None => PrsConfig::from_session(args.session().config_options())?,
-        };
-        let cfg = base.with_options(&options, NAME)?;
+        let source_name = source_arg(&exprs[0], NAME)?;
+        let cfg = call_settings(self.settings.as_ref(), args, exprs.get(1), NAME)?;
         ScoreTable::new(args.session(), &source_name, &cfg)
     }
 }

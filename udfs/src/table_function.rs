@@ -93,6 +93,40 @@ fn literal_n(e: &Expr, function: &str) -> Result<i64> {
     }
 }
 
+/// The source argument of a table function (the first): a string literal.
+pub(crate) fn source_arg(e: &Expr, function: &str) -> Result<String> {
+    literal_string(e).ok_or_else(|| {
+        PrsError::arg(
+            function,
+            "the source (first argument) must be a string literal: a Parquet path, glob or table name",
+        )
+    })
+}
+
+/// The settings of one call: `fixed` (a host whose session cannot hold the `prs` extension) or
+/// the session's, with the call's options string (its last argument, a literal) over them.
+pub(crate) fn call_settings(
+    fixed: Option<&PrsConfig>,
+    args: &TableFunctionArgs,
+    options: Option<&Expr>,
+    function: &str,
+) -> Result<PrsConfig> {
+    let options = match options {
+        None => String::new(),
+        Some(e) => literal_string(e).ok_or_else(|| {
+            PrsError::arg(
+                function,
+                "options (the last argument) must be a string literal like 'temperature=0.7, reward_batch_size=16'",
+            )
+        })?,
+    };
+    let base = match fixed {
+        Some(settings) => settings.clone(),
+        None => PrsConfig::from_session(args.session().config_options())?,
+    };
+    base.with_options(&options, function)
+}
+
 impl SampleFunction {
     fn plan(&self, args: &TableFunctionArgs) -> Result<SampleTable> {
         let f = self.method.function_name();
@@ -106,12 +140,7 @@ impl SampleFunction {
                 ),
             ));
         }
-        let source_name = literal_string(&exprs[0]).ok_or_else(|| {
-            PrsError::arg(
-                f,
-                "the source (first argument) must be a string literal: a Parquet path, glob or table name",
-            )
-        })?;
+        let source_name = source_arg(&exprs[0], f)?;
         if self.distributed && !source::looks_like_path(&source_name) {
             return Err(PrsError::Input {
                 source_name,
@@ -119,17 +148,7 @@ impl SampleFunction {
             });
         }
         let n = literal_n(&exprs[1], f)?;
-        let options = match exprs.get(2) {
-            None => String::new(),
-            Some(e) => literal_string(e).ok_or_else(|| {
-                PrsError::arg(f, "options (third argument) must be a string literal like 'temperature=0.7, widths=8/8'")
-            })?,
-        };
-        let base = match &self.settings {
-            Some(settings) => settings.clone(),
-            None => PrsConfig::from_session(args.session().config_options())?,
-        };
-        let cfg = base.with_options(&options, f)?;
+        let cfg = call_settings(self.settings.as_ref(), args, exprs.get(2), f)?;
         if n <= 0 {
             return Err(PrsError::arg(f, format!("n must be at least 1, got {n}")));
         }

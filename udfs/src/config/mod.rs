@@ -253,7 +253,7 @@ impl PrsConfig {
         Ok(())
     }
 
-    /// Parse `key=value, key=value` options (the third argument of the table functions) onto a
+    /// Parse `key=value, key=value` options (the last argument of the table functions) onto a
     /// copy of this config. Values may be quoted with double quotes to hold commas.
     pub fn with_options(&self, options: &str, function: &str) -> Result<Self> {
         let mut cfg = self.clone();
