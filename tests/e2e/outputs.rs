@@ -292,3 +292,188 @@ async fn a_daily_refresh_samples_only_the_new_prompts() {
     assert_eq!(day3["policy_requests"], 0);
     assert_eq!(day3["prompts_from_checkpoint"], 26);
 }
+
+/// The values of column `col` of the Parquet files `path` (a file or a directory) holds,
+/// sorted, read as a user reads them.
+async fn values(path: &Path, col: &str) -> Vec<i64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::prelude::{col as column, ParquetReadOptions, SessionContext};
+    let mut path = path.display().to_string();
+    if std::path::Path::new(&path).is_dir() {
+        path.push('/');
+    }
+    let batches = SessionContext::new()
+        .read_parquet(path, ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .select(vec![column(col)])
+        .unwrap()
+        .sort_by(vec![column(col)])
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect()
+}
+
+/// `prs sql -q SQL` in `dir`.
+fn run_sql(dir: &Path, sql: &str) -> std::process::Output {
+    prs(dir, &["sql", "-q", sql], &[])
+}
+
+/// A directory target keeps what it holds that prs did not write (a README, a checkpoint
+/// directory) byte for byte, and each refresh replaces the files the previous one wrote.
+#[tokio::test]
+async fn a_directory_target_keeps_what_prs_did_not_write() {
+    let dir = workdir();
+    let target = dir.path().join("out/daily");
+    std::fs::create_dir_all(target.join("checkpoint/journal")).unwrap();
+    std::fs::write(target.join("README.md"), b"# the daily job's output\n").unwrap();
+    std::fs::write(target.join("checkpoint/journal/000001.log"), b"answers").unwrap();
+    std::fs::write(target.join("checkpoint/state"), b"finished prompts").unwrap();
+    let kept = |d: &Path| {
+        let mut s = snapshot(&d.join("README.md"));
+        s.extend(snapshot(&d.join("checkpoint")));
+        s
+    };
+    let before = kept(&target);
+    for (from, to) in [(1, 3), (10, 12), (20, 21)] {
+        let copy = format!(
+            "COPY (SELECT value AS v FROM generate_series({from}, {to})) TO 'out/daily/' \
+             STORED AS PARQUET"
+        );
+        let out = run_sql(dir.path(), &copy);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(kept(&target), before, "after writing {from}..={to}");
+        // exactly the new rows: the previous run's files are gone
+        assert_eq!(
+            values(&target, "v").await,
+            (from..=to).collect::<Vec<i64>>()
+        );
+    }
+    assert_eq!(
+        others(&dir.path().join("out"), &["daily"]),
+        Vec::<String>::new()
+    );
+}
+
+/// PARTITIONED BY: a partition the run writes replaces the one of the same name whole; a
+/// partition it does not write stays as it was.
+#[tokio::test]
+async fn a_partitioned_rewrite_keeps_the_partitions_it_did_not_write() {
+    let dir = workdir();
+    let copy = |rows: &str| {
+        format!(
+            "COPY (SELECT CAST(column1 AS VARCHAR) AS day, CAST(column2 AS BIGINT) AS v \
+             FROM (VALUES {rows})) TO 'out/parts/' STORED AS PARQUET PARTITIONED BY (day)"
+        )
+    };
+    let out = run_sql(dir.path(), &copy("('mon', 1), ('mon', 2), ('tue', 3)"));
+    assert!(out.status.success(), "{}", text(&out));
+    let parts = dir.path().join("out/parts");
+    let tuesday = snapshot(&parts.join("day=tue"));
+    assert!(!tuesday.is_empty());
+
+    // Monday again, with other rows; Tuesday not at all
+    let out = run_sql(dir.path(), &copy("('mon', 7)"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(snapshot(&parts.join("day=tue")), tuesday, "tue untouched");
+    assert_eq!(values(&parts.join("day=mon"), "v").await, vec![7]);
+    assert_eq!(values(&parts, "v").await, vec![3, 7]);
+}
+
+/// A COPY that writes one file over a directory of that name is refused before it runs, and
+/// the directory stays; so is one that writes a directory over a file.
+#[test]
+fn a_file_target_over_a_directory_is_an_error_and_the_directory_stays() {
+    let dir = workdir();
+    let target = dir.path().join("out/daily.parquet");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("part-0.parquet"), b"yesterday").unwrap();
+    let before = snapshot(&target);
+    let out = run_sql(
+        dir.path(),
+        "COPY (SELECT 1 AS v) TO 'out/daily.parquet' STORED AS PARQUET",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&target.display().to_string()) && err.contains("is a directory"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&target), before);
+
+    let file = dir.path().join("out/flat");
+    std::fs::write(&file, b"a file").unwrap();
+    let out = run_sql(
+        dir.path(),
+        "COPY (SELECT 1 AS v) TO 'out/flat/' STORED AS PARQUET",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is a file"), "{}", text(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"a file");
+    assert_eq!(
+        others(&dir.path().join("out"), &["daily.parquet", "flat"]),
+        Vec::<String>::new()
+    );
+}
+
+/// Two runs writing the same target at once would delete each other's temporaries: the second
+/// is refused at once, saying why, and the first finishes. A run writing another target in the
+/// same directory is not held up, and neither touches the other's files.
+#[test]
+fn concurrent_runs_on_one_directory_keep_out_of_each_others_way() {
+    let dir = workdir();
+    // a slow server: an engine model where each step takes 20 ms
+    let sim = Sim::start(dir.path(), &["--engine", "--step-ms", "20"]);
+    let (policy, reward) = (sim.policy_url(), sim.reward_url());
+    let env = [
+        ("PRS_POLICY_URL", policy.as_str()),
+        ("PRS_REWARD_URL", reward.as_str()),
+        ("PRS_POLICY_MODEL", "prs-sim-policy"),
+    ];
+    let copy = "COPY (SELECT * FROM prs_sample('data/prompts.parquet', 8)) TO 'out/daily/' \
+                STORED AS PARQUET";
+    let mut first = prs_command(dir.path(), &["sql", "-q", copy], &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // under way: it holds its target, or writes its temporary
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    while !out.exists() || others(&out, &[]).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first run never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = prs(dir.path(), &["sql", "-q", copy], &env);
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    assert!(
+        text(&second).contains("another prs run is writing") && text(&second).contains("out/daily"),
+        "{}",
+        text(&second)
+    );
+    let other = run_sql(
+        dir.path(),
+        "COPY (SELECT 1 AS v) TO 'out/other.parquet' STORED AS PARQUET",
+    );
+    assert!(other.status.success(), "{}", text(&other));
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the test needs a slower first run"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(!snapshot(&dir.path().join("out/daily")).is_empty());
+    assert_eq!(
+        others(&dir.path().join("out"), &["daily", "other.parquet"]),
+        Vec::<String>::new()
+    );
+}
