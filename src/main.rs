@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -8,6 +10,8 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // colour codes only for a terminal: not in a log file, a pipe or a CI log
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let code = prs::cli::run(cli).await;
     std::process::exit(code);

@@ -8,7 +8,7 @@ use datafusion::sql::parser::{DFParser, Statement};
 
 use super::error::{prefix, CliError, Position};
 use super::output;
-use super::print::print_result;
+use super::print::{print_result, terminal_text};
 
 /// What a statement returned.
 struct StatementResult {
@@ -41,7 +41,8 @@ pub async fn run_script(
         // the jobs it ran on a cluster: their counters are the executors'
         if let Err(e) = cluster_counters(ctx).await {
             let at = prefix(&at);
-            eprintln!("prs: warning: {at}the query ran, but {e}");
+            let message = format!("{at}the query ran, but {e}");
+            eprintln!("prs: warning: {}", terminal_text(&message));
             uncounted.push(format!("{at}{e}"));
         }
         print_result(&result.batches, result.columns, result.explain, max_width)?;
@@ -78,9 +79,12 @@ async fn run_statement(
     match (staged, &result) {
         (Some(staged), Ok(_)) => {
             let target = staged.target().to_path_buf();
-            staged
-                .publish()
-                .map_err(|source| CliError::Output { at, target, source })?;
+            let kept = staged.publish().map_err(|source| CliError::Output {
+                at,
+                target: target.clone(),
+                source,
+            })?;
+            warn_kept(&target, &kept, at);
         }
         (Some(staged), Err(_)) => staged.discard(),
         (None, _) => {}
@@ -91,6 +95,32 @@ async fn run_statement(
         columns,
         explain,
     })
+}
+
+/// Say which data files of a directory target prs did not write and kept: a reader of the
+/// directory reads them along with the output.
+fn warn_kept(target: &std::path::Path, kept: &[std::path::PathBuf], at: Option<Position>) {
+    if kept.is_empty() {
+        return;
+    }
+    let names: Vec<String> = kept
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap_or(p.as_os_str())
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    let message = format!(
+        "{}COPY to {}: kept {} file(s) that this COPY did not write, which a reader of the \
+         directory reads too: {}; move them elsewhere if they are not part of this output",
+        prefix(&at),
+        target.display(),
+        kept.len(),
+        names.join(", ")
+    );
+    eprintln!("prs: warning: {}", terminal_text(&message));
 }
 
 /// Run a planned statement; its batches and how many columns it returns.

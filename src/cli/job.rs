@@ -10,6 +10,7 @@ use datafusion_prs::PrsConfig;
 use super::args::SqlArgs;
 use super::error::CliError;
 use super::exec::run_script;
+use super::print::terminal_text;
 use super::progress::Progress;
 use super::summary::{exit, Summary};
 use crate::sim;
@@ -20,7 +21,7 @@ pub async fn run_sql(args: &SqlArgs) -> i32 {
     let mut ctx = None;
     let result = run_job(args, started, &mut ctx).await;
     if let Err(e) = &result {
-        eprintln!("Error: {e}");
+        eprintln!("Error: {}", terminal_text(&e.to_string()));
     }
     let error = result.err().map(|e| e.to_string());
     let summary = Summary::new(ctx.as_ref(), error, started, args.cluster.clone());
@@ -30,7 +31,8 @@ pub async fn run_sql(args: &SqlArgs) -> i32 {
     if let Some(path) = &args.summary_json {
         if let Err(source) = summary.write_json(path) {
             let path = path.clone();
-            eprintln!("Error: {}", CliError::WriteSummary { path, source });
+            let e = CliError::WriteSummary { path, source };
+            eprintln!("Error: {}", terminal_text(&e.to_string()));
             return exit::ERROR;
         }
     }

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 pub use args::{Cli, Command, SettingArgs, SqlArgs};
 pub use error::CliError;
 pub use exec::run_script;
-pub use print::out;
+pub use print::{out, terminal_text};
 pub use settings::settings_markdown;
 pub use summary::{exit, Summary};
 
@@ -43,7 +43,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Executor(args) => run_executor(&args).await,
         Command::Report(args) => match crate::report::run(&args).await {
             Ok(path) => {
-                eprintln!("prs: wrote {}", path.display());
+                eprintln!("prs: wrote {}", terminal_text(&path.display().to_string()));
                 Ok(exit::OK)
             }
             Err(e) => Err(CliError::Report(e)),
@@ -51,7 +51,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Settings { markdown } => settings::print_settings(markdown).map(|()| exit::OK),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("Error: {e}");
+        eprintln!("Error: {}", terminal_text(&e.to_string()));
         e.exit_code()
     })
 }

@@ -1,6 +1,11 @@
 //! Printing to stdout: the writer that tolerates a closed pipe, result tables with long cells
-//! cut, and EXPLAIN plans as plain text.
+//! cut, and EXPLAIN plans as plain text. Text meant for a terminal (tables, plans, messages)
+//! shows control characters escaped ([`terminal_text`]): a cell holding an escape sequence must
+//! not retitle, clear or otherwise drive the user's terminal. Files written by COPY keep the
+//! data as it is.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +27,29 @@ pub fn out(text: &str) {
     }
 }
 
+/// `text` with its control characters shown escaped, for a terminal: C0 controls other than
+/// newline and tab, DEL (`\x1b`, `\x7f`) and C1 controls (`\u{9b}`). Everything else,
+/// including all other Unicode, is left as it is.
+pub fn terminal_text(text: &str) -> Cow<'_, str> {
+    let is_control = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !is_control(c) => out.push(c),
+            c if (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Print a statement's result: nothing for a statement without columns, an EXPLAIN's plans as
 /// text (never cut: they are meant to be read whole), anything else as a table with cells cut
 /// to `max_width` characters and a row count.
@@ -35,7 +63,7 @@ pub fn print_result(
         return Ok(());
     }
     if let Some(text) = explain.then(|| explain_text(batches)).flatten() {
-        out(&text);
+        out(&terminal_text(&text));
         return Ok(());
     }
     let shown = shorten(batches, max_width)?;
@@ -89,12 +117,16 @@ fn shorten(batches: &[RecordBatch], max_width: usize) -> Result<Vec<RecordBatch>
         .collect()
 }
 
-/// One column as one-line text cells of at most `max_width` characters (0: no limit).
+/// One column as one-line text cells of at most `max_width` characters (0: no limit), their
+/// control characters escaped.
 fn shorten_column(column: &dyn Array, max_width: usize) -> Result<ArrayRef, ArrowError> {
     let opts = FormatOptions::default().with_null("NULL");
     let fmt = ArrayFormatter::try_new(column, &opts)?;
     let values: Vec<String> = (0..column.len())
-        .map(|i| cut(fmt.value(i).to_string().replace('\n', "\\n"), max_width))
+        .map(|i| {
+            let one_line = fmt.value(i).to_string().replace('\n', "\\n");
+            cut(terminal_text(&one_line).into_owned(), max_width)
+        })
         .collect();
     Ok(Arc::new(StringArray::from(values)))
 }
@@ -107,5 +139,35 @@ fn cut(s: String, max_width: usize) -> String {
         cut
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        let hostile = "Hi\u{1b}]0;evil\u{7}\u{1b}[2J\r\u{7f}\u{9b}x\u{0}";
+        assert_eq!(
+            terminal_text(hostile),
+            "Hi\\x1b]0;evil\\x07\\x1b[2J\\x0d\\x7f\\u{9b}x\\x00"
+        );
+        // newline, tab and printable Unicode (C1's neighbours included) pass
+        let fine = "a\tb\nç ü 日本 \u{a0}\u{7e}";
+        assert!(matches!(terminal_text(fine), Cow::Borrowed(t) if t == fine));
+    }
+
+    #[test]
+    fn table_cells_escape_controls_and_keep_one_line() {
+        let column = StringArray::from(vec![Some("a\u{1b}[2J\nb"), None]);
+        let cells = shorten_column(&column, 0).unwrap();
+        let cells = cells.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(cells.value(0), "a\\x1b[2J\\nb");
+        assert_eq!(cells.value(1), "NULL");
+        // cut after escaping: what is shown is what counts
+        let cut = shorten_column(&StringArray::from(vec!["\u{1b}\u{1b}"]), 6).unwrap();
+        let cut = cut.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(cut.value(0), "\\x1b\\…");
     }
 }

@@ -11,6 +11,7 @@ use rustyline::DefaultEditor;
 
 use super::error::CliError;
 use super::exec::run_script;
+use super::print::terminal_text;
 
 /// Read, run and print statements until the user leaves.
 pub async fn run(
@@ -47,7 +48,7 @@ pub async fn run(
                 tokio::select! {
                     result = run_script(ctx, &script, max_width, stage_copies) => {
                         if let Err(e) = result {
-                            eprintln!("Error: {e}");
+                            eprintln!("Error: {}", terminal_text(&e.to_string()));
                         }
                     }
                     _ = interrupts.next() => {

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 
@@ -527,4 +527,216 @@ fn statements_come_from_standard_input() {
             "{stdout}"
         );
     }
+}
+
+/// Text printed for a terminal shows control characters escaped: a prompt holding an OSC
+/// sequence (retitles the terminal) or a CSI one (clears it) is shown as `\x1b]0;...`, in
+/// result tables and error messages alike, while the data written to files keeps them.
+#[tokio::test]
+async fn control_characters_are_escaped_on_the_terminal_not_in_files() {
+    let dir = workdir();
+    let hostile = "'Hi' || chr(27) || ']0;evil' || chr(7) || chr(27) || '[2J' || chr(155) || 'x'";
+    let make = format!(
+        "COPY (SELECT CAST(1 AS BIGINT) AS id, {hostile} AS prompt) TO 'data/evil.parquet'"
+    );
+    let out = prs(dir.path(), &["sql", "-q", &make], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let raw = "Hi\u{1b}]0;evil\u{7}\u{1b}[2J\u{9b}x";
+    let bad_bytes = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
+            .collect::<Vec<char>>()
+    };
+
+    let out = prs(
+        dir.path(),
+        &[
+            "sql",
+            "--sim",
+            "-q",
+            "SELECT prompt, response FROM random_sample('data/evil.parquet', 1); \
+             COPY (SELECT prompt FROM random_sample('data/evil.parquet', 1)) TO 'out/evil.parquet'",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(bad_bytes(&out.stdout), Vec::<char>::new(), "{}", text(&out));
+    assert!(!out.stdout.contains(&0x1b), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r"Hi\x1b]0;evil\x07\x1b[2J\u{9b}x"),
+        "{stdout}"
+    );
+    // the file keeps the text as it was
+    let ctx = SessionContext::new().enable_url_table();
+    let sql = format!(
+        "SELECT prompt FROM '{}'",
+        dir.path().join("out/evil.parquet").display()
+    );
+    let b = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let prompt = datafusion::arrow::compute::cast(
+        b[0].column(0),
+        &datafusion::arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    assert_eq!(prompt.as_string::<i32>().value(0), raw);
+
+    // an error message quoting the text
+    let out = prs(
+        dir.path(),
+        &["sql", "-q", &format!("SELECT * FROM '{raw}.parquet'")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(bad_bytes(&out.stderr), Vec::<char>::new(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r"Hi\x1b]0;evil\x07\x1b[2J"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Logs written to a pipe or a file carry no colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = workdir();
+    let out = prs(
+        dir.path(),
+        &["sql", "--log", "debug", "SELECT 1 AS one"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DEBUG"),
+        "the run logged: {}",
+        text(&out)
+    );
+    assert!(!out.stderr.contains(&0x1b), "{}", text(&out));
+}
+
+/// The DPO queries pair candidates of one prompt: prompts whose id is null (a null in the
+/// input's id column) are told apart by their text, not dropped, and never merged into one
+/// group that would pair one prompt's best with another's worst.
+#[tokio::test]
+async fn dpo_queries_keep_prompts_without_an_id_apart() {
+    let dir = workdir();
+    std::fs::remove_file(dir.path().join("data/prompts.parquet")).unwrap();
+    let make = "COPY (SELECT CAST(column1 AS BIGINT) AS id, column2 AS prompt, \
+                column3 AS preference FROM (VALUES \
+                (NULL, 'Why is the sky blue?', 'I like short answers.'), \
+                (NULL, 'Name three rivers of Africa.', 'I like lists.'), \
+                (7, 'What makes bread rise?', 'I like detail.'))) \
+                TO 'data/prompts.parquet' STORED AS PARQUET";
+    let out = prs(dir.path(), &["sql", "-q", make], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(
+        dir.path().join("keep.sql"),
+        "COPY candidates TO 'out/candidates.parquet' STORED AS PARQUET",
+    )
+    .unwrap();
+    let ctx = SessionContext::new().enable_url_table();
+    for (query, pairs) in [
+        ("dpo_pairs.sql", "out/dpo_pairs.parquet"),
+        ("dpo_pairs_filtered.sql", "out/dpo_pairs_filtered.parquet"),
+        ("daily_refresh.sql", "out/daily/dpo.parquet"),
+    ] {
+        let q = root().join("queries").join(query);
+        let out = prs(
+            dir.path(),
+            &[
+                "sql",
+                "--sim",
+                "-q",
+                "-f",
+                q.to_str().unwrap(),
+                "-f",
+                "keep.sql",
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{query}: {}", text(&out));
+        // each pair's chosen and rejected are candidates of the pair's prompt, the rejected
+        // one that prompt's worst
+        let cands = dir.path().join("out/candidates.parquet");
+        let groups = rows(
+            &ctx,
+            &format!(
+                "SELECT prompt, preference, response, CAST(reward AS VARCHAR) AS r FROM '{}' \
+                 WHERE reward IS NOT NULL AND error IS NULL ORDER BY reward",
+                cands.display()
+            ),
+        )
+        .await;
+        let pairs = rows(
+            &ctx,
+            &format!(
+                "SELECT CAST(prompt_id AS VARCHAR) AS id, prompt, chosen, rejected, \
+                        CAST(chosen_reward AS VARCHAR) AS c, \
+                        CAST(rejected_reward AS VARCHAR) AS r FROM '{}'",
+                dir.path().join(pairs).display()
+            ),
+        )
+        .await;
+        let mut without_id = 0;
+        for p in &pairs {
+            without_id += usize::from(p[0].is_none());
+            let prompt = p[1].clone().unwrap();
+            // the candidates of the pair's prompt (the filtered query adds the preference)
+            let of: Vec<&Vec<Option<String>>> = groups
+                .iter()
+                .filter(|c| {
+                    let (text, pref) = (c[0].clone().unwrap(), c[1].clone().unwrap());
+                    prompt == text || prompt == format!("{text}\n\n{pref}")
+                })
+                .collect();
+            let has = |response: &Option<String>, reward: &Option<String>| {
+                of.iter().any(|c| c[2] == *response && c[3] == *reward)
+            };
+            assert!(
+                has(&p[2], &p[4]),
+                "{query}: chosen of {p:?} not of its prompt"
+            );
+            assert!(
+                has(&p[3], &p[5]),
+                "{query}: rejected of {p:?} not of its prompt"
+            );
+            assert_eq!(
+                of[0][3], p[5],
+                "{query}: rejected of {p:?} is its prompt's worst"
+            );
+        }
+        assert!(
+            without_id >= 1,
+            "{query}: no pair of a prompt without an id: {pairs:?}"
+        );
+        std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    }
+}
+
+/// The rows of `sql`, each cell as text.
+async fn rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<Option<String>>> {
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let columns: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| cast(c, &DataType::Utf8).unwrap())
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(
+                columns
+                    .iter()
+                    .map(|c| {
+                        let c = c.as_string::<i32>();
+                        c.is_valid(r).then(|| c.value(r).to_string())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
 }

@@ -139,3 +139,40 @@ fn the_shell_runs_cancels_and_remembers() {
         "{history}"
     );
 }
+
+/// In the shell, a result or an error holding escape sequences is shown escaped: it cannot
+/// retitle or clear the terminal the user types in.
+#[test]
+fn the_shell_shows_escape_sequences_escaped() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "no `script` (util-linux)");
+        eprintln!("skipped: no `script` (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let dir = workdir();
+    let mut t = Terminal::start(dir.path(), &[]);
+    t.wait_for("prs> ", 1);
+    t.type_keys("SELECT 'a' || chr(27) || ']0;evil' || chr(7) || chr(27) || '[2J' AS x;\n");
+    t.wait_for(r"a\x1b]0;evil\x07\x1b[2J", 1);
+    // an error quoting the text
+    t.wait_for("prs> ", 2);
+    t.type_keys("SELECT * FROM random_sample('c' || chr(27) || '[2J', 1);\n");
+    t.wait_for(r"input c\x1b[2J: no table of that name", 1);
+    t.type_keys("\\q\n");
+    let started = Instant::now();
+    while t.child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "\\q did not quit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let screen = t.screen.lock().unwrap().clone();
+    // nothing typed holds these: only prs could have sent them
+    for raw in ["\x1b]0;evil", "a\x1b[2J", "c\x1b[2J"] {
+        assert!(
+            !screen.contains(raw),
+            "{raw:?} reached the terminal:\n{screen}"
+        );
+    }
+}
