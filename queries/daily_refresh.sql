@@ -21,15 +21,22 @@ COPY (
   ORDER BY prompt_id
 ) TO 'out/daily/sft.parquet' STORED AS PARQUET;
 
--- DPO: best and worst candidate per prompt, when their rewards differ
+-- DPO: best and worst candidate per prompt, when their rewards differ. A prompt is its id, text
+-- and preference: prompts without an id (a null in the id column) are told apart by their text
+-- and preference, never merged into one group.
 COPY (
   SELECT b.prompt, b.response AS chosen, w.response AS rejected,
          b.reward AS chosen_reward, w.reward AS rejected_reward, b.prompt_id
-  FROM (SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY reward DESC, sample_index) AS r
+  FROM (SELECT *, row_number() OVER (PARTITION BY prompt_id, prompt, preference
+                                     ORDER BY reward DESC, sample_index) AS r
         FROM candidates WHERE reward IS NOT NULL AND error IS NULL) b
-  JOIN (SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY reward ASC, sample_index) AS r
+  JOIN (SELECT *, row_number() OVER (PARTITION BY prompt_id, prompt, preference
+                                     ORDER BY reward ASC, sample_index) AS r
         FROM candidates WHERE reward IS NOT NULL AND error IS NULL) w
-    ON b.prompt_id = w.prompt_id AND b.r = 1 AND w.r = 1
+    ON (b.prompt_id IS NOT DISTINCT FROM w.prompt_id)
+   AND (b.prompt IS NOT DISTINCT FROM w.prompt)
+   AND (b.preference IS NOT DISTINCT FROM w.preference)
+   AND b.r = 1 AND w.r = 1
   WHERE b.reward > w.reward
   ORDER BY b.prompt_id
 ) TO 'out/daily/dpo.parquet' STORED AS PARQUET;

@@ -5,10 +5,12 @@
 CREATE TABLE candidates AS
 SELECT * FROM prs_sample('data/prompts.parquet', 16);
 
+-- A prompt is its id, text and preference: prompts without an id (a null in the input's id
+-- column) are told apart by their text and preference, never merged into one group.
 CREATE TABLE ranked AS
-SELECT prompt_id, prompt, response, reward,
-       row_number() OVER (PARTITION BY prompt_id ORDER BY reward DESC, sample_index) AS best_rank,
-       row_number() OVER (PARTITION BY prompt_id ORDER BY reward ASC, sample_index)  AS worst_rank
+SELECT prompt_id, prompt, preference, response, reward,
+       row_number() OVER (PARTITION BY prompt_id, prompt, preference ORDER BY reward DESC, sample_index) AS best_rank,
+       row_number() OVER (PARTITION BY prompt_id, prompt, preference ORDER BY reward ASC, sample_index)  AS worst_rank
 FROM candidates
 WHERE reward IS NOT NULL AND error IS NULL;
 
@@ -20,7 +22,10 @@ COPY (
          r.reward          AS rejected_reward,
          c.prompt_id       AS prompt_id
   FROM ranked c
-  JOIN ranked r ON c.prompt_id = r.prompt_id AND c.best_rank = 1 AND r.worst_rank = 1
+  JOIN ranked r ON (c.prompt_id IS NOT DISTINCT FROM r.prompt_id)
+                AND (c.prompt IS NOT DISTINCT FROM r.prompt)
+                AND (c.preference IS NOT DISTINCT FROM r.preference)
+                AND c.best_rank = 1 AND r.worst_rank = 1
   WHERE c.reward > r.reward
   ORDER BY c.prompt_id
 ) TO 'out/dpo_pairs.parquet' STORED AS PARQUET;

@@ -16,14 +16,18 @@
 CREATE TABLE candidates AS
 SELECT * FROM prs_sample('data/prompts.parquet', 16, 'best_excludes_truncated=true, unique=true');
 
+-- A prompt is its id, text and preference: prompts without an id (a null in the input's id
+-- column) are told apart by their text and preference, never merged into one group.
 CREATE TABLE ranked AS
 SELECT prompt_id,
        CASE WHEN preference IS NULL OR trim(preference) = '' THEN prompt
             ELSE prompt || chr(10) || chr(10) || preference END AS prompt,
        response, reward, finish_reason,
        regexp_replace(trim(response), '\s+', ' ', 'g') AS normalized,
-       row_number() OVER (PARTITION BY prompt_id ORDER BY is_best DESC, reward DESC, sample_index) AS best_rank,
-       row_number() OVER (PARTITION BY prompt_id ORDER BY reward ASC, sample_index) AS worst_rank
+       row_number() OVER (PARTITION BY prompt_id, candidates.prompt, candidates.preference
+                          ORDER BY is_best DESC, reward DESC, sample_index) AS best_rank,
+       row_number() OVER (PARTITION BY prompt_id, candidates.prompt, candidates.preference
+                          ORDER BY reward ASC, sample_index) AS worst_rank
 FROM candidates
 WHERE reward IS NOT NULL AND error IS NULL;
 
@@ -37,7 +41,9 @@ SELECT c.prompt_id,
        r.reward                   AS rejected_reward,
        c.reward - r.reward        AS reward_margin
 FROM ranked c
-JOIN ranked r ON c.prompt_id = r.prompt_id AND c.best_rank = 1 AND r.worst_rank = 1
+JOIN ranked r ON (c.prompt_id IS NOT DISTINCT FROM r.prompt_id)
+              AND (c.prompt IS NOT DISTINCT FROM r.prompt)
+              AND c.best_rank = 1 AND r.worst_rank = 1
 WHERE c.reward - r.reward >= 0.5
   AND c.normalized <> r.normalized
   AND c.finish_reason IS DISTINCT FROM 'length';

@@ -16,7 +16,8 @@ SELECT prompt_id,
        count(*)                                    AS candidates,
        count(error)                                AS errors
 FROM candidates
-GROUP BY prompt_id
+-- text and preference too: prompts without an id (a null id) stay apart
+GROUP BY prompt_id, prompt, preference
 ORDER BY prompt_id;
 
 -- The picture of the run, one self-contained page: reward distributions, best of k, what the

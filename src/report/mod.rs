@@ -79,8 +79,8 @@ pub async fn write(what: &What<'_>, output: &Path) -> Result<usize> {
 
 /// The page of `what`, read through `ctx`.
 pub async fn build(ctx: &SessionContext, what: &What<'_>) -> Result<String> {
-    let has_run = register(ctx, what.candidates).await?;
-    ctx.sql(&stats::series_view(has_run))
+    let layout = register(ctx, what.candidates).await?;
+    ctx.sql(&stats::series_view(layout))
         .await?
         .collect()
         .await?;
@@ -94,8 +94,8 @@ pub async fn build(ctx: &SessionContext, what: &What<'_>) -> Result<String> {
     Ok(page.finish())
 }
 
-/// Register the candidates as `candidates`, checking the columns; whether it has `run`.
-async fn register(ctx: &SessionContext, path: &Path) -> Result<bool> {
+/// Register the candidates as `candidates`, checking the columns; which optional ones it has.
+async fn register(ctx: &SessionContext, path: &Path) -> Result<stats::Layout> {
     let text = path.to_string_lossy();
     ctx.register_parquet("candidates", text.as_ref(), ParquetReadOptions::default())
         .await
@@ -113,7 +113,12 @@ async fn register(ctx: &SessionContext, path: &Path) -> Result<bool> {
             missing.join(", ")
         )));
     }
-    Ok(schema.field_with_unqualified_name("run").is_ok())
+    let has = |name: &str| schema.field_with_unqualified_name(name).is_ok();
+    Ok(stats::Layout {
+        run: has("run"),
+        prompt: has("prompt"),
+        preference: has("preference"),
+    })
 }
 
 /// Section 1, What ran: prompts, candidates, methods, models, failures by kind, the job summary.
@@ -124,7 +129,7 @@ async fn run_section(
 ) -> Result<()> {
     let b = rows(
         ctx,
-        "SELECT series, count(DISTINCT prompt_id), count(*), \
+        "SELECT series, count(DISTINCT prompt_key), count(*), \
                 count(*) FILTER (WHERE reward IS NOT NULL AND error IS NULL), \
                 count(*) FILTER (WHERE error IS NOT NULL), \
                 string_agg(DISTINCT policy_model, ', '), string_agg(DISTINCT reward_model, ', ') \
@@ -281,7 +286,7 @@ async fn revisions_section(ctx: &SessionContext, page: &mut Page) -> Result<()> 
         ctx,
         "SELECT series, max(reward) FILTER (WHERE layer >= 1) - max(reward) FILTER (WHERE layer = 0) \
          FROM c WHERE method = 'prs' AND reward IS NOT NULL AND error IS NULL \
-         GROUP BY series, prompt_id",
+         GROUP BY series, prompt_key",
     )
     .await?;
     page.section(
@@ -333,7 +338,7 @@ async fn checks_section(ctx: &SessionContext, page: &mut Page) -> Result<()> {
     let dups = grouped(
         ctx,
         "SELECT series, 1.0 - CAST(count(DISTINCT regexp_replace(trim(response), '\\s+', ' ', 'g')) AS DOUBLE) / count(*) \
-         FROM c WHERE response IS NOT NULL AND error IS NULL GROUP BY series, prompt_id",
+         FROM c WHERE response IS NOT NULL AND error IS NULL GROUP BY series, prompt_key",
     )
     .await?;
     let (labels, cut, cut_best, corr) = (
@@ -477,15 +482,16 @@ fn distribution_chart(
     page.chart(charts::lines(title, axes, &series, &medians));
 }
 
-/// Best vs worst scored candidate per prompt, kept when their rewards differ.
+/// Best vs worst scored candidate per prompt (`prompt_key`: see [`stats::series_view`]), kept
+/// when their rewards differ.
 const PAIRS_FROM_CANDIDATES: &str = "\
 WITH ranked AS (
-  SELECT series, prompt_id, response, reward,
-         row_number() OVER (PARTITION BY series, prompt_id ORDER BY reward DESC, sample_index) AS best_rank,
-         row_number() OVER (PARTITION BY series, prompt_id ORDER BY reward ASC, sample_index) AS worst_rank
+  SELECT series, prompt_key, response, reward,
+         row_number() OVER (PARTITION BY series, prompt_key ORDER BY reward DESC, sample_index) AS best_rank,
+         row_number() OVER (PARTITION BY series, prompt_key ORDER BY reward ASC, sample_index) AS worst_rank
   FROM c WHERE reward IS NOT NULL AND error IS NULL)
 SELECT b.series, b.response AS chosen, w.response AS rejected,
        b.reward AS chosen_reward, w.reward AS rejected_reward
 FROM ranked b JOIN ranked w
-  ON b.series = w.series AND b.prompt_id = w.prompt_id AND b.best_rank = 1 AND w.worst_rank = 1
+  ON b.series = w.series AND b.prompt_key = w.prompt_key AND b.best_rank = 1 AND w.worst_rank = 1
 WHERE b.reward > w.reward";

@@ -392,3 +392,74 @@ frame.addEventListener('load', () => {
 frame.src = 'out/report.html';
 document.body.appendChild(frame);
 </script></body></html>"#;
+
+/// 60,000 candidates of one prompt (a table whose prompt ids are all the same) make a report
+/// in seconds, not minutes: the best-of-k estimator sorts a prompt's rewards once.
+#[test]
+fn sixty_thousand_candidates_of_one_prompt_report_in_seconds() {
+    let dir = workdir();
+    sample(
+        dir.path(),
+        "COPY (SELECT 'p' AS prompt_id, 'random' AS method, 0 AS layer, \
+                      CAST(value AS INT) AS sample_index, 'r' || CAST(value % 97 AS VARCHAR) AS response, \
+                      CAST((value * 7919) % 1000 AS DOUBLE) / 1000.0 AS reward, value = 0 AS is_best, \
+                      'stop' AS finish_reason, CAST(NULL AS VARCHAR) AS error, 'pm' AS policy_model, \
+                      'rm' AS reward_model \
+               FROM generate_series(0, 59999)) \
+         TO 'out/many.parquet' STORED AS PARQUET",
+    );
+    let mut child =
+        crate::common::cli::prs_command(dir.path(), &["report", "out/many.parquet"], &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let started = Instant::now();
+    // generous: a debug build on a loaded machine; before, this took minutes
+    let limit = Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("prs report of 60,000 candidates of one prompt took over {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let html = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
+    assert!(
+        html.contains("<td>random</td><td>1</td><td>60000</td><td>60000</td><td>0</td>"),
+        "run table"
+    );
+}
+
+/// Candidates whose prompt id is null are grouped by their prompt text (and preference): two
+/// such prompts are two prompts, with a pair each, not one group nor none.
+#[test]
+fn prompts_without_an_id_are_told_apart_by_their_text() {
+    let dir = workdir();
+    sample(
+        dir.path(),
+        "COPY (SELECT CAST(NULL AS VARCHAR) AS prompt_id, column1 AS prompt, 'pref' AS preference, \
+                      'random' AS method, 0 AS layer, column2 AS sample_index, column3 AS response, \
+                      column4 AS reward, column5 AS is_best, 'stop' AS finish_reason, \
+                      CAST(NULL AS VARCHAR) AS error, 'pm' AS policy_model, 'rm' AS reward_model \
+               FROM (VALUES ('q1', 0, 'a', 1.0, false), ('q1', 1, 'bb', 2.0, true), \
+                            ('q2', 0, 'c', 5.0, false), ('q2', 1, 'dd', 9.0, true))) \
+         TO 'out/noid.parquet' STORED AS PARQUET",
+    );
+    let (out, html) = report(dir.path(), &["out/noid.parquet"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        html.contains("<td>random</td><td>2</td><td>4</td><td>4</td><td>0</td>"),
+        "two prompts in the run table"
+    );
+    // pairs (2 vs 1) and (9 vs 5): chosen 5.5, rejected 3
+    assert!(
+        html.contains("<td>random</td><td>2</td><td>5.5000</td>"),
+        "a pair per prompt"
+    );
+}
