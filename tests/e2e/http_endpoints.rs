@@ -542,3 +542,73 @@ async fn questions(ctx: &datafusion::prelude::SessionContext, name: &str, count:
     .await
     .unwrap();
 }
+
+/// A server that sends more than `prs.max_response_bytes` (a stream that never ends, a huge
+/// page) costs that candidate an error row naming the setting, quickly, and never more memory
+/// than the limit: success bodies are refused, error bodies cut, a declared length refused
+/// before reading.
+#[tokio::test]
+async fn an_answer_past_max_response_bytes_is_an_error_row() {
+    use axum::http::StatusCode;
+    use std::sync::atomic::Ordering::SeqCst;
+    const GIB: u64 = 1 << 30;
+    // far below a GiB: what was read of the answers, plus the buffers of the connections
+    const READ_AT_MOST: u64 = 256 << 20;
+    let (good, _) = start(Mode::Normal).await;
+    let settings = [
+        ("preflight", "false"),
+        ("policy_model", "m"),
+        ("reward_input", "text"),
+        ("retry_attempts", "2"),
+        ("max_response_bytes", "65536"),
+    ];
+    let run = |policy: String, reward: String| async move {
+        let ctx = context(&policy, &reward, &settings).await;
+        let started = std::time::Instant::now();
+        let query = rows(&ctx, "SELECT * FROM random_sample('p', 2)");
+        let b = tokio::time::timeout(std::time::Duration::from_secs(60), query)
+            .await
+            .expect("the run ends");
+        assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+        assert_eq!(b.num_rows(), 4);
+        assert_eq!(b.column_by_name("reward").unwrap().null_count(), 4);
+        strings(&b, "error")
+            .into_iter()
+            .map(Option::unwrap)
+            .collect::<Vec<_>>()
+    };
+
+    // the policy streams a GiB, chunked, without a Content-Length
+    let (policy, sent) = start_huge_body(GIB, false, StatusCode::OK).await;
+    for e in run(policy.clone(), good.clone()).await {
+        assert!(
+            e.contains(&format!("policy endpoint {policy}/v1/chat/completions"))
+                && e.contains("more than 65536 bytes")
+                && e.contains("raise prs.max_response_bytes"),
+            "{e}"
+        );
+    }
+    let read = sent.load(SeqCst);
+    assert!(read < READ_AT_MOST, "{read} bytes sent");
+
+    // the reward server declares a GiB: refused before reading it
+    let (reward, sent) = start_huge_body(GIB, true, StatusCode::OK).await;
+    for e in run(good.clone(), reward.clone()).await {
+        assert!(
+            e.contains(&format!("reward endpoint {reward}/pooling"))
+                && e.contains("declared Content-Length: 1073741824")
+                && e.contains("prs.max_response_bytes"),
+            "{e}"
+        );
+    }
+    let read = sent.load(SeqCst);
+    assert!(read < READ_AT_MOST, "{read} bytes sent");
+
+    // an error answer is cut at the limit: its status is what the row says
+    let (reward, sent) = start_huge_body(GIB, false, StatusCode::SERVICE_UNAVAILABLE).await;
+    for e in run(good.clone(), reward).await {
+        assert!(e.contains("answered HTTP 503"), "{e}");
+    }
+    let read = sent.load(SeqCst);
+    assert!(read < READ_AT_MOST, "{read} bytes sent");
+}

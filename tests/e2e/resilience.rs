@@ -1,9 +1,12 @@
 //! Jobs that survive: retries of transient failures, per-row errors, never a fake reward.
 
+use std::sync::atomic::Ordering::SeqCst;
+
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
 use datafusion::prelude::SessionContext;
 use datafusion_prs::stats::{JobStats, StatsSnapshot};
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -444,4 +447,233 @@ async fn in_flight_limit_counts_sequences() {
         .load(std::sync::atomic::Ordering::SeqCst);
     // two requests of n=4 at a time, not one request per prompt in flight
     assert_eq!(most, 8);
+}
+
+/// A `Retry-After` no clock can hold (1e300 seconds) is a wait like any other: bounded by the
+/// retry settings, never a panic.
+#[tokio::test]
+async fn a_huge_retry_after_is_a_bounded_wait() {
+    use axum::response::IntoResponse;
+    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(2));
+    let front: Front = std::sync::Arc::new(move |path, _| {
+        let refuse = path.ends_with("completions")
+            && refusals
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        refuse.then(|| {
+            let status = axum::http::StatusCode::TOO_MANY_REQUESTS;
+            (status, [("retry-after", "1e300")], "slow down").into_response()
+        })
+    });
+    let (url, fake) = start_with(Mode::Normal, front).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("preflight", "false"),
+            ("policy_model", "m"),
+            ("retry_deadline_secs", "1"),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let b = rows(&ctx, "SELECT * FROM random_sample('p', 2)").await;
+    assert_eq!(b.num_rows(), 4);
+    assert_eq!(
+        b.column_by_name("error").unwrap().null_count(),
+        4,
+        "{:?}",
+        strings(&b, "error")
+    );
+    // both prompts were throttled once, waited what retry_deadline_secs allows, and got through
+    assert_eq!(requests(&fake, "/chat/completions").len(), 4);
+    assert_eq!(stats(&ctx).retries, 2);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
+
+/// The reward server refuses a batch for one text in it (HTTP 400): the batch is split until
+/// only that text fails; the other prompts' texts sent with it get their rewards.
+#[tokio::test]
+async fn a_text_the_reward_server_refuses_fails_alone() {
+    use axum::response::IntoResponse;
+    let front: Front = std::sync::Arc::new(|path, body| {
+        if path.ends_with("completions") && user_text(body).contains("Question number 7?") {
+            let choice = json!({"index": 0, "message": {"role": "assistant", "content": "POISON pill"}, "finish_reason": "stop"});
+            let answer =
+                json!({"choices": [choice], "usage": {"prompt_tokens": 3, "completion_tokens": 2}});
+            return Some(axum::Json(answer).into_response());
+        }
+        let poisoned = body["input"]
+            .as_array()
+            .is_some_and(|texts| texts.iter().any(|t| t.to_string().contains("POISON")));
+        poisoned.then(|| {
+            let detail = json!({"detail": "an input holds a token this model refuses"});
+            (axum::http::StatusCode::BAD_REQUEST, axum::Json(detail)).into_response()
+        })
+    });
+    let (url, fake) = start_with(Mode::Normal, front).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("preflight", "false"),
+            ("policy_model", "m"),
+            ("reward_input", "text"),
+            ("reward_batch_size", "8"),
+            ("reward_batch_wait_ms", "50"),
+        ],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let b = rows(&ctx, "SELECT * FROM random_sample('many', 1)").await;
+    assert_eq!(b.num_rows(), 40);
+    let (errors, responses) = (strings(&b, "error"), strings(&b, "response"));
+    let rewards = b.column_by_name("reward").unwrap();
+    let mut poisoned = 0;
+    for i in 0..b.num_rows() {
+        let bad = responses[i].as_deref().unwrap().contains("POISON");
+        poisoned += usize::from(bad);
+        assert_eq!(errors[i].is_some(), bad, "row {i}: {:?}", errors[i]);
+        assert_eq!(rewards.is_null(i), bad, "row {i}");
+        if bad {
+            let e = errors[i].as_deref().unwrap();
+            assert!(e.contains("HTTP 400: an input holds a token"), "{e}");
+        }
+    }
+    assert_eq!(poisoned, 1);
+    // the text was batched with other prompts' texts, and each split halved its batch
+    let inputs: Vec<Vec<String>> = requests(&fake, "/pooling")
+        .iter()
+        .map(|r| {
+            let texts = r.body["input"].as_array().unwrap();
+            texts
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    let holds_poison = |batch: &Vec<String>| batch.iter().any(|t| t.contains("POISON"));
+    let refused: Vec<&Vec<String>> = inputs.iter().filter(|b| holds_poison(b)).collect();
+    assert!(refused[0].len() > 1, "{refused:?}");
+    assert_eq!(refused.last().unwrap().len(), 1, "{refused:?}");
+    let levels = 8f64.log2() as usize; // ⌈log2 reward_batch_size⌉
+    assert!(refused.len() <= 1 + levels, "{refused:?}");
+    // the splits' requests: at most two per level, beyond the batches themselves
+    let is_split = |i: usize| {
+        inputs[..i]
+            .iter()
+            .any(|earlier| holds_poison(earlier) && inputs[i].iter().all(|t| earlier.contains(t)))
+    };
+    let splits = (0..inputs.len()).filter(|&i| is_split(i)).count();
+    assert!(
+        (2..=2 * levels).contains(&splits),
+        "{splits} split requests in {inputs:?}"
+    );
+    let s = stats(&ctx);
+    assert_eq!(s.failed_candidates, 1);
+    assert_eq!(s.errors.get("reward_http_400"), Some(&1));
+}
+
+/// Within one prompt too: of a prompt's four candidates, the one the reward model refuses
+/// fails alone; its siblings keep their rewards and one of them is best.
+#[tokio::test]
+async fn a_refused_candidate_does_not_fail_its_siblings() {
+    use axum::response::IntoResponse;
+    let front: Front = std::sync::Arc::new(|path, body| {
+        if path.ends_with("completions") && user_text(body).contains("Question number 7?") {
+            let n = body["n"].as_u64().unwrap_or(1);
+            let choices: Vec<Value> = (0..n)
+                .map(|i| {
+                    let text = if i == 1 { "POISON pill".to_string() } else { format!("fine answer {i}") };
+                    json!({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"})
+                })
+                .collect();
+            let answer =
+                json!({"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 2}});
+            return Some(axum::Json(answer).into_response());
+        }
+        let poisoned = body["input"]
+            .as_array()
+            .is_some_and(|texts| texts.iter().any(|t| t.to_string().contains("POISON")));
+        poisoned.then(|| {
+            let detail = json!({"detail": "an input holds a token this model refuses"});
+            (axum::http::StatusCode::BAD_REQUEST, axum::Json(detail)).into_response()
+        })
+    });
+    let (url, _fake) = start_with(Mode::Normal, front).await;
+    let ctx = context(
+        &url,
+        &url,
+        &[
+            ("preflight", "false"),
+            ("policy_model", "m"),
+            ("reward_input", "text"),
+        ],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let b = rows(
+        &ctx,
+        "SELECT response, error, reward, is_best FROM random_sample('many', 4) \
+         WHERE prompt LIKE '%Question number 7?%' ORDER BY sample_index",
+    )
+    .await;
+    assert_eq!(b.num_rows(), 4);
+    let (errors, responses) = (strings(&b, "error"), strings(&b, "response"));
+    let rewards = b.column_by_name("reward").unwrap();
+    for i in 0..4 {
+        let bad = responses[i].as_deref().unwrap().contains("POISON");
+        assert_eq!(errors[i].is_some(), bad, "row {i}: {:?}", errors[i]);
+        assert_eq!(rewards.is_null(i), bad, "row {i}");
+    }
+    assert_eq!(errors.iter().filter(|e| e.is_some()).count(), 1);
+    let best = b.column_by_name("is_best").unwrap().as_boolean();
+    assert_eq!(best.true_count(), 1, "one of the scored siblings is best");
+    assert_eq!(stats(&ctx).failed_candidates, 1);
+}
+
+/// A query dropped while its reward requests are being retried (Ctrl-C, a LIMIT satisfied)
+/// takes its retries with it: nothing keeps calling the server afterwards.
+#[tokio::test]
+async fn a_dropped_query_stops_its_reward_retries() {
+    use futures::StreamExt;
+    let (good, _) = start(Mode::Normal).await;
+    let (down, fake) = start(Mode::Down).await;
+    let ctx = context(
+        &good,
+        &down,
+        &[
+            ("preflight", "false"),
+            ("policy_model", "m"),
+            ("reward_input", "text"),
+            ("retry_attempts", "1000"),
+            ("retry_deadline_secs", "600"),
+        ],
+    )
+    .await;
+    forty_prompts(&ctx).await;
+    let df = ctx
+        .sql("SELECT * FROM random_sample('many', 2)")
+        .await
+        .unwrap();
+    let mut stream = df.execute_stream().await.unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_millis(500), stream.next()).await;
+    assert!(
+        first.is_err(),
+        "a row came while every reward request fails"
+    );
+    assert!(fake.counter.load(SeqCst) > 10, "the retries were going on");
+    drop(stream);
+    // a request on the wire when the query was dropped may still arrive
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let at_drop = fake.counter.load(SeqCst);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let later = fake.counter.load(SeqCst);
+    assert_eq!(
+        later,
+        at_drop,
+        "{} reward requests after the query was dropped",
+        later - at_drop
+    );
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use crate::checkpoint::hash_parts;
+use crate::client::reward::{all_scored, Scored};
 use crate::client::{Choice, Usage};
 use crate::error::{PrsError, Result};
 use crate::reward_input::RewardItem;
@@ -319,6 +320,12 @@ pub struct JournaledReward {
 #[async_trait]
 impl Reward for JournaledReward {
     async fn score(&self, items: &[RewardItem]) -> Result<Vec<f64>> {
+        all_scored(self.score_each(items).await)
+    }
+
+    /// Journaled scores, and the others from the model (each with its own outcome); every
+    /// score the model gave is journaled before it is used.
+    async fn score_each(&self, items: &[RewardItem]) -> Vec<Scored> {
         let keys: Vec<String> = items
             .iter()
             .map(|i| {
@@ -326,11 +333,11 @@ impl Reward for JournaledReward {
                 hash_parts(&["reward", form, &i.shown()])
             })
             .collect();
-        let mut scores = Vec::with_capacity(items.len());
+        let mut scores: Vec<Option<Scored>> = Vec::with_capacity(items.len());
         let mut missing = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             match self.journal.get(key).await {
-                Some(Answer::Score(s)) => scores.push(Some(s)),
+                Some(Answer::Score(s)) => scores.push(Some(Ok(s))),
                 _ => {
                     scores.push(None);
                     missing.push(i);
@@ -339,20 +346,27 @@ impl Reward for JournaledReward {
         }
         if !missing.is_empty() {
             let asked: Vec<RewardItem> = missing.iter().map(|&i| items[i].clone()).collect();
-            let got = self.inner.score(&asked).await?;
+            let got = self.inner.score_each(&asked).await;
             let record = missing
                 .iter()
                 .zip(&got)
-                .map(|(&i, &s)| (keys[i].clone(), Answer::Score(s)))
+                .filter_map(|(&i, s)| Some((keys[i].clone(), Answer::Score(*s.as_ref().ok()?))))
                 .collect();
-            self.journal.record(record).await?;
+            let recorded = self.journal.record(record).await.map_err(Arc::new);
             for (&i, s) in missing.iter().zip(got) {
-                scores[i] = Some(s);
+                scores[i] = Some(match &recorded {
+                    Ok(()) => s,
+                    Err(e) => Err(e.clone()),
+                });
             }
         }
         scores
             .into_iter()
-            .map(|s| s.ok_or_else(|| self.journal.error("a score went missing".into())))
+            .map(|s| {
+                s.unwrap_or_else(|| {
+                    Err(Arc::new(self.journal.error("a score went missing".into())))
+                })
+            })
             .collect()
     }
 

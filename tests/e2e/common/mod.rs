@@ -29,6 +29,8 @@ pub fn set_key() {
 #[derive(Clone, Debug)]
 pub struct Req {
     pub path: String,
+    /// The query string, if any.
+    pub query: Option<String>,
     pub auth: Option<String>,
     pub body: Value,
 }
@@ -126,6 +128,7 @@ async fn handle(
     let body = body.map(|b| b.0).unwrap_or(Value::Null);
     f.log.lock().unwrap().push(Req {
         path: path.clone(),
+        query: uri.query().map(str::to_string),
         auth: headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -396,4 +399,96 @@ pub fn strings(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
         .iter()
         .map(|v| v.map(str::to_string))
         .collect()
+}
+
+/// Answers a request before the fake does (`path`, JSON body), or lets it through (`None`).
+pub type Front = Arc<dyn Fn(&str, &Value) -> Option<Response> + Send + Sync>;
+
+/// `start(mode)`, with `front` answering the POST requests it wants to (those are logged and
+/// counted like the others): a server that misbehaves in one chosen way.
+pub async fn start_with(mode: Mode, front: Front) -> (String, Fake) {
+    let fake = Fake {
+        log: Arc::new(Mutex::new(vec![])),
+        mode,
+        counter: Arc::new(AtomicU64::new(0)),
+        active_seqs: Arc::new(AtomicU64::new(0)),
+        max_active_seqs: Arc::new(AtomicU64::new(0)),
+        active_requests: Arc::new(AtomicU64::new(0)),
+        max_active_requests: Arc::new(AtomicU64::new(0)),
+        scores: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let f = fake.clone();
+    let fronted = move |uri: Uri, headers: HeaderMap, body: Option<Json<Value>>| {
+        let (f, front) = (f.clone(), front.clone());
+        async move {
+            let value = body.as_ref().map(|b| b.0.clone()).unwrap_or(Value::Null);
+            match front(uri.path(), &value) {
+                Some(answer) => {
+                    f.log.lock().unwrap().push(Req {
+                        path: uri.path().to_string(),
+                        query: uri.query().map(str::to_string),
+                        auth: None,
+                        body: value,
+                    });
+                    f.counter.fetch_add(1, Ordering::SeqCst);
+                    answer
+                }
+                None => handle(State(f), uri, headers, body).await,
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/v1/models", get(handle))
+        .fallback(post(fronted))
+        .with_state(fake.clone());
+    (serve(app).await, fake)
+}
+
+/// Serve `app` on 127.0.0.1; its base URL.
+pub async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// A hostile server: every POST is answered `status` with a body of `total` bytes (spaces),
+/// streamed in 64 KiB chunks, chunked unless `declare` sends its Content-Length;
+/// `GET /v1/models` lists nothing. Returns its URL and the bytes its bodies have handed to
+/// the connections so far.
+pub async fn start_huge_body(
+    total: u64,
+    declare: bool,
+    status: StatusCode,
+) -> (String, Arc<AtomicU64>) {
+    static CHUNK: [u8; 1 << 16] = [b' '; 1 << 16];
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = sent.clone();
+    let huge = move || {
+        let counted = counted.clone();
+        async move {
+            let body = futures::stream::unfold(0u64, move |at| {
+                let counted = counted.clone();
+                async move {
+                    let n = (total - at).min(CHUNK.len() as u64);
+                    (n > 0).then(|| {
+                        counted.fetch_add(n, Ordering::SeqCst);
+                        let chunk = bytes::Bytes::from_static(&CHUNK[..n as usize]);
+                        (Ok::<_, std::io::Error>(chunk), at + n)
+                    })
+                }
+            });
+            let mut answer = Response::builder()
+                .status(status)
+                .header("content-type", "application/json");
+            if declare {
+                answer = answer.header("content-length", total);
+            }
+            answer.body(Body::from_stream(body)).unwrap()
+        }
+    };
+    let app = Router::new()
+        .route("/v1/models", get(|| async { Json(json!({"data": []})) }))
+        .fallback(post(huge));
+    (serve(app).await, sent)
 }

@@ -8,7 +8,7 @@ mod url;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::Url;
@@ -51,6 +51,7 @@ impl RetryPolicy {
     }
 }
 
+use crate::redact::redact_urls;
 pub use keys::bind_keys_to_own_endpoints;
 pub use policy::{Choice, PolicyClient, Usage};
 pub use reward::{RewardClient, RewardProtocol};
@@ -70,6 +71,8 @@ pub(crate) struct Endpoint {
     /// Bearer token, from the environment only. Never printed.
     api_key: Option<String>,
     retry: RetryPolicy,
+    /// Most bytes read of one answer (`prs.max_response_bytes`).
+    max_response_bytes: u64,
     pub stats: Arc<JobStats>,
 }
 
@@ -163,6 +166,7 @@ impl Endpoint {
             http,
             api_key,
             retry: RetryPolicy::from_config(cfg),
+            max_response_bytes: cfg.max_response_bytes,
             stats,
         })
     }
@@ -171,7 +175,7 @@ impl Endpoint {
     pub fn base_str(&self) -> String {
         self.replicas
             .iter()
-            .map(|r| r.base.as_str())
+            .map(|r| redact_urls(r.base.as_str()))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -186,9 +190,9 @@ impl Endpoint {
             .collect()
     }
 
-    /// `{base}/{path}` of the first (or only) replica, for messages.
+    /// `{base}/{path}` of the first (or only) replica, for messages (without credentials).
     pub fn url(&self, path: &str) -> String {
-        join(&self.replicas[self.only.unwrap_or(0)].base, path)
+        redact_urls(&join(&self.replicas[self.only.unwrap_or(0)].base, path))
     }
 
     /// How many servers share the work.
@@ -200,7 +204,7 @@ impl Endpoint {
     pub fn replica_base(&self, i: usize) -> String {
         self.replicas
             .get(i)
-            .map(|r| r.base.to_string())
+            .map(|r| redact_urls(r.base.as_str()))
             .unwrap_or_default()
     }
 
@@ -246,7 +250,7 @@ impl Endpoint {
             r.consecutive_failures.store(0, Ordering::Relaxed);
             tracing::warn!(
                 endpoint = self.kind.as_str(),
-                replica = %r.base,
+                replica = %redact_urls(r.base.as_str()),
                 "{n} failures in a row: no work for this replica for {}s",
                 self.eject_for.as_secs()
             );
@@ -265,22 +269,24 @@ impl Endpoint {
     }
 
     /// Run `op` (one request and the reading of its answer) with retries: transient failures
-    /// are retried with exponential backoff and jitter, honouring `Retry-After`, up to
-    /// `retry_attempts` attempts and `retry_deadline_secs` of waiting.
+    /// are retried with exponential backoff and jitter, honouring `Retry-After` (up to a
+    /// minute, or `retry_max_delay_ms` if longer), up to `retry_attempts` attempts and
+    /// `retry_deadline_secs` of waiting in all.
     pub async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let max_delay = self.retry.max_delay.max(Duration::from_secs(60));
+        let cap = self.retry.max_delay.max(Duration::from_secs(60));
+        let deadline = self.retry.deadline;
+        let mut waited = Duration::ZERO;
         let started = std::time::Instant::now();
         let out = op
             .retry(self.retry.backoff())
             .sleep(tokio::time::sleep)
             .when(PrsError::is_transient)
             .adjust(move |e: &PrsError, planned| {
-                // `None` means no retry is left; keep it that way
-                planned.map(|d| e.retry_after().map(|r| r.min(max_delay)).unwrap_or(d))
+                next_wait(planned, e.retry_after(), cap, deadline, &mut waited)
             })
             .notify(|e: &PrsError, wait| {
                 self.stats.record_retry();
@@ -314,7 +320,7 @@ impl Endpoint {
         let (_, replica) = self.pick();
         let url = join(&replica.base, path);
         let req = self.authorize(replica, self.http.get(&url));
-        self.send_to(replica, req, url).await
+        self.send_to(replica, req, redact_urls(&url)).await
     }
 
     /// One POST, no retry (wrap in [`Endpoint::with_retry`]).
@@ -335,7 +341,9 @@ impl Endpoint {
         let (i, replica) = self.pick();
         let url = join(&replica.base, path);
         let req = self.authorize(replica, self.http.post(&url).json(body));
-        self.send_to(replica, req, url).await.map(|t| (t, i))
+        self.send_to(replica, req, redact_urls(&url))
+            .await
+            .map(|t| (t, i))
     }
 
     async fn send_to<T: DeserializeOwned>(
@@ -363,10 +371,8 @@ impl Endpoint {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
-        let bytes = resp.bytes().await.map_err(|e| self.unreachable(&url, &e))?;
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let bytes = self.read_body(resp, &url, !status.is_success()).await?;
         if !status.is_success() {
             let message = error_message(&bytes);
             tracing::debug!(endpoint = self.kind.as_str(), %url, status = status.as_u16(), %message, "endpoint error");
@@ -383,6 +389,46 @@ impl Endpoint {
             url,
             reason: format!("{e}; body starts with {:?}", snippet(&bytes)),
         })
+    }
+
+    /// The body of `resp`, read chunk by chunk and never past `max_response_bytes`: a longer
+    /// answer is [`PrsError::ResponseTooLarge`] (at once when its `Content-Length` says so),
+    /// except an error answer (`cut`), whose start is kept for its message.
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        url: &str,
+        cut: bool,
+    ) -> Result<Vec<u8>> {
+        let limit = self.max_response_bytes;
+        let declared = resp.content_length();
+        let too_large = || PrsError::ResponseTooLarge {
+            endpoint: self.kind,
+            url: url.to_string(),
+            limit,
+            declared,
+        };
+        if !cut && declared.is_some_and(|len| len > limit) {
+            return Err(too_large());
+        }
+        let first = declared.unwrap_or(0).min(limit).min(1 << 20);
+        let mut body = Vec::with_capacity(usize::try_from(first).unwrap_or(0));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(url, &e))? {
+            let room = limit.saturating_sub(body.len() as u64);
+            if chunk.len() as u64 <= room {
+                body.extend_from_slice(&chunk);
+                continue;
+            }
+            if !cut {
+                return Err(too_large());
+            }
+            let room = usize::try_from(room)
+                .unwrap_or(chunk.len())
+                .min(chunk.len());
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        Ok(body)
     }
 
     fn unreachable(&self, url: &str, e: &reqwest::Error) -> PrsError {
@@ -437,8 +483,47 @@ where
     Ok(())
 }
 
+/// `{base}/{path}`, keeping a query string of the base after the path
+/// (`http://h/v1?api-version=2` + `models` = `http://h/v1/models?api-version=2`).
+/// A `Retry-After` value: delay-seconds (any number, however large: the wait is bounded by
+/// [`next_wait`]) or an HTTP date. Anything else (negative, not a number, not a date) asks for
+/// nothing.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        // NaN and negative numbers ask for nothing; a number past what a Duration holds (1e300,
+        // inf) asks for the longest wait there is
+        return (secs >= 0.0).then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The wait before the next attempt: the server's `retry_after` capped at `cap`, else the
+/// backoff's `planned` wait, and never past `deadline` of waiting in all (`waited` so far, which
+/// this adds to). `None` (no retry left) when the backoff has none left or the deadline is spent.
+fn next_wait(
+    planned: Option<Duration>,
+    retry_after: Option<Duration>,
+    cap: Duration,
+    deadline: Duration,
+    waited: &mut Duration,
+) -> Option<Duration> {
+    let planned = planned?;
+    let left = deadline.saturating_sub(*waited);
+    if left.is_zero() {
+        return None;
+    }
+    let wait = retry_after.map_or(planned, |r| r.min(cap)).min(left);
+    *waited = waited.saturating_add(wait);
+    Some(wait)
+}
+
 fn join(base: &Url, path: &str) -> String {
-    format!("{}/{}", base.as_str().trim_end_matches('/'), path)
+    let mut url = base.clone();
+    let joined = format!("{}/{}", base.path().trim_end_matches('/'), path);
+    url.set_path(&joined);
+    url.to_string()
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -495,6 +580,74 @@ mod tests {
             "Internal Server Error"
         );
         assert_eq!(error_message(b""), "(empty body)");
+    }
+
+    #[test]
+    fn paths_go_before_the_query() {
+        let base = parse_base_url("policy_url", "http://u:p@h:8/v1/?api-version=2").unwrap();
+        assert_eq!(
+            join(&base, "models"),
+            "http://u:p@h:8/v1/models?api-version=2"
+        );
+        let base = parse_base_url("reward_url", "http://h:8").unwrap();
+        assert_eq!(join(&base, "pooling"), "http://h:8/pooling");
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_never_overflows() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let parse = |v| parse_retry_after(v, now);
+        assert_eq!(parse("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse("1e300"), Some(Duration::MAX));
+        assert_eq!(parse("inf"), Some(Duration::MAX));
+        assert_eq!(parse("-1"), None);
+        assert_eq!(parse("NaN"), None);
+        assert_eq!(parse("soon"), None);
+        // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            parse("Sun, 06 Nov 1994 08:49:47 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(parse("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn waits_are_bounded_by_the_cap_and_the_deadline() {
+        let (cap, deadline) = (Duration::from_secs(60), Duration::from_secs(5));
+        let ms = Duration::from_millis;
+        let mut waited = Duration::ZERO;
+        // no retry left stays so
+        assert_eq!(
+            next_wait(None, Some(ms(1)), cap, deadline, &mut waited),
+            None
+        );
+        // the backoff's wait, or the server's
+        assert_eq!(
+            next_wait(Some(ms(10)), None, cap, deadline, &mut waited),
+            Some(ms(10))
+        );
+        assert_eq!(
+            next_wait(Some(ms(10)), Some(ms(20)), cap, deadline, &mut waited),
+            Some(ms(20))
+        );
+        // a huge Retry-After: what is left of the deadline, then no more retries
+        let huge = Some(Duration::MAX);
+        assert_eq!(
+            next_wait(Some(ms(10)), huge, cap, deadline, &mut waited),
+            Some(ms(4970))
+        );
+        assert_eq!(
+            next_wait(Some(ms(10)), None, cap, deadline, &mut waited),
+            None
+        );
+        // the cap, with a deadline far away
+        let mut waited = Duration::ZERO;
+        let far = Duration::from_secs(600);
+        assert_eq!(
+            next_wait(Some(ms(10)), huge, cap, far, &mut waited),
+            Some(cap)
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures::future::try_join_all;
+use futures::future::{join_all, BoxFuture};
+use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -193,24 +194,73 @@ impl BatchSender {
             .await
     }
 
+    /// Score one batch, each text on its own outcome: when the server refuses a batch of
+    /// several texts for what it holds (HTTP 400 / 413 / 422), each half is sent on its own,
+    /// and so on down, so only the texts it refuses fail (at most 2·⌈log2 n⌉ more requests per
+    /// refused text).
+    fn score_split<'a>(&'a self, texts: &'a [RewardItem]) -> BoxFuture<'a, Vec<Scored>> {
+        async move {
+            match self.score_batch(texts).await {
+                Ok(scores) => scores.into_iter().map(Ok).collect(),
+                Err(e) if texts.len() > 1 && refuses_content(&e) => {
+                    tracing::debug!(texts = texts.len(), error = %e, "reward batch refused: scoring each half on its own");
+                    let (a, b) = texts.split_at(texts.len() / 2);
+                    let (a, b) = futures::join!(self.score_split(a), self.score_split(b));
+                    a.into_iter().chain(b).collect()
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    texts.iter().map(|_| Err(e.clone())).collect()
+                }
+            }
+        }
+        .boxed()
+    }
+
     /// Score in batches of `batch_size` (conversations one per request: vLLM takes one per
-    /// request), sent concurrently.
-    async fn score_all(&self, texts: &[RewardItem], batch_size: usize) -> Result<Vec<f64>> {
+    /// request), sent concurrently; one outcome per text, in order.
+    async fn score_all(&self, texts: &[RewardItem], batch_size: usize) -> Vec<Scored> {
         let per_request = if texts.iter().any(RewardItem::is_chat) {
             1
         } else {
             batch_size.max(1)
         };
-        let batches = texts.chunks(per_request).map(|b| self.score_batch(b));
-        let parts = try_join_all(batches).await?;
-        Ok(parts.into_iter().flatten().collect())
+        let batches = texts.chunks(per_request).map(|b| self.score_split(b));
+        join_all(batches).await.into_iter().flatten().collect()
+    }
+}
+
+/// One text's score, or why it has none (shared by the texts of a failed request).
+pub type Scored = std::result::Result<f64, Arc<PrsError>>;
+
+/// A refusal of what a batch holds (a text too long, a character the tokenizer rejects), not
+/// of the request as such (401, 404: every text would fail alike).
+fn refuses_content(e: &PrsError) -> bool {
+    matches!(
+        e,
+        PrsError::Status {
+            status: 400 | 413 | 422,
+            ..
+        }
+    )
+}
+
+/// The scores of all texts, or the first failure among them (itself, unless other callers
+/// share it).
+pub(crate) fn all_scored(scored: Vec<Scored>) -> Result<Vec<f64>> {
+    match scored.iter().find_map(|s| s.as_ref().err().cloned()) {
+        None => Ok(scored.into_iter().flatten().collect()),
+        Some(e) => {
+            drop(scored);
+            Err(Arc::try_unwrap(e).unwrap_or_else(PrsError::Shared))
+        }
     }
 }
 
 /// Texts waiting to be scored together with other callers' texts.
 struct Pending {
     texts: Vec<RewardItem>,
-    reply: oneshot::Sender<std::result::Result<Vec<f64>, Arc<PrsError>>>,
+    reply: oneshot::Sender<Vec<Scored>>,
 }
 
 /// A client for one reward server.
@@ -334,10 +384,17 @@ impl RewardClient {
             })
     }
 
-    /// Score responses, in order.
+    /// Score responses, in order; the first failure fails them all (see
+    /// [`RewardClient::score_each`] for one outcome per response).
     pub async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>> {
+        all_scored(self.score_each(texts).await)
+    }
+
+    /// Score responses, in order, each with its own outcome: a text the server refuses fails
+    /// alone, not the texts sent with it.
+    pub async fn score_each(&self, texts: &[RewardItem]) -> Vec<Scored> {
         if texts.is_empty() {
-            return Ok(vec![]);
+            return vec![];
         }
         let started = std::time::Instant::now();
         // conversations go one per request: nothing to gather
@@ -350,11 +407,16 @@ impl RewardClient {
                 reply,
             });
             match (queued, answer.await) {
-                (Ok(()), Ok(result)) => result.map_err(PrsError::Shared),
-                _ => Err(self
-                    .sender
-                    .endpoint
-                    .bad_response(self.sender.protocol.path(), "the reward batcher stopped")),
+                (Ok(()), Ok(scored)) if scored.len() == texts.len() => scored,
+                _ => {
+                    let path = self.sender.protocol.path();
+                    let stopped = self
+                        .sender
+                        .endpoint
+                        .bad_response(path, "the reward batcher stopped");
+                    let stopped = Arc::new(stopped);
+                    texts.iter().map(|_| Err(stopped.clone())).collect()
+                }
             }
         };
         PromptTally::record_wait(EndpointKind::Reward, started.elapsed());
@@ -371,7 +433,8 @@ impl RewardClient {
 }
 
 /// Gather pending texts into batches (full, or after `wait`), send each batch group on its own
-/// task and hand every caller its scores. Ends when the client is dropped.
+/// task and hand every caller its scores. Ends when the client is dropped; a group's task ends
+/// when its callers are gone (their query dropped or cancelled), so no request outlives them.
 async fn batcher(
     sender: BatchSender,
     batch_size: usize,
@@ -391,26 +454,30 @@ async fn batcher(
                 _ => break,
             }
         }
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            let texts: Vec<RewardItem> =
-                group.iter().flat_map(|p| p.texts.iter().cloned()).collect();
-            match sender.score_all(&texts, batch_size).await {
-                Ok(scores) => {
-                    let mut rest = scores.into_iter();
-                    for p in group {
-                        let mine: Vec<f64> = rest.by_ref().take(p.texts.len()).collect();
-                        let _ = p.reply.send(Ok(mine));
-                    }
-                }
-                Err(e) => {
-                    let e = Arc::new(e);
-                    for p in group {
-                        let _ = p.reply.send(Err(e.clone()));
-                    }
-                }
+        tokio::spawn(score_group(sender.clone(), group, batch_size));
+    }
+}
+
+/// Score a group of callers' texts and hand each caller its own; stop (dropping the requests
+/// in flight and every retry to come) once no caller waits for an answer.
+async fn score_group(sender: BatchSender, mut group: Vec<Pending>, batch_size: usize) {
+    let texts: Vec<RewardItem> = group.iter().flat_map(|p| p.texts.iter().cloned()).collect();
+    let scored = {
+        let work = sender.score_all(&texts, batch_size);
+        let abandoned = async {
+            for p in group.iter_mut() {
+                p.reply.closed().await;
             }
-        });
+        };
+        tokio::select! {
+            scored = work => scored,
+            () = abandoned => return,
+        }
+    };
+    let mut rest = scored.into_iter();
+    for p in group {
+        let mine: Vec<Scored> = rest.by_ref().take(p.texts.len()).collect();
+        let _ = p.reply.send(mine);
     }
 }
 

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::answer::AnswerPattern;
+use crate::client::reward::Scored;
 use crate::client::{Choice, PolicyClient, RewardClient, Usage};
-use crate::error::Result;
+use crate::error::{EndpointKind, PrsError, Result};
 use crate::reward_input::RewardItem;
 use crate::stats::DataChecks;
 use crate::templates::Templates;
@@ -98,6 +99,24 @@ pub trait Policy: Send + Sync {
 pub trait Reward: Send + Sync {
     /// One score per response, in order.
     async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>>;
+    /// One outcome per response, in order: where the model can tell, a response it refuses
+    /// fails alone, not the responses scored with it. By default one failure fails all.
+    async fn score_each(&self, texts: &[RewardItem]) -> Vec<Scored> {
+        match self.score(texts).await {
+            Ok(scores) if scores.len() == texts.len() => scores.into_iter().map(Ok).collect(),
+            Ok(scores) => {
+                let e = Arc::new(PrsError::ServerFault {
+                    endpoint: EndpointKind::Reward,
+                    reason: format!("expected {} scores, got {}", texts.len(), scores.len()),
+                });
+                texts.iter().map(|_| Err(e.clone())).collect()
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                texts.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
+    }
     fn model_label(&self) -> String;
 }
 
@@ -124,6 +143,9 @@ impl Policy for PolicyClient {
 impl Reward for RewardClient {
     async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>> {
         RewardClient::score(self, texts).await
+    }
+    async fn score_each(&self, texts: &[RewardItem]) -> Vec<Scored> {
+        RewardClient::score_each(self, texts).await
     }
     fn model_label(&self) -> String {
         RewardClient::model_label(self)

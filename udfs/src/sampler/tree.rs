@@ -8,6 +8,8 @@
 //! Failures that survive the clients' retries become rows with `error` set and a null reward
 //! (`on_error = row`), or fail the query (`on_error = fail`). A reward is never invented.
 
+use std::sync::Arc;
+
 use futures::future::join_all;
 
 use super::unique::{Extra, Seen};
@@ -424,31 +426,32 @@ impl<'a> Tree<'a> {
             })
             .collect::<Result<Vec<_>>>();
         self.reward_texts += scored.len() as u64;
-        let scores = match texts {
-            Ok(texts) => self.s.reward.score(&texts).await,
-            Err(e) => Err(e),
+        // one outcome per candidate: a response the reward model refuses fails alone
+        let outcomes = match texts {
+            Ok(texts) => self.s.reward.score_each(&texts).await,
+            Err(e) => vec![Err(Arc::new(e))],
         };
-        let scores = scores.and_then(|scores| {
-            if scores.len() == scored.len() {
-                Ok(scores)
-            } else {
-                Err(PrsError::ServerFault {
-                    endpoint: EndpointKind::Reward,
-                    reason: format!("expected {} scores, got {}", scored.len(), scores.len()),
-                })
+        let outcomes = match outcomes.len() == scored.len() {
+            true => outcomes,
+            false => {
+                let e = match outcomes.into_iter().find_map(|o| o.err()) {
+                    Some(e) => e,
+                    None => Arc::new(PrsError::ServerFault {
+                        endpoint: EndpointKind::Reward,
+                        reason: format!("expected {} scores", scored.len()),
+                    }),
+                };
+                scored.iter().map(|_| Err(e.clone())).collect()
             }
-        });
-        match scores {
-            Ok(scores) => {
-                for (&i, score) in scored.iter().zip(scores) {
-                    rows[i].reward = Some(score);
-                }
-            }
-            Err(e) => {
-                let failure = self.s.absorb("reward", e)?;
-                for &i in &scored {
-                    rows[i].error = Some(failure.message.clone());
-                    self.error_kinds.push(failure.kind.clone());
+        };
+        for (&i, outcome) in scored.iter().zip(outcomes) {
+            match outcome {
+                Ok(score) => rows[i].reward = Some(score),
+                Err(e) => {
+                    let e = Arc::try_unwrap(e).unwrap_or_else(PrsError::Shared);
+                    let failure = self.s.absorb("reward", e)?;
+                    rows[i].error = Some(failure.message);
+                    self.error_kinds.push(failure.kind);
                 }
             }
         }
