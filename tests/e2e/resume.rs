@@ -376,3 +376,62 @@ async fn sigkill_repeats_only_the_requests_in_flight() {
     assert!(status.success());
     assert_same_rows(work.path(), "out.parquet", "clean.parquet", 96).await;
 }
+
+/// A prompt whose every policy answer comes from the journal (its rewards failed the first
+/// time) is sampled without a policy request on the re-run: it still gets its model columns,
+/// equals an uninterrupted run's rows, and is kept, so a third run sends nothing at all.
+#[tokio::test]
+async fn a_prompt_answered_from_the_journal_is_finished_and_kept() {
+    const RANDOM: &str = "SELECT * FROM random_sample('p', 4) ORDER BY prompt_id, sample_index";
+    let (policy, policy_fake) = start(Mode::Normal).await;
+    let (down, _) = start(Mode::Down).await;
+    let (reward, reward_fake) = start(Mode::Normal).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let clean_ck = dir.path().join("clean");
+    let settings = |ck: &Path| {
+        vec![
+            ("checkpoint_dir", ck.to_str().unwrap().to_string()),
+            ("retry_attempts", "1".to_string()),
+            ("preflight", "false".to_string()),
+            ("policy_model", "m".to_string()),
+            ("reward_model", "rm".to_string()),
+        ]
+    };
+    let run = |reward: String, ck: std::path::PathBuf| {
+        let policy = policy.clone();
+        async move {
+            let s = settings(&ck);
+            let s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            rows(&context(&policy, &reward, &s).await, RANDOM).await
+        }
+    };
+    // the rewards fail: every policy answer is in the journal, no prompt is kept
+    let failed = run(down.clone(), ck.clone()).await;
+    assert!(strings(&failed, "error").iter().all(|e| e.is_some()));
+    assert!(parquet_files(&ck).is_empty());
+
+    clear(&policy_fake);
+    let resumed = run(reward.clone(), ck.clone()).await;
+    assert_eq!(
+        generation_requests(&policy_fake),
+        0,
+        "answers from the journal"
+    );
+    assert_eq!(parquet_files(&ck).len(), 2, "both prompts kept");
+    let clean = run(reward.clone(), clean_ck).await;
+    assert_eq!(table(&resumed), table(&clean));
+    for column in ["policy_model", "reward_model"] {
+        assert!(
+            strings(&resumed, column).iter().all(|m| m.is_some()),
+            "{column} of a resumed prompt"
+        );
+    }
+
+    clear(&policy_fake);
+    clear(&reward_fake);
+    let third = run(reward.clone(), ck.clone()).await;
+    assert_eq!(table(&third), table(&clean));
+    assert!(policy_fake.log.lock().unwrap().is_empty());
+    assert!(reward_fake.log.lock().unwrap().is_empty());
+}

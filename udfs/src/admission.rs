@@ -40,13 +40,16 @@ impl Window {
     /// The window for `prompt_concurrency` and a tree whose first layer has `first_width` of
     /// the `n` samples.
     pub fn new(prompt_concurrency: usize, first_width: usize, n: usize) -> Window {
-        let places = prompt_concurrency.max(1);
-        let first_layer = (places * first_width.max(1))
+        // the settings' bounds keep this far from overflow; saturate for hosts that fill the
+        // config's fields directly
+        let places = prompt_concurrency.clamp(1, Semaphore::MAX_PERMITS);
+        let first_layer = places
+            .saturating_mul(first_width.max(1))
             .div_ceil(n.max(1))
             .clamp(1, places);
         Window {
             first_layer,
-            in_progress: places * IN_PROGRESS_PER_PLACE,
+            in_progress: places.saturating_mul(IN_PROGRESS_PER_PLACE),
         }
     }
 
@@ -93,6 +96,10 @@ mod tests {
         // never none
         assert_eq!(Window::new(1, 4, 8).first_layer, 1);
         assert_eq!(Window::new(0, 0, 0).first_layer, 1);
+        // never an overflow, whatever a host writes into the config
+        let huge = Window::new(1 << 62, 1 << 40, 1 << 41);
+        assert!(huge.first_layer >= 1 && huge.in_progress >= huge.first_layer);
+        let _ = huge.places();
         // a LIMIT that two prompts fill
         let limited = Window::new(128, 4, 8).at_most(2);
         assert_eq!((limited.first_layer, limited.in_progress), (2, 2));

@@ -65,9 +65,35 @@ fn config_template(config: &serde_json::Value) -> Option<String> {
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| template_error(format!("cannot read file {}: {e}", path.display())))
+    read_template_file(path).map_err(template_error)
 }
+
+/// The largest template file read (a `tokenizer_config.json` included): far above any real
+/// one, small enough that a wrong path (a model's weights, /dev/zero) is a clear error.
+pub const MAX_TEMPLATE_FILE_BYTES: u64 = 16 << 20;
+
+/// The text of a template file, at most [`MAX_TEMPLATE_FILE_BYTES`]; the error says why not.
+pub(crate) fn read_template_file(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read file {path:?}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TEMPLATE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read file {path:?}: {e}"))?;
+    if bytes.len() as u64 > MAX_TEMPLATE_FILE_BYTES {
+        return Err(format!(
+            "{} is larger than {} MiB: is it really a template?",
+            path.display(),
+            MAX_TEMPLATE_FILE_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("{} is not UTF-8 text: {e}", path.display()))
+}
+
+/// The work one rendering may do (minijinja's fuel: about one unit per instruction and per 64
+/// bytes of data), so that a template that loops 10^9 times is an error, not a hang. A real
+/// chat template renders a conversation in a few hundred units plus its text's size / 64.
+pub const RENDER_FUEL: u64 = 2_000_000;
 
 fn read_config(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&read(path)?).map_err(|e| {
@@ -137,6 +163,7 @@ impl ChatTemplate {
             .build()
             .map_err(|e| template_error(e.to_string()))?;
         env.set_syntax(syntax);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -180,7 +207,16 @@ impl ChatTemplate {
                     add_generation_prompt => false,
                 })
             })
-            .map_err(|e| template_error(format!("{}: {}", self.text.file, detailed(&e))))
+            .map_err(|e| {
+                let hint = match e.kind() {
+                    ErrorKind::OutOfFuel => format!(
+                        "; the template did more than {RENDER_FUEL} steps of work for one \
+                         conversation: does it loop without end?"
+                    ),
+                    _ => String::new(),
+                };
+                template_error(format!("{}: {}{hint}", self.text.file, detailed(&e)))
+            })
     }
 
     /// Whether `rendered` already starts with the tokenizer's BOS token (so a server must not
@@ -305,6 +341,40 @@ mod tests {
         std::fs::write(dir.join("chat_template.jinja"), "beside").unwrap();
         let t = ChatTemplateText::read(cfg.to_str().unwrap()).unwrap();
         assert_eq!(t.source, "beside");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_template_that_never_ends_is_an_error_not_a_hang() {
+        let started = std::time::Instant::now();
+        // 10^10 steps (a single range stops at 10^5 elements)
+        let endless = "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}\
+                       {% endfor %}{% endfor %}{{ messages }}";
+        let e = ChatTemplate::compile(&text(endless, None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fuel") && e.contains("loop without end"), "{e}");
+        // string growth is work too
+        let growing = "{% set s = namespace(t='x') %}{% for i in range(60) %}\
+                       {% set s.t = s.t ~ s.t %}{% endfor %}{{ s.t }}{{ messages }}";
+        assert!(ChatTemplate::compile(&text(growing, None)).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // a long conversation in a real template is fine
+        let t = ChatTemplate::compile(&text(LLAMA3, Some("<s>"))).unwrap();
+        let long = "word ".repeat(400_000);
+        assert!(t.render(&long, "short").unwrap().len() > 2_000_000);
+    }
+
+    #[test]
+    fn a_template_file_too_large_to_be_one_is_refused() {
+        let dir = tempfile_dir();
+        let big = dir.join("weights.jinja");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_TEMPLATE_FILE_BYTES + 1).unwrap();
+        let e = ChatTemplateText::read(big.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 16 MiB"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

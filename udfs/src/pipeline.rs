@@ -140,9 +140,13 @@ impl PromptPipeline {
             });
             return Ok(result);
         }
-        let (sampled, tally) = self.sample(&key, &input).await?;
+        // A prompt whose answers all came from the journal sent no request, yet was sampled
+        // exactly as an uninterrupted run samples it: it gets the same model columns and is
+        // kept in the checkpoint, so no later run replays it again.
+        let (sampled, tally, started) = self.sample(&key, &input).await?;
+        let answered = sampled.candidates.iter().any(|c| c.response.is_some());
+        let called = started && (tally.policy_requests > 0 || answered);
         let rt = &self.runtime;
-        let called = tally.policy_requests > 0;
         let policy_model = match called {
             true => Some(rt.sampler.policy.model().await?),
             false => None,
@@ -171,8 +175,9 @@ impl PromptPipeline {
     }
 
     /// Sample the prompt (after the preflight check), or, with the budget spent, one row
-    /// saying so; with the work its requests cost.
-    async fn sample(&self, key: &str, input: &PromptInput) -> Result<(Sampled, PromptWork)> {
+    /// saying so; with the work its requests cost, and whether it was sampled (false for an
+    /// empty prompt or a spent budget: no model saw it).
+    async fn sample(&self, key: &str, input: &PromptInput) -> Result<(Sampled, PromptWork, bool)> {
         let rt = &self.runtime;
         let has_prompt = input
             .prompt
@@ -183,16 +188,19 @@ impl PromptPipeline {
         }
         let tally = Arc::new(PromptTally::default());
         let sampled = match rt.budget.exhausted(&rt.stats) {
-            Some(reason) if has_prompt => Sampled::not_started(
-                "budget",
-                format!("budget: {reason}; no request was made for this prompt"),
-            ),
+            Some(reason) if has_prompt => {
+                let row = Sampled::not_started(
+                    "budget",
+                    format!("budget: {reason}; no request was made for this prompt"),
+                );
+                return Ok((row, tally.work(), false));
+            }
             _ => {
                 let work = journal::scope(key.to_string(), rt.sampler.sample(input));
                 tally.scope(work).await?
             }
         };
-        Ok((sampled, tally.work()))
+        Ok((sampled, tally.work(), has_prompt))
     }
 
     /// The prompt's rows if the checkpoint holds them.

@@ -170,9 +170,11 @@ fn text_or_file(setting: &str, file: &str, inline: &str) -> Result<String> {
     if file.is_empty() {
         return Ok(inline.to_string());
     }
-    std::fs::read_to_string(file).map_err(|e| PrsError::Template {
-        name: setting.to_string(),
-        reason: format!("cannot read file {file:?}: {e}"),
+    crate::chat_template::read_template_file(std::path::Path::new(file)).map_err(|reason| {
+        PrsError::Template {
+            name: setting.to_string(),
+            reason,
+        }
     })
 }
 

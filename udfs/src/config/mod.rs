@@ -71,6 +71,8 @@ extensions_options! {
         pub connect_timeout_secs: u64, default = 10
         /// Seconds allowed for one request, end to end
         pub request_timeout_secs: u64, default = 600
+        /// Most bytes read of one answer from an endpoint; a longer answer is an error for its candidates (the rest is never read)
+        pub max_response_bytes: u64, default = 33554432
         /// Attempts per request, the first included (transient failures only are retried)
         pub retry_attempts: usize, default = 6
         /// First retry delay in milliseconds (doubles each time, with jitter)
@@ -187,6 +189,10 @@ impl ExtensionOptions for PrsConfig {
             .entries()
             .into_iter()
             .map(|mut e| {
+                // what SHOW ALL, `prs settings` and Python show: never a URL's credentials
+                if is_url_setting(&e.key) {
+                    e.value = e.value.map(|v| crate::redact::redact_urls(&v));
+                }
                 e.key = format!("{}.{}", Self::PREFIX, e.key);
                 e
             })
@@ -225,14 +231,17 @@ impl PrsConfig {
                 valid: keys.join(", "),
             });
         }
-        ExtensionOptions::set(&mut self.0, key, value).map_err(|e| {
-            let reason = match e {
+        let mut next = self.0.clone();
+        ExtensionOptions::set(&mut next, key, value)
+            .map_err(|e| match e {
                 // the reason alone: the error names the setting and value itself
                 DataFusionError::Configuration(reason) => reason,
                 other => other.to_string(),
-            };
-            PrsError::setting(key, value, format!("{reason} (from {origin})"))
-        })
+            })
+            .and_then(|()| check_bounds(key, value))
+            .map_err(|reason| PrsError::setting(key, value, format!("{reason} (from {origin})")))?;
+        self.0 = next;
+        Ok(())
     }
 
     /// Defaults overlaid with every `PRS_<NAME>` environment variable that is set.
@@ -270,6 +279,68 @@ impl PrsConfig {
             None => PrsConfig::from_env(),
         }
     }
+}
+
+/// Whether a setting holds endpoint URLs (whose credentials are never shown).
+pub(crate) fn is_url_setting(key: &str) -> bool {
+    key.ends_with("_url")
+}
+
+/// The most a count or size setting may be: far above any real job, far below what would
+/// overflow the arithmetic built on it (a window of 2^62 prompts, a deadline past the clock's
+/// end).
+const MANY: u64 = 1 << 20;
+/// The longest time setting: a week, in the setting's own unit.
+const WEEK_SECS: u64 = 7 * 24 * 3600;
+const WEEK_MS: u64 = WEEK_SECS * 1000;
+
+/// The values a numeric setting may take, inclusive: anything outside makes no sense (a
+/// window of no prompts hangs, 2^62 overflows), so it is refused when it is set, never
+/// clamped behind the user's back.
+const INTEGER_BOUNDS: &[(&str, u64, u64)] = &[
+    ("max_tokens", 1, MANY),
+    ("max_choices_per_request", 1, MANY),
+    ("max_in_flight", 1, MANY),
+    ("prompt_concurrency", 1, MANY),
+    ("max_n", 1, MANY),
+    ("connect_timeout_secs", 1, WEEK_SECS),
+    ("request_timeout_secs", 1, WEEK_SECS),
+    ("max_response_bytes", 1024, 1 << 40),
+    ("retry_attempts", 1, 1000),
+    ("retry_initial_delay_ms", 0, WEEK_MS),
+    ("retry_max_delay_ms", 0, WEEK_MS),
+    ("retry_deadline_secs", 0, WEEK_SECS),
+    ("replica_eject_after", 1, 1000),
+    ("replica_eject_secs", 0, WEEK_SECS),
+    ("reward_batch_size", 1, MANY),
+    ("reward_batch_wait_ms", 0, 60_000),
+    ("reward_max_in_flight", 1, MANY),
+];
+
+/// Bounds of floating-point settings, inclusive.
+const FLOAT_BOUNDS: &[(&str, f64, f64)] = &[
+    ("temperature", 0.0, 100.0),
+    ("top_p", 0.0, 1.0),
+    ("presence_penalty", -100.0, 100.0),
+    ("max_failed_share", 0.0, 1.0),
+];
+
+/// Why `value` (already parsed by its field) is out of `key`'s bounds, if it is.
+fn check_bounds(key: &str, value: &str) -> std::result::Result<(), String> {
+    let value = value.trim();
+    if let Some((_, lo, hi)) = INTEGER_BOUNDS.iter().find(|(k, _, _)| *k == key) {
+        return match value.parse::<u128>() {
+            Ok(v) if v >= u128::from(*lo) && v <= u128::from(*hi) => Ok(()),
+            _ => Err(format!("must be between {lo} and {hi}")),
+        };
+    }
+    if let Some((_, lo, hi)) = FLOAT_BOUNDS.iter().find(|(k, _, _)| *k == key) {
+        return match value.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= *lo && v <= *hi => Ok(()),
+            _ => Err(format!("must be a number between {lo} and {hi}")),
+        };
+    }
+    Ok(())
 }
 
 /// Split `a=1, b="x, y"` into pairs. Empty input gives no pairs.
@@ -401,6 +472,44 @@ mod tests {
         assert!(parse_options("temperature", "f").is_err());
         assert!(parse_options("=3", "f").is_err());
         assert!(parse_options("stop=\"abc", "f").is_err());
+    }
+
+    #[test]
+    fn settings_that_make_no_sense_are_refused_by_name() {
+        let mut cfg = PrsConfig::default();
+        for (key, value) in [
+            ("prompt_concurrency", "4611686018427387904"),
+            ("max_in_flight", "0"),
+            ("reward_batch_size", "0"),
+            ("reward_max_in_flight", "0"),
+            ("retry_attempts", "0"),
+            ("replica_eject_secs", "18446744073709551615"),
+            ("temperature", "NaN"),
+            ("top_p", "1.5"),
+        ] {
+            let e = cfg.set_checked(key, value, "test").unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("prs.{key}")) && e.contains("between"),
+                "{e}"
+            );
+        }
+        // a refused value leaves the setting as it was
+        assert_eq!(cfg.prompt_concurrency, 128);
+        assert_eq!(cfg.max_in_flight, 1024);
+        cfg.set_checked("prompt_concurrency", "1048576", "test")
+            .unwrap();
+        cfg.set_checked("retry_initial_delay_ms", "0", "test")
+            .unwrap();
+        assert_eq!(cfg.prompt_concurrency, 1 << 20);
+        // every bounded setting exists
+        let keys = PrsConfig::keys();
+        for key in INTEGER_BOUNDS
+            .iter()
+            .map(|b| b.0)
+            .chain(FLOAT_BOUNDS.iter().map(|b| b.0))
+        {
+            assert!(keys.iter().any(|k| k == key), "{key}");
+        }
     }
 
     #[test]
