@@ -74,8 +74,10 @@ impl Settings {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         use datafusion::config::ExtensionOptions;
         let out = PyDict::new(py);
-        for entry in self.0 .0.entries() {
-            out.set_item(entry.key, entry.value)?;
+        // the shown entries: a URL's credentials stay out of notebooks
+        for entry in self.0.entries() {
+            let key = entry.key.strip_prefix("prs.").unwrap_or(&entry.key);
+            out.set_item(key, entry.value)?;
         }
         Ok(out)
     }

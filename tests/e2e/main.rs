@@ -17,5 +17,6 @@ mod report;
 mod resilience;
 mod resume;
 mod reward_input;
+mod secrets;
 mod shape;
 mod shell;

@@ -125,6 +125,18 @@ pub enum PrsError {
         reason: String,
     },
 
+    /// An endpoint's answer is larger than `prs.max_response_bytes`: a misbehaving server (or
+    /// a proxy streaming something else) would otherwise fill the memory. Not retried.
+    #[error("{endpoint} endpoint {url} sent a response of more than {limit} bytes{declared}, the limit prs.max_response_bytes; the rest was not read. Check the server (a proxy error page, a stream that never ends), or raise prs.max_response_bytes if answers this large are expected",
+        declared = .declared.map(|d| format!(" (it declared Content-Length: {d})")).unwrap_or_default())]
+    ResponseTooLarge {
+        endpoint: EndpointKind,
+        url: String,
+        limit: u64,
+        /// The `Content-Length` the server declared, when it declared one.
+        declared: Option<u64>,
+    },
+
     /// A server broke the protocol in a way retrying the request did not mend (no choices
     /// three times, fewer scores than texts).
     #[error("{endpoint} endpoint: {reason}")]
@@ -186,6 +198,7 @@ impl PrsError {
             PrsError::Unreachable { endpoint, .. } => format!("{endpoint}_unreachable"),
             PrsError::BadResponse { endpoint, .. } => format!("{endpoint}_bad_response"),
             PrsError::ServerFault { endpoint, .. } => format!("{endpoint}_fault"),
+            PrsError::ResponseTooLarge { endpoint, .. } => format!("{endpoint}_response_too_large"),
             PrsError::MissingEndpoint(_) | PrsError::InvalidSetting { .. } => "config".into(),
             PrsError::Shared(e) => e.kind(),
             PrsError::NoAnswer(_) => "no_answer".into(),
@@ -194,9 +207,14 @@ impl PrsError {
     }
 
     pub(crate) fn setting(key: &str, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        let value = value.into();
         PrsError::InvalidSetting {
             key: key.to_string(),
-            value: value.into(),
+            // a URL's credentials never travel in an error
+            value: match key.to_ascii_lowercase().contains("url") {
+                true => crate::redact::redact_urls(&value),
+                false => value,
+            },
             reason: reason.into(),
         }
     }

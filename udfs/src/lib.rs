@@ -53,6 +53,7 @@ pub mod exec;
 pub mod journal;
 mod pipeline;
 pub mod prompts;
+pub mod redact;
 pub mod reward_input;
 pub mod reward_udf;
 pub mod runtime;

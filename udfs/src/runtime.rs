@@ -173,7 +173,11 @@ impl CallRuntime {
 fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_json::Value {
     let t = &s.templates;
     let policy_model = match cfg.policy_model.trim() {
-        "" => format!("(first model of {})", cfg.policy_url.trim()),
+        // shown in call.json: no credentials (changing a password keeps the checkpoint)
+        "" => format!(
+            "(first model of {})",
+            crate::redact::redact_urls(cfg.policy_url.trim())
+        ),
         model => model.to_string(),
     };
     let mut description = serde_json::json!({
