@@ -492,26 +492,41 @@ async fn a_huge_retry_after_is_a_bounded_wait() {
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }
 
+/// A policy whose answers to "Question number 7?" hold "POISON pill" as choice `poisoned`
+/// (the others are fine), and a reward server that refuses (HTTP 400) any batch holding it.
+fn poison_front(poisoned: u64) -> Front {
+    use axum::response::IntoResponse;
+    std::sync::Arc::new(move |path, body| {
+        if path.ends_with("completions") && user_text(body).contains("Question number 7?") {
+            let n = body["n"].as_u64().unwrap_or(1);
+            let choices: Vec<Value> = (0..n)
+                .map(|i| {
+                    let text = match i == poisoned {
+                        true => "POISON pill".to_string(),
+                        false => format!("fine answer {i}"),
+                    };
+                    json!({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"})
+                })
+                .collect();
+            let answer =
+                json!({"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 2}});
+            return Some(axum::Json(answer).into_response());
+        }
+        let refused = body["input"]
+            .as_array()
+            .is_some_and(|texts| texts.iter().any(|t| t.to_string().contains("POISON")));
+        refused.then(|| {
+            let detail = json!({"detail": "an input holds a token this model refuses"});
+            (axum::http::StatusCode::BAD_REQUEST, axum::Json(detail)).into_response()
+        })
+    })
+}
+
 /// The reward server refuses a batch for one text in it (HTTP 400): the batch is split until
 /// only that text fails; the other prompts' texts sent with it get their rewards.
 #[tokio::test]
 async fn a_text_the_reward_server_refuses_fails_alone() {
-    use axum::response::IntoResponse;
-    let front: Front = std::sync::Arc::new(|path, body| {
-        if path.ends_with("completions") && user_text(body).contains("Question number 7?") {
-            let choice = json!({"index": 0, "message": {"role": "assistant", "content": "POISON pill"}, "finish_reason": "stop"});
-            let answer =
-                json!({"choices": [choice], "usage": {"prompt_tokens": 3, "completion_tokens": 2}});
-            return Some(axum::Json(answer).into_response());
-        }
-        let poisoned = body["input"]
-            .as_array()
-            .is_some_and(|texts| texts.iter().any(|t| t.to_string().contains("POISON")));
-        poisoned.then(|| {
-            let detail = json!({"detail": "an input holds a token this model refuses"});
-            (axum::http::StatusCode::BAD_REQUEST, axum::Json(detail)).into_response()
-        })
-    });
+    let front = poison_front(0);
     let (url, fake) = start_with(Mode::Normal, front).await;
     let ctx = context(
         &url,
@@ -579,28 +594,7 @@ async fn a_text_the_reward_server_refuses_fails_alone() {
 /// fails alone; its siblings keep their rewards and one of them is best.
 #[tokio::test]
 async fn a_refused_candidate_does_not_fail_its_siblings() {
-    use axum::response::IntoResponse;
-    let front: Front = std::sync::Arc::new(|path, body| {
-        if path.ends_with("completions") && user_text(body).contains("Question number 7?") {
-            let n = body["n"].as_u64().unwrap_or(1);
-            let choices: Vec<Value> = (0..n)
-                .map(|i| {
-                    let text = if i == 1 { "POISON pill".to_string() } else { format!("fine answer {i}") };
-                    json!({"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"})
-                })
-                .collect();
-            let answer =
-                json!({"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 2}});
-            return Some(axum::Json(answer).into_response());
-        }
-        let poisoned = body["input"]
-            .as_array()
-            .is_some_and(|texts| texts.iter().any(|t| t.to_string().contains("POISON")));
-        poisoned.then(|| {
-            let detail = json!({"detail": "an input holds a token this model refuses"});
-            (axum::http::StatusCode::BAD_REQUEST, axum::Json(detail)).into_response()
-        })
-    });
+    let front = poison_front(1);
     let (url, _fake) = start_with(Mode::Normal, front).await;
     let ctx = context(
         &url,
