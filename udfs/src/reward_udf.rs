@@ -13,6 +13,7 @@ use datafusion::arrow::array::{Array, AsArray, Float64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{internal_datafusion_err, internal_err};
+use datafusion::config::ExtensionOptions;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
@@ -71,20 +72,7 @@ impl RewardUdf {
     }
 
     fn client(&self, cfg: &PrsConfig) -> DfResult<(Arc<RewardClient>, Templates)> {
-        let key = format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
-            cfg.reward_url,
-            cfg.reward_protocol,
-            cfg.reward_model,
-            cfg.reward_batch_size,
-            cfg.reward_max_in_flight,
-            cfg.connect_timeout_secs,
-            cfg.request_timeout_secs,
-            cfg.reward_template,
-            cfg.reward_template_file,
-            cfg.reward_input,
-            cfg.reward_chat_template_file,
-        );
+        let key = client_key(cfg);
         let mut guard = self
             .client
             .lock()
@@ -99,6 +87,17 @@ impl RewardUdf {
         *guard = Some((key, client.clone(), templates.clone()));
         Ok((client, templates))
     }
+}
+
+/// What the cached client was built from: every setting, so that any change a client or
+/// template would see (retries, `max_response_bytes`, ...) builds a new one. A hand-picked
+/// list missed some.
+fn client_key(cfg: &PrsConfig) -> String {
+    cfg.0
+        .entries()
+        .into_iter()
+        .map(|e| format!("{}={}\n", e.key, e.value.unwrap_or_default()))
+        .collect()
 }
 
 impl ScalarUDFImpl for RewardUdf {
@@ -231,5 +230,26 @@ impl ScalarUDFImpl for RewardInputUdf {
             out[row] = Some(item.shown());
         }
         Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_setting_change_builds_a_new_client() {
+        let base = PrsConfig::default();
+        for (key, value) in [
+            ("max_response_bytes", "4096"),
+            ("retry_attempts", "2"),
+            ("retry_deadline_secs", "5"),
+            ("reward_url", "http://other:1"),
+        ] {
+            let mut changed = base.clone();
+            changed.set_checked(key, value, "test").unwrap();
+            assert_ne!(client_key(&base), client_key(&changed), "{key}");
+        }
+        assert_eq!(client_key(&base), client_key(&base.clone()));
     }
 }
