@@ -483,8 +483,6 @@ where
     Ok(())
 }
 
-/// `{base}/{path}`, keeping a query string of the base after the path
-/// (`http://h/v1?api-version=2` + `models` = `http://h/v1/models?api-version=2`).
 /// A `Retry-After` value: delay-seconds (any number, however large: the wait is bounded by
 /// [`next_wait`]) or an HTTP date. Anything else (negative, not a number, not a date) asks for
 /// nothing.
@@ -519,6 +517,8 @@ fn next_wait(
     Some(wait)
 }
 
+/// `{base}/{path}`, keeping a query string of the base after the path
+/// (`http://h/v1?api-version=2` + `models` = `http://h/v1/models?api-version=2`).
 fn join(base: &Url, path: &str) -> String {
     let mut url = base.clone();
     let joined = format!("{}/{}", base.path().trim_end_matches('/'), path);

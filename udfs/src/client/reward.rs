@@ -208,10 +208,7 @@ impl BatchSender {
                     let (a, b) = futures::join!(self.score_split(a), self.score_split(b));
                     a.into_iter().chain(b).collect()
                 }
-                Err(e) => {
-                    let e = Arc::new(e);
-                    texts.iter().map(|_| Err(e.clone())).collect()
-                }
+                Err(e) => all_failed(texts.len(), e),
             }
         }
         .boxed()
@@ -232,6 +229,12 @@ impl BatchSender {
 
 /// One text's score, or why it has none (shared by the texts of a failed request).
 pub type Scored = std::result::Result<f64, Arc<PrsError>>;
+
+/// `n` texts that all fail for the same reason `e`.
+pub(crate) fn all_failed(n: usize, e: impl Into<Arc<PrsError>>) -> Vec<Scored> {
+    let e = e.into();
+    (0..n).map(|_| Err(e.clone())).collect()
+}
 
 /// A refusal of what a batch holds (a text too long, a character the tokenizer rejects), not
 /// of the request as such (401, 404: every text would fail alike).
@@ -414,8 +417,7 @@ impl RewardClient {
                         .sender
                         .endpoint
                         .bad_response(path, "the reward batcher stopped");
-                    let stopped = Arc::new(stopped);
-                    texts.iter().map(|_| Err(stopped.clone())).collect()
+                    all_failed(texts.len(), stopped)
                 }
             }
         };

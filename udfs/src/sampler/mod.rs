@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::answer::AnswerPattern;
-use crate::client::reward::Scored;
+use crate::client::reward::{all_failed, Scored};
 use crate::client::{Choice, PolicyClient, RewardClient, Usage};
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::reward_input::RewardItem;
@@ -105,16 +105,14 @@ pub trait Reward: Send + Sync {
         match self.score(texts).await {
             Ok(scores) if scores.len() == texts.len() => scores.into_iter().map(Ok).collect(),
             Ok(scores) => {
-                let e = Arc::new(PrsError::ServerFault {
+                let reason = format!("expected {} scores, got {}", texts.len(), scores.len());
+                let e = PrsError::ServerFault {
                     endpoint: EndpointKind::Reward,
-                    reason: format!("expected {} scores, got {}", texts.len(), scores.len()),
-                });
-                texts.iter().map(|_| Err(e.clone())).collect()
+                    reason,
+                };
+                all_failed(texts.len(), e)
             }
-            Err(e) => {
-                let e = Arc::new(e);
-                texts.iter().map(|_| Err(e.clone())).collect()
-            }
+            Err(e) => all_failed(texts.len(), e),
         }
     }
     fn model_label(&self) -> String;

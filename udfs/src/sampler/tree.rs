@@ -15,6 +15,7 @@ use futures::future::join_all;
 use super::unique::{Extra, Seen};
 use super::{derive_seed, Candidate, OnError, PromptInput, RewardPreference, Sampled, Sampler};
 use crate::answer::AnswerPattern;
+use crate::client::reward::all_failed;
 use crate::client::Choice;
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::stats::DataChecks;
@@ -434,14 +435,16 @@ impl<'a> Tree<'a> {
         let outcomes = match outcomes.len() == scored.len() {
             true => outcomes,
             false => {
-                let e = match outcomes.into_iter().find_map(|o| o.err()) {
-                    Some(e) => e,
-                    None => Arc::new(PrsError::ServerFault {
-                        endpoint: EndpointKind::Reward,
-                        reason: format!("expected {} scores", scored.len()),
-                    }),
-                };
-                scored.iter().map(|_| Err(e.clone())).collect()
+                let e = outcomes
+                    .into_iter()
+                    .find_map(|o| o.err())
+                    .unwrap_or_else(|| {
+                        Arc::new(PrsError::ServerFault {
+                            endpoint: EndpointKind::Reward,
+                            reason: format!("expected {} scores", scored.len()),
+                        })
+                    });
+                all_failed(scored.len(), e)
             }
         };
         for (&i, outcome) in scored.iter().zip(outcomes) {
