@@ -187,10 +187,18 @@ async fn a_call_referenced_twice_samples_once() {
         assert!(n == 8 || n == 16, "{sql}: {n}");
         assert_eq!(generation_requests(&fake), once, "{sql}");
     }
-    // a different call is not shared
-    clear(&fake);
-    rows(&ctx, "SELECT count(*) FROM prs_sample('p', 4) a JOIN prs_sample('p', 4, 'seed=5') b ON a.prompt_id = b.prompt_id").await;
-    assert_eq!(generation_requests(&fake), 2 * once);
+    // a different call is not shared, nor one that differs only in what becomes of its rows
+    for other in [
+        "seed=5",
+        "on_error=fail",
+        "max_requests=1000",
+        "retry_attempts=2",
+    ] {
+        clear(&fake);
+        let sql = format!("SELECT count(*) FROM prs_sample('p', 4) a JOIN prs_sample('p', 4, '{other}') b ON a.prompt_id = b.prompt_id");
+        rows(&ctx, &sql).await;
+        assert_eq!(generation_requests(&fake), 2 * once, "{other}");
+    }
 }
 
 /// `n` prompts ("Prompt number i", ids 1..=n) in `work/name`.

@@ -99,7 +99,7 @@ impl CallRuntime {
             stats,
             policy,
             reward,
-            flight: flight_for(&fingerprint),
+            flight: flight_for(&flight_key(&fingerprint, cfg)),
             preflight: cfg.preflight.then(tokio::sync::OnceCell::new),
             budget: Budget {
                 max_requests: cfg.max_requests,
@@ -165,6 +165,13 @@ impl CallRuntime {
         .clone()
         .map_err(PrsError::Preflight)
     }
+}
+
+/// What calls must share to share their work: the fingerprint and every setting, also those
+/// that change what a prompt's rows become without changing its requests (`on_error`, the
+/// budget, retries, the checkpoint). Never shown or stored, so URLs stay as they are.
+fn flight_key(fingerprint: &str, cfg: &PrsConfig) -> String {
+    hash_parts(&[fingerprint, &format!("{:?}", cfg.0)])
 }
 
 /// Everything that determines a prompt's output under this call, as JSON: hashed into the
