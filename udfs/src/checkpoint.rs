@@ -105,7 +105,9 @@ impl Checkpoint {
             })
             .unwrap_or(0);
         let fresh = !self.dir.exists();
-        fs::create_dir_all(&self.dir).map_err(|e| annotate(e, "cannot create the directory"))?;
+        // (durable names: a checkpoint file in a directory lost to a crash is lost with it)
+        crate::durable::create_dir_all_durable(&self.dir)
+            .map_err(|e| annotate(e, "cannot create the directory"))?;
         let probe = self.dir.join(format!(".probe-{}", std::process::id()));
         File::create(&probe)
             .and_then(|mut f| f.write_all(b"ok"))
@@ -166,7 +168,7 @@ impl Checkpoint {
         writer.write(&batch).map_err(|e| fail(e.to_string()))?;
         writer.close().map_err(|e| fail(e.to_string()))?;
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+            crate::durable::create_dir_all_durable(parent).map_err(|e| fail(e.to_string()))?;
         }
         crate::durable::write(&path, &buf).map_err(|e| fail(e.to_string()))
     }

@@ -8,15 +8,24 @@
 //! derived, the best-so-far follows from the scores), so a replayed prompt asks exactly the
 //! requests it asked before and the output equals an uninterrupted run's.
 //!
-//! A torn or unreadable line (a kill mid-write) is skipped with a warning. Entries of prompts
-//! that have their Parquet checkpoint are redundant: this process's own file is deleted when the
-//! call's runtime is dropped and every prompt in it has its checkpoint (a run that failed keeps
-//! it), and a file of another run that holds nothing else (and was not written to in the last
-//! minute) when a later run loads the journal.
+//! A torn or unreadable line (a kill mid-write) is skipped with a warning. A write that fails
+//! midway (disk full) is cut back off the file, or else closed with a newline, so the next group
+//! never continues a torn line.
+//!
+//! Entries of prompts that have their Parquet checkpoint are redundant: this process's own file
+//! is deleted when the call's runtime is dropped and every prompt in it has its checkpoint (a run
+//! that failed keeps it), and a file of another run that holds nothing else when a later run
+//! loads the journal, but only if that run's writer is gone. A writer holds an exclusive
+//! advisory lock (`flock`) on its file for as long as it may write, from before the file has its
+//! `*.jsonl` name (it is created as `.{name}.jsonl.tmp`, locked, then renamed), so a file that
+//! cleanup can lock has no writer and never gets one again; one it cannot lock belongs to a live
+//! run (perhaps waiting minutes on a slow server) and is kept, its answers still replayed. The
+//! OS drops the lock of a killed run. Where locks are not supported nothing is cleaned up but a
+//! run's own file.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -153,19 +162,16 @@ impl Journal {
 
     /// Create this process's file and start its writer.
     fn open(&self) -> std::io::Result<Writer> {
-        fs::create_dir_all(&self.dir)?;
-        let path = self.dir.join(format!(
-            "{}-{}.jsonl",
-            std::process::id(),
-            crate::durable::rand_suffix()
-        ));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)?;
         // the new names are durable before any answer relies on them
-        crate::durable::sync_dir(&self.dir)?;
-        crate::durable::sync_dir(&self.checkpoints)?;
+        crate::durable::create_dir_all_durable(&self.dir)?;
+        let (file, path) = match create_locked(&self.dir) {
+            // another run removed the (then empty) directory in between
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::durable::create_dir_all_durable(&self.dir)?;
+                create_locked(&self.dir)?
+            }
+            created => created?,
+        };
         if let Ok(mut own) = self.own.lock() {
             *own = Some((path, HashSet::new()));
         }
@@ -173,6 +179,35 @@ impl Journal {
         tokio::spawn(write_groups(file, rx));
         Ok(tx)
     }
+}
+
+/// Create a new journal file in `dir`, locked before it has the `*.jsonl` name that cleanup
+/// looks at (so no other run ever sees it unlocked while this process may write it), and make
+/// the name durable. The lock lasts as long as the returned `File`.
+fn create_locked(dir: &Path) -> std::io::Result<(File, PathBuf)> {
+    let name = format!(
+        "{}-{}.jsonl",
+        std::process::id(),
+        crate::durable::rand_suffix()
+    );
+    let (tmp, path) = (dir.join(format!(".{name}.tmp")), dir.join(&name));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&tmp)?;
+    if let Err(e) = file.try_lock() {
+        // Not fatal: the answers are still journaled. Where locks are unsupported, a run that
+        // loads meanwhile cannot take the lock either, and so keeps the file.
+        tracing::warn!(
+            "journal {}: cannot lock it ({e}); answers are journaled regardless",
+            path.display()
+        );
+    }
+    if let Err(e) = crate::durable::rename(&tmp, &path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((file, path))
 }
 
 impl Drop for Journal {
@@ -190,9 +225,9 @@ impl Drop for Journal {
 }
 
 /// Append each group of lines that queued up while the last group was written, fsync, and
-/// acknowledge them.
+/// acknowledge them. The file (and with it the lock) is closed once the journal is dropped.
 async fn write_groups(file: File, mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Ack)>) {
-    let file = Arc::new(Mutex::new(file));
+    let file = Arc::new(Mutex::new((file, Tail::default())));
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -201,12 +236,11 @@ async fn write_groups(file: File, mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Ack)
         let bytes: Vec<u8> = group.iter().flat_map(|(b, _)| b.iter().copied()).collect();
         let file = file.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let mut f = file
+            let mut guard = file
                 .lock()
                 .map_err(|_| "journal file lock poisoned".to_string())?;
-            f.write_all(&bytes)
-                .and_then(|()| f.sync_data())
-                .map_err(|e| e.to_string())
+            let (f, tail) = &mut *guard;
+            append_group(f, tail, &bytes).map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
@@ -216,8 +250,71 @@ async fn write_groups(file: File, mut rx: mpsc::UnboundedReceiver<(Vec<u8>, Ack)
     }
 }
 
+/// The file system side of a journal file, so that [`append_group`] can be tested with a
+/// writer that fails.
+trait Sink: Write {
+    /// Cut the file back to `len` bytes.
+    fn cut(&mut self, len: u64) -> std::io::Result<()>;
+    /// Make what was written durable.
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl Sink for File {
+    /// (`set_len` works in append mode; later appends go to the new end.)
+    fn cut(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+}
+
+/// Where a journal file ends: `len` bytes written, the first `whole` of them complete lines.
+/// They differ only after a write that failed midway.
+#[derive(Debug, Default)]
+struct Tail {
+    len: u64,
+    whole: u64,
+}
+
+/// Append `bytes` (whole lines) and sync. A torn line left by an earlier failed write is first
+/// cut off, or, where cutting fails, ended with a newline: otherwise this group's first line
+/// would continue the torn one and be unreadable too.
+fn append_group(out: &mut impl Sink, tail: &mut Tail, bytes: &[u8]) -> std::io::Result<()> {
+    if tail.len != tail.whole {
+        match out.cut(tail.whole) {
+            Ok(()) => tail.len = tail.whole,
+            Err(e) => {
+                tracing::warn!("journal: cannot cut off a torn line ({e}); ending it instead");
+                write_counted(out, b"\n", &mut tail.len)?;
+            }
+        }
+        tail.whole = tail.len;
+    }
+    write_counted(out, bytes, &mut tail.len)?;
+    tail.whole = tail.len;
+    out.sync()
+}
+
+/// `write_all` that counts into `len` the bytes that were written, also when it fails.
+fn write_counted(out: &mut impl Write, mut bytes: &[u8], len: &mut u64) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match out.write(bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *len += n as u64;
+                bytes = &bytes[n..];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Every answer in the journal files of `dir` whose prompt has no checkpoint yet; files that
-/// hold nothing else are deleted.
+/// hold nothing else and have no writer any more are deleted.
 fn load(dir: &Path, checkpoints: &Path) -> HashMap<String, Answer> {
     let mut answers = HashMap::new();
     let Ok(entries) = fs::read_dir(dir) else {
@@ -225,21 +322,19 @@ fn load(dir: &Path, checkpoints: &Path) -> HashMap<String, Answer> {
     };
     let finished = |p: &str| checkpoints.join(format!("{p}.parquet")).exists();
     for path in entries.filter_map(|e| Some(e.ok()?.path())) {
-        let Ok(text) = fs::read_to_string(&path) else {
+        // (only final names: a `.*.tmp` file is one being created, not yet locked)
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        if !name.is_some_and(|n| n.ends_with(".jsonl") && !n.starts_with('.')) {
+            continue;
+        }
+        let Ok(mut file) = File::open(&path) else {
             continue;
         };
-        let mut live = 0;
-        let mut torn = 0;
-        for line in text.lines() {
-            match serde_json::from_str::<Line>(line) {
-                Ok(l) if finished(&l.p) => {}
-                Ok(l) => {
-                    live += 1;
-                    answers.insert(l.k, l.a);
-                }
-                Err(_) => torn += 1,
-            }
+        let mut bytes = Vec::new();
+        if file.read_to_end(&mut bytes).is_err() {
+            continue;
         }
+        let (lines, torn) = parse_lines(&bytes);
         if torn > 0 {
             tracing::warn!(
                 "journal {}: skipped {torn} torn or unreadable line(s) (a run killed while \
@@ -247,17 +342,34 @@ fn load(dir: &Path, checkpoints: &Path) -> HashMap<String, Answer> {
                 path.display()
             );
         }
-        // (not a file another process may have just begun)
-        let idle = fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > std::time::Duration::from_secs(60));
-        if live == 0 && idle {
+        let mut live = false;
+        for l in lines.into_iter().filter(|l| !finished(&l.p)) {
+            live = true;
+            answers.insert(l.k, l.a);
+        }
+        // a file we can lock has no writer, and never gets one again (see the module doc)
+        if !live && file.try_lock().is_ok() {
+            drop(file);
             let _ = fs::remove_file(&path);
         }
     }
     answers
+}
+
+/// The readable lines of a journal file, and how many were not (torn or garbled). Parsed per
+/// line from bytes: a line cut inside a multi-byte character must not make the file unreadable.
+fn parse_lines(bytes: &[u8]) -> (Vec<Line>, usize) {
+    let mut torn = 0;
+    let lines = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let parsed = serde_json::from_slice::<Line>(l).ok();
+            torn += usize::from(parsed.is_none());
+            parsed
+        })
+        .collect();
+    (lines, torn)
 }
 
 /// A policy whose answers are journaled and replayed.
@@ -408,5 +520,230 @@ mod tests {
         // a file that still holds live answers is kept
         assert!(dir.join("1-1.jsonl").exists());
         let _ = fs::remove_dir_all(&root);
+    }
+
+    fn temp_root(tag: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!(
+            "prs-journal-{tag}-{}",
+            crate::durable::rand_suffix()
+        ));
+        fs::create_dir_all(&root).unwrap();
+        root
+    }
+
+    fn own_path(journal: &Journal) -> PathBuf {
+        journal.own.lock().unwrap().as_ref().unwrap().0.clone()
+    }
+
+    #[tokio::test]
+    async fn a_live_runs_file_survives_cleanup_by_another_run() {
+        let root = temp_root("live");
+        // run A: every prompt so far has its checkpoint, and A has been quiet for 2 minutes
+        let a = Journal::new(&root);
+        scope(
+            "P".into(),
+            a.record(vec![("k1".into(), Answer::Score(1.0))]),
+        )
+        .await
+        .unwrap();
+        let path = own_path(&a);
+        fs::write(root.join("P.parquet"), b"").unwrap();
+        let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(two_minutes_ago)
+            .unwrap();
+        // run C: live too, with an unfinished prompt; its answer is replayed despite the lock
+        let c = Journal::new(&root);
+        scope(
+            "Q".into(),
+            c.record(vec![("k2".into(), Answer::Score(2.0))]),
+        )
+        .await
+        .unwrap();
+        // run B loads (and cleans up)
+        let b = Journal::new(&root);
+        assert_eq!(b.get("k2").await, Some(Answer::Score(2.0)));
+        assert_eq!(b.get("k1").await, None);
+        assert!(path.exists(), "cleanup deleted the file of a live run");
+        // A keeps recording to the same, still linked, file
+        scope(
+            "P".into(),
+            a.record(vec![("k3".into(), Answer::Score(3.0))]),
+        )
+        .await
+        .unwrap();
+        let (lines, torn) = parse_lines(&fs::read(&path).unwrap());
+        assert_eq!((lines.len(), torn), (2, 0));
+        assert_eq!(lines[1].k, "k3");
+        // A ends with every prompt finished: its file goes
+        drop(a);
+        assert!(!path.exists());
+        drop((b, c));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn an_unlocked_file_of_finished_prompts_is_cleaned_and_temporary_names_are_ignored() {
+        let root = temp_root("clean");
+        let dir = root.join("journal");
+        fs::create_dir_all(&dir).unwrap();
+        let line = |k: &str, p: &str| {
+            let l = Line {
+                k: k.into(),
+                p: p.into(),
+                a: Answer::Score(1.0),
+            };
+            serde_json::to_string(&l).unwrap() + "\n"
+        };
+        // no writer holds it, however recent its last write
+        fs::write(dir.join("7-7.jsonl"), line("a", "done")).unwrap();
+        // a file being created (not yet locked) is neither read nor deleted
+        fs::write(dir.join(".8-8.jsonl.tmp"), line("b", "open")).unwrap();
+        fs::write(root.join("done.parquet"), b"").unwrap();
+        let answers = load(&dir, &root);
+        assert!(answers.is_empty(), "{answers:?}");
+        assert!(!dir.join("7-7.jsonl").exists());
+        assert!(dir.join(".8-8.jsonl.tmp").exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    /// A writer that takes `budget` more bytes, then fails once (disk full), then works again.
+    struct Flaky<W> {
+        inner: W,
+        budget: Option<usize>,
+        cut_ok: bool,
+    }
+
+    impl<W: Write> Write for Flaky<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self.budget {
+                Some(0) => {
+                    self.budget = None;
+                    Err(std::io::Error::other("no space left on device"))
+                }
+                Some(k) => {
+                    let n = self.inner.write(&buf[..k.min(buf.len())])?;
+                    self.budget = Some(k - n);
+                    Ok(n)
+                }
+                None => self.inner.write(buf),
+            }
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    impl<W: Sink> Sink for Flaky<W> {
+        fn cut(&mut self, len: u64) -> std::io::Result<()> {
+            if self.cut_ok {
+                self.inner.cut(len)
+            } else {
+                Err(std::io::Error::other("cannot truncate"))
+            }
+        }
+
+        fn sync(&mut self) -> std::io::Result<()> {
+            self.inner.sync()
+        }
+    }
+
+    impl Sink for Vec<u8> {
+        fn cut(&mut self, len: u64) -> std::io::Result<()> {
+            self.truncate(len as usize);
+            Ok(())
+        }
+
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Two lines with multi-byte text, keyed `{g}a` and `{g}b`.
+    fn group(g: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for k in ["a", "b"] {
+            let a = Answer::Policy {
+                choices: vec![("größer — ünïcødé ✓".into(), Some("stop".into()))],
+                usage: (3, 4),
+            };
+            let line = Line {
+                k: format!("{g}{k}"),
+                p: "p".into(),
+                a,
+            };
+            serde_json::to_writer(&mut bytes, &line).unwrap();
+            bytes.push(b'\n');
+        }
+        bytes
+    }
+
+    /// Write groups 1 and 3 successfully and group 2 failing after `k` bytes, in that order.
+    fn torn_middle_group<S: Sink>(out: &mut Flaky<S>, k: usize) {
+        let mut tail = Tail::default();
+        append_group(out, &mut tail, &group("1")).unwrap();
+        out.budget = Some(k);
+        assert!(append_group(out, &mut tail, &group("2")).is_err());
+        append_group(out, &mut tail, &group("3")).unwrap();
+    }
+
+    fn keys(bytes: &[u8]) -> (Vec<String>, usize) {
+        let (lines, torn) = parse_lines(bytes);
+        (lines.into_iter().map(|l| l.k).collect(), torn)
+    }
+
+    #[test]
+    fn a_torn_write_is_cut_off_the_file_before_the_next_group() {
+        for k in [1, 17, group("2").len() / 2 + 1] {
+            let root = temp_root("torn");
+            let path = root.join("1-1.jsonl");
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            let mut out = Flaky {
+                inner: file,
+                budget: None,
+                cut_ok: true,
+            };
+            torn_middle_group(&mut out, k);
+            let bytes = fs::read(&path).unwrap();
+            assert_eq!(
+                keys(&bytes),
+                (
+                    vec!["1a", "1b", "3a", "3b"]
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    0
+                ),
+                "k = {k}"
+            );
+            let _ = fs::remove_dir_all(&root);
+        }
+    }
+
+    #[test]
+    fn a_torn_write_that_cannot_be_cut_is_ended_with_a_newline() {
+        for k in 0..group("2").len() {
+            let mut out = Flaky {
+                inner: Vec::new(),
+                budget: None,
+                cut_ok: false,
+            };
+            torn_middle_group(&mut out, k);
+            let (keys, torn) = keys(&out.inner);
+            assert!(torn <= 1, "k = {k}");
+            let want = ["1a", "1b", "3a", "3b"];
+            assert!(
+                want.iter().all(|w| keys.contains(&w.to_string())),
+                "k = {k}: {keys:?}"
+            );
+        }
     }
 }
