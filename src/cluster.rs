@@ -296,6 +296,8 @@ pub async fn run_executor(args: &ExecutorArgs) -> Result<(), ClusterError> {
     // this process runs plans others wrote: its API keys go only to its own endpoints
     datafusion_prs::client::bind_keys_to_own_endpoints()
         .map_err(|e| ClusterError::step("cannot read this executor's endpoints", e))?;
+    // ... and reads no file a query's settings name
+    datafusion_prs::chat_template::refuse_template_files();
     let (host, port) = args
         .scheduler
         .rsplit_once(':')

@@ -58,6 +58,12 @@ impl Cluster {
 
     /// A cluster whose executors' policy key may go to `own` (their `PRS_POLICY_URL`).
     fn start_keyed(executors: usize, own: &str) -> Cluster {
+        Cluster::start_in(executors, own, None)
+    }
+
+    /// Like [`Cluster::start_keyed`], with the executors working in `cwd` (a relative path
+    /// names a file there, which this test process, the client, does not have).
+    fn start_in(executors: usize, own: &str, cwd: Option<&Path>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut scheduler = Command::new(env!("CARGO_BIN_EXE_prs"))
@@ -82,7 +88,11 @@ impl Cluster {
         for i in 0..executors {
             let (flight, grpc) = (free_port(), free_port());
             let work = cluster._dir.path().join(format!("executor-{i}"));
-            let mut child = Command::new(env!("CARGO_BIN_EXE_prs"))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_prs"));
+            if let Some(cwd) = cwd {
+                command.current_dir(cwd);
+            }
+            let mut child = command
                 .args(["executor", "--scheduler", &format!("127.0.0.1:{port}")])
                 .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
                 .args(["--flight-port", &flight.to_string()])
@@ -639,4 +649,271 @@ fn scheduler_and_executor_listen_on_loopback_by_default() {
     let _ = (executor.wait(), scheduler.wait());
     assert_eq!(s, vec![loopback], "scheduler");
     assert_eq!(e, vec![loopback], "executor");
+}
+
+/// What the executors' files hold: it must never reach the client, an error or a server.
+const EXECUTOR_SECRET: &str = "TOP-SECRET-of-the-executor-7f3a";
+
+/// A working directory for the executors only, holding files the client does not have (both
+/// run on this machine: a relative path names a file there, and nothing where the test runs).
+/// `secret.jinja` renders to itself as a chat template; `secret.txt` is a valid reward
+/// template.
+fn executor_world() -> tempfile::TempDir {
+    let world = tempfile::tempdir().unwrap();
+    let jinja = format!("{EXECUTOR_SECRET} api_key=sk-exec-0000");
+    std::fs::write(world.path().join("secret.jinja"), jinja).unwrap();
+    let text = format!("{EXECUTOR_SECRET} {{response}}");
+    std::fs::write(world.path().join("secret.txt"), text).unwrap();
+    for name in ["secret.jinja", "secret.txt"] {
+        assert!(
+            !Path::new(name).exists(),
+            "{name} must exist in the executors' world only"
+        );
+    }
+    world
+}
+
+/// Every request the fake got, as text, for searching.
+fn everything_sent(fake: &Fake) -> String {
+    fake.log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {:?} {}\n", r.path, r.query, r.body))
+        .collect()
+}
+
+/// A sampling call's template files are read on the client, at planning, and only their
+/// content travels: a file that exists only where the executors run is a planning error on
+/// the client (never sent, nothing requested), and a client's file may be gone by the time the
+/// executors run the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampling_call_sends_template_content_never_a_path_to_the_executors() {
+    let (url, fake, source, data) = fixture(Mode::Normal).await;
+    let world = executor_world();
+    let cluster = Cluster::start_in(1, "", Some(world.path()));
+    let ctx = cluster_ctx(&cluster, settings(&url, &[("preflight", "false")]));
+    for (setting, file) in [
+        ("reward_chat_template_file", "secret.jinja"),
+        ("reward_template_file", "secret.txt"),
+        ("prompt_template_file", "secret.txt"),
+    ] {
+        let sql = format!("SELECT * FROM random_sample('{source}', 1, '{setting}={file}')");
+        let err = match ctx.sql(&sql).await {
+            Ok(_) => panic!("{setting}: a file the client does not have was not refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("cannot read file") && err.contains(file),
+            "{setting}: {err}"
+        );
+        assert!(!err.contains(EXECUTOR_SECRET), "{setting}: {err}");
+    }
+    assert!(
+        fake.log.lock().unwrap().is_empty(),
+        "a call refused at planning ran: {}",
+        everything_sent(&fake)
+    );
+
+    // the client's template, read at planning: its file is gone before the executors run
+    let mine = data.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    let template = mine.join("chat.jinja");
+    std::fs::write(
+        &template,
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
+    let sql = format!(
+        "SELECT prompt_id, reward, error FROM random_sample('{source}', 1, \
+         'reward_chat_template_file={}') ORDER BY prompt_id",
+        template.display()
+    );
+    let planned = ctx.sql(&sql).await.unwrap();
+    std::fs::remove_dir_all(&mine).unwrap();
+    let batches = planned.collect().await.unwrap();
+    let shown = table(&batches);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, FILES * PROMPTS_PER_FILE, "{shown}");
+    assert!(!shown.contains("cannot read"), "{shown}");
+    let scored: Vec<String> = requests(&fake, "/pooling")
+        .iter()
+        .flat_map(|r| r.body["input"].as_array().cloned().unwrap_or_default())
+        .map(|t| t.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(scored.len(), FILES * PROMPTS_PER_FILE, "{scored:?}");
+    assert!(
+        scored
+            .iter()
+            .all(|t| t.starts_with("<|user|>Tell me about topic-") && t.contains("<|assistant|>")),
+        "the executors rendered the client's template: {scored:?}"
+    );
+}
+
+/// A plan is data a client wrote: one naming file settings (which an honest client never
+/// sends) makes no node read those files. The call runs with the template texts it carries.
+#[tokio::test]
+async fn a_plan_naming_a_file_setting_makes_no_node_read_it() {
+    use datafusion::catalog::TableProvider;
+    use datafusion::common::TableReference;
+    use datafusion_prs::table_provider::SampleTable;
+    use datafusion_prs::templates::TemplateTexts;
+
+    let data = tempfile::tempdir().unwrap();
+    let source = prompt_dir(data.path()).await;
+    let world = executor_world();
+    let secret = |name: &str| world.path().join(name).display().to_string();
+    let mut settings = serde_json::Map::new();
+    settings.insert("policy_url".into(), "http://127.0.0.1:9/v1".into());
+    settings.insert("reward_url".into(), "http://127.0.0.1:9".into());
+    for (setting, file) in [
+        ("reward_chat_template_file", "secret.jinja"),
+        ("reward_template_file", "secret.txt"),
+        ("prompt_template_file", "secret.txt"),
+        ("feedback_template_file", "secret.txt"),
+        ("revise_template_file", "secret.txt"),
+        ("revise_no_feedback_template_file", "secret.txt"),
+    ] {
+        settings.insert(setting.into(), secret(file).into());
+    }
+    let wire = serde_json::json!({
+        "method": "prs", "source": source, "n": 2,
+        "settings": settings,
+        "templates": TemplateTexts::from_config(&PrsConfig::default()).unwrap(),
+    });
+    let mut buf = b"prs-sample-table/1\n".to_vec();
+    buf.extend(serde_json::to_vec(&wire).unwrap());
+
+    // decoded as the scheduler does
+    let server = SessionContext::new_with_config(prs::cluster::server_config());
+    let schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty());
+    let provider: std::sync::Arc<dyn TableProvider> = prs::cluster::logical_codec()
+        .try_decode_table_provider(&buf, &TableReference::bare("t"), schema, &server.task_ctx())
+        .unwrap();
+    let call = provider.downcast_ref::<SampleTable>().unwrap().call();
+    assert_eq!(
+        call.templates,
+        TemplateTexts::from_config(&PrsConfig::default()).unwrap()
+    );
+    let shown = format!("{call:?}");
+    assert!(!shown.contains(EXECUTOR_SECRET), "{shown}");
+}
+
+/// The wire form of an honest client's call: template content, no file setting, no path.
+#[tokio::test]
+async fn a_call_travels_with_template_content_and_without_file_settings() {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::datasource::source_as_provider;
+    use datafusion::logical_expr::LogicalPlan;
+    use datafusion_proto::bytes::{
+        logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+    };
+    use datafusion_prs::call::SampleCall;
+    use datafusion_prs::reward_input::RewardMode;
+    use datafusion_prs::table_provider::SampleTable;
+
+    let data = tempfile::tempdir().unwrap();
+    let source = prompt_dir(data.path()).await;
+    let files = tempfile::tempdir().unwrap();
+    let (reward_file, prompt_file) = (
+        files.path().join("reward.txt").display().to_string(),
+        files.path().join("prompt.txt").display().to_string(),
+    );
+    let reward_text = "CLIENT-REWARD-TEMPLATE {prompt} => {response}";
+    let prompt_text = "CLIENT-PROMPT-TEMPLATE {prompt}";
+    std::fs::write(&reward_file, reward_text).unwrap();
+    std::fs::write(&prompt_file, prompt_text).unwrap();
+    let cfg = settings(
+        "http://127.0.0.1:9",
+        &[
+            ("reward_template_file", reward_file.as_str()),
+            ("prompt_template_file", prompt_file.as_str()),
+            ("reward_input", "text"),
+        ],
+    );
+    let ctx = datafusion_prs::session_context(cfg);
+    let plan = ctx
+        .sql(&format!("SELECT * FROM prs_sample('{source}', 2)"))
+        .await
+        .unwrap()
+        .into_optimized_plan()
+        .unwrap();
+    let codec = prs::cluster::logical_codec();
+    let bytes = logical_plan_to_bytes_with_extension_codec(&plan, codec.as_ref()).unwrap();
+    let sent = String::from_utf8_lossy(&bytes);
+    assert!(!sent.contains(files.path().to_str().unwrap()), "{sent}");
+    assert!(!sent.contains("_template_file"), "{sent}");
+    assert!(sent.contains("CLIENT-REWARD-TEMPLATE"), "{sent}");
+
+    let server = SessionContext::new_with_config(prs::cluster::server_config());
+    let back =
+        logical_plan_from_bytes_with_extension_codec(&bytes, &server.task_ctx(), codec.as_ref())
+            .unwrap();
+    let mut calls: Vec<SampleCall> = vec![];
+    back.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if let Some(t) = source_as_provider(&scan.source)?.downcast_ref::<SampleTable>() {
+                calls.push(t.call().clone());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    let [call] = &calls[..] else {
+        panic!("one sampling call in {back}")
+    };
+    assert_eq!(call.templates.reward, reward_text);
+    assert_eq!(call.templates.prompt, prompt_text);
+    assert_eq!(call.templates.reward_input, RewardMode::Text);
+    assert!(call.cfg.reward_template_file.is_empty());
+    assert!(call.cfg.prompt_template_file.is_empty());
+}
+
+/// `reward()` and `reward_input()` run on the executors with the client's session settings,
+/// which Ballista ships with every query: a file setting among them must not make an executor
+/// read its own file and send it to the client (in an error or a result) or to a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reward_on_the_cluster_never_reads_a_file_the_client_names() {
+    let (url, fake, source, _data) = fixture(Mode::Normal).await;
+    let world = executor_world();
+    let cluster = Cluster::start_in(1, "", Some(world.path()));
+    let mut leaks = vec![];
+    for extra in [
+        [
+            ("reward_chat_template_file", "secret.jinja"),
+            ("reward_input", "chat"),
+        ],
+        [
+            ("reward_template_file", "secret.txt"),
+            ("reward_input", "text"),
+        ],
+    ] {
+        let ctx = cluster_ctx(&cluster, settings(&url, &extra));
+        // a column argument: evaluated on the executors, never folded on the client
+        for function in ["reward", "reward_input"] {
+            let sql = format!("SELECT {function}(prompt, 'an answer') AS r FROM '{source}'");
+            fake.log.lock().unwrap().clear();
+            let outcome = match collect(&ctx, &sql).await {
+                Ok(batches) => table(&batches),
+                Err(e) => e.to_string(),
+            };
+            if outcome.contains(EXECUTOR_SECRET) {
+                leaks.push(format!("{extra:?} {function}(): to the client: {outcome}"));
+            }
+            // ... and says why, rather than failing on whatever the file held
+            assert!(
+                outcome.contains("a cluster executor reads no file a query names"),
+                "{extra:?} {function}(): {outcome}"
+            );
+            let sent = everything_sent(&fake);
+            if sent.contains(EXECUTOR_SECRET) {
+                leaks.push(format!("{extra:?} {function}(): to the server: {sent}"));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "an executor read a file the client named:\n{}",
+        leaks.join("\n")
+    );
 }

@@ -72,9 +72,26 @@ fn read(path: &Path) -> Result<String> {
 /// one, small enough that a wrong path (a model's weights, /dev/zero) is a clear error.
 pub const MAX_TEMPLATE_FILE_BYTES: u64 = 16 << 20;
 
+/// Set in a process that runs plans others wrote (a cluster executor): it reads no template
+/// file, since a setting naming one would make it read, and echo, a file of its own.
+static NO_TEMPLATE_FILES: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// From now on, refuse to read template files named by settings. Call it at the start of a
+/// process that runs plans from others: `prs_sample` and `prs_score` plans carry their
+/// templates' text, and `reward()` there must get its template as text (`prs.reward_template`).
+pub fn refuse_template_files() {
+    let _ = NO_TEMPLATE_FILES.set(());
+}
+
 /// The text of a template file, at most [`MAX_TEMPLATE_FILE_BYTES`]; the error says why not.
 pub(crate) fn read_template_file(path: &Path) -> std::result::Result<String, String> {
     use std::io::Read;
+    if NO_TEMPLATE_FILES.get().is_some() {
+        return Err(format!(
+            "not reading {path:?}: a cluster executor reads no file a query names; give \
+             reward() its template as text (prs.reward_template), or run it on one node"
+        ));
+    }
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read file {path:?}: {e}"))?;
     let mut bytes = Vec::new();
     file.take(MAX_TEMPLATE_FILE_BYTES + 1)

@@ -24,5 +24,32 @@ pub(crate) fn parse_base_url(setting: &'static str, value: &str) -> Result<Url> 
     if url.host_str().is_none_or(|h| h.is_empty()) {
         return Err(PrsError::setting(setting, value, "the URL has no host"));
     }
+    // what `redact_urls` shows: sending it would be sending `***` as a password
+    if url.username() == "***" || url.query() == Some("***") {
+        return Err(PrsError::setting(
+            setting,
+            value,
+            "its credentials were redacted before they got here (a cluster ships settings as \
+             shown); put the key in PRS_POLICY_API_KEY / PRS_REWARD_API_KEY on this process",
+        ));
+    }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redacted_url_is_refused_not_sent() {
+        let shown = crate::redact::redact_urls("http://alice:pw@host:8000/v1?api_key=k");
+        let e = parse_base_url("prs.reward_url", &shown)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("prs.reward_url") && e.contains("redacted"),
+            "{e}"
+        );
+        assert!(parse_base_url("prs.reward_url", "http://alice:pw@host:8000/v1").is_ok());
+    }
 }
