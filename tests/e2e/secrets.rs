@@ -45,6 +45,9 @@ async fn credentials_in_urls_reach_their_server_and_nowhere_else() {
         ("PRS_REWARD_URL", reward.as_str()),
         ("PRS_LOG", "trace"),
         ("PRS_RETRY_ATTEMPTS", "1"),
+        // a URL's own credentials win over the kind's key: never two Authorization headers
+        ("PRS_POLICY_API_KEY", "k3y-policy"),
+        ("PRS_REWARD_API_KEY", "k3y-reward"),
     ];
     let job = "SET prs.checkpoint_dir = 'ck';
         SELECT name, value FROM information_schema.df_settings WHERE name LIKE 'prs.%url';
@@ -142,6 +145,7 @@ async fn credentials_in_urls_reach_their_server_and_nowhere_else() {
     for out in &outputs {
         let all = text(out);
         assert!(!all.contains(SECRET), "a credential was shown:\n{all}");
+        assert!(!all.contains("k3y-"), "an API key was shown:\n{all}");
     }
     let written = files(dir.path());
     assert!(written.iter().any(|f| f.ends_with("call.json")));
@@ -156,9 +160,12 @@ async fn credentials_in_urls_reach_their_server_and_nowhere_else() {
     assert!(!log.is_empty());
     let basic = "Basic YWxpY2U6czNjcmV0"; // alice:s3cret
     assert!(
-        log.iter().all(|r| r.auth.as_deref() == Some(basic)),
+        log.iter()
+            .all(|r| r.auth.as_deref() == Some(basic) && r.auths == 1),
         "{:?}",
-        log.iter().map(|r| r.auth.clone()).collect::<Vec<_>>()
+        log.iter()
+            .map(|r| (r.auth.clone(), r.auths))
+            .collect::<Vec<_>>()
     );
     assert!(log
         .iter()

@@ -32,6 +32,8 @@ pub struct Req {
     /// The query string, if any.
     pub query: Option<String>,
     pub auth: Option<String>,
+    /// How many `Authorization` headers came (more than one is a client bug).
+    pub auths: usize,
     pub body: Value,
 }
 
@@ -133,6 +135,7 @@ async fn handle(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        auths: headers.get_all("authorization").iter().count(),
         body: body.clone(),
     });
     let n = f.counter.fetch_add(1, Ordering::SeqCst);
@@ -428,6 +431,7 @@ pub async fn start_with(mode: Mode, front: Front) -> (String, Fake) {
                         path: uri.path().to_string(),
                         query: uri.query().map(str::to_string),
                         auth: None,
+                        auths: 0,
                         body: value,
                     });
                     f.counter.fetch_add(1, Ordering::SeqCst);

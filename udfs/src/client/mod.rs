@@ -90,7 +90,9 @@ impl std::fmt::Debug for Endpoint {
 #[derive(Debug)]
 struct Replica {
     base: Url,
-    /// Whether the endpoint's API key may go to this server (see [`keys`]).
+    /// Whether the endpoint's API key goes to this server (see [`keys`]): never to a URL that
+    /// carries its own credentials, which reqwest sends as Basic auth (two `Authorization`
+    /// headers would be a request servers answer unpredictably).
     keyed: bool,
     outstanding: AtomicUsize,
     consecutive_failures: AtomicU32,
@@ -138,7 +140,10 @@ impl Endpoint {
             .map(|u| {
                 let base = parse_base_url(setting, u)?;
                 Ok(Replica {
-                    keyed: api_key.is_some() && keys::may_send_key(kind, &base),
+                    keyed: api_key.is_some()
+                        && base.username().is_empty()
+                        && base.password().is_none()
+                        && keys::may_send_key(kind, &base),
                     base,
                     outstanding: AtomicUsize::new(0),
                     consecutive_failures: AtomicU32::new(0),
