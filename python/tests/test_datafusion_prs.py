@@ -3,6 +3,7 @@ the FFI, against the built-in simulator (no GPU)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -241,3 +242,101 @@ def test_the_report_page_of_a_run(ctx, tmp_path):
     with pytest.raises(ValueError, match=r"lacks the column\(s\) prompt_id"):
         datafusion_prs.report(bad, tmp_path / "bad.html")
     assert not (tmp_path / "bad.html").exists()
+
+
+class _RetryAfterServer:
+    """A hostile server on 127.0.0.1: every request gets 429 with ``Retry-After: <value>``."""
+
+    def __init__(self, retry_after: str):
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                outer.requests.append(f"{self.command} {self.path}")
+                body = b'{"error": {"message": "slow down"}}'
+                self.send_response(429)
+                self.send_header("Retry-After", retry_after)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_RETRY_AFTER_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    import pyarrow as pa, pyarrow.parquet as pq
+    from datafusion import SessionContext
+    import datafusion_prs
+    url, prompts = sys.argv[1], sys.argv[2]
+    pq.write_table(pa.table({"prompt": ["Say hi."]}), prompts)
+    ctx = SessionContext()
+    datafusion_prs.register(
+        ctx, env=False, policy_url=url + "/v1", reward_url=url, policy_model="m",
+        preflight=False, retry_attempts=5, retry_initial_delay_ms=1, retry_max_delay_ms=10,
+        retry_deadline_secs=2, request_timeout_secs=20,
+    )
+
+    def run(options):
+        started = time.monotonic()
+        try:
+            sql = f"SELECT error FROM random_sample('{prompts}', 2, '{options}')"
+            out = {"rows": ctx.sql(sql).to_pydict()["error"]}
+        except Exception as e:
+            out = {"raised": type(e).__name__, "message": str(e)}
+        out["seconds"] = time.monotonic() - started
+        return out
+
+    print(json.dumps([run(""), run("on_error=fail")]), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("retry_after", ["1e300", "99999999999999999999", "inf"])
+def test_a_huge_retry_after_is_an_error_and_never_aborts_the_interpreter(tmp_path, retry_after):
+    # A Rust panic crossing the FFI would abort Python: the calls run in a child interpreter,
+    # so that an abort is this test failing (a signal for a return code), not pytest dying.
+    server = _RetryAfterServer(retry_after)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _RETRY_AFTER_CHILD, server.url, str(tmp_path / "one.parquet")],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        server.close()
+    assert time.monotonic() - started < 30
+    # a negative return code is a signal: SIGABRT is a panic that crossed the FFI
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr[-3000:])
+    rows, failed = json.loads(proc.stdout.strip().splitlines()[-1])
+    endpoint = f"policy endpoint {server.url}/v1/chat/completions answered HTTP 429: slow down"
+    # on_error=row (the default): one error row per candidate, naming the endpoint and the 429
+    assert rows.get("rows") == [f"policy: {endpoint}"] * 2, rows
+    # on_error=fail: an exception with the same message
+    assert "raised" in failed and endpoint in failed["message"], failed
+    # the server's wait was honoured up to retry_deadline_secs = 2, then the call gave up:
+    # one request and one retry per call
+    for outcome in (rows, failed):
+        assert 1.5 <= outcome["seconds"] < 15, outcome
+    assert server.requests == ["POST /v1/chat/completions"] * 4, server.requests
