@@ -3,7 +3,7 @@
 //!     cargo bench --no-default-features --bench sampling   # release build, no Ballista needed
 //!     cargo bench --profile dev --bench sampling           # quicker to build; more client CPU
 //!
-//! It starts `prs sim --engine` (a continuous-batching engine model, see src/sim/engine.rs) as
+//! It starts `prs sim --engine` (a continuous-batching engine model, see crates/prs-sim/src/engine.rs) as
 //! a child process and reports, for PRS (n = 16) and random sampling (n = 16) over
 //! `PRS_BENCH_PROMPTS` prompts (default 1000):
 //! * makespan ÷ lower bound, where the lower bound is the tokens generated ÷ the engine's peak

@@ -1,9 +1,9 @@
-//! The `prs` application: the job CLI and the built-in simulator.
-//! The plugin itself (table functions, clients, samplers) is the `datafusion-prs` crate in `udfs/`.
+//! The `prs` application: the job CLI (`prs sql`, `prs sim`, `prs report`, `prs settings`, the
+//! cluster roles). The plugin itself (table functions, clients, samplers) is the
+//! `datafusion-prs` crate in `udfs/`; the simulator and the report page are the library crates
+//! `prs-sim` and `prs-report` in `crates/`.
 
 pub mod cli;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod dry_run;
-pub mod report;
-pub mod sim;

@@ -119,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let sim = Arc::new(prs::sim::start(([127, 0, 0, 1], 0).into()).await?);
+        let sim = Arc::new(prs_sim::start(([127, 0, 0, 1], 0).into()).await?);
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("tests/slt"))?
             .filter_map(|e| e.ok().map(|e| e.path()))

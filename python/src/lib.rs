@@ -183,7 +183,7 @@ fn logical_codec(session: Bound<'_, PyAny>) -> PyResult<FFI_LogicalExtensionCode
 /// 127.0.0.1 and a free port, until `stop()` or until it is dropped.
 #[pyclass(module = "datafusion_prs._native")]
 struct Simulator {
-    handle: Option<prs::sim::SimHandle>,
+    handle: Option<prs_sim::SimHandle>,
 }
 
 #[pymethods]
@@ -192,18 +192,12 @@ impl Simulator {
     #[pyo3(signature = (repeat_share = 0.0, think = false))]
     fn new(py: Python<'_>, repeat_share: f64, think: bool) -> PyResult<Self> {
         let rt = runtime()?;
-        let style = prs::sim::TextStyle {
+        let style = prs_sim::TextStyle {
             repeat_share,
             think,
         };
         let handle = py
-            .detach(|| {
-                rt.block_on(prs::sim::start_with(
-                    ([127, 0, 0, 1], 0).into(),
-                    None,
-                    style,
-                ))
-            })
+            .detach(|| rt.block_on(prs_sim::start_with(([127, 0, 0, 1], 0).into(), None, style)))
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the simulator: {e}")))?;
         Ok(Simulator {
             handle: Some(handle),
@@ -228,8 +222,8 @@ impl Simulator {
         Ok(std::collections::BTreeMap::from([
             ("policy_url", sim.policy_url()),
             ("reward_url", sim.reward_url()),
-            ("policy_model", prs::sim::SIM_MODEL.to_string()),
-            ("reward_model", prs::sim::SIM_REWARD_MODEL.to_string()),
+            ("policy_model", prs_sim::SIM_MODEL.to_string()),
+            ("reward_model", prs_sim::SIM_REWARD_MODEL.to_string()),
         ]))
     }
 
@@ -248,7 +242,7 @@ impl Simulator {
 }
 
 impl Simulator {
-    fn running(&self) -> PyResult<&prs::sim::SimHandle> {
+    fn running(&self) -> PyResult<&prs_sim::SimHandle> {
         self.handle
             .as_ref()
             .ok_or_else(|| PyRuntimeError::new_err("the simulator was stopped"))
@@ -312,14 +306,14 @@ fn report(
     pairs: Option<std::path::PathBuf>,
 ) -> PyResult<String> {
     let rt = runtime()?;
-    let args = prs::report::ReportArgs {
+    let args = prs_report::Report {
         candidates,
         output,
         summary,
         pairs,
     };
     let written = py
-        .detach(|| rt.block_on(prs::report::run(&args)))
+        .detach(|| rt.block_on(prs_report::run(&args)))
         .map_err(PyValueError::new_err)?;
     Ok(written.display().to_string())
 }

@@ -39,9 +39,9 @@ pub enum Command {
         #[arg(long)]
         engine: bool,
         #[command(flatten)]
-        engine_config: crate::sim::engine::EngineConfig,
+        engine_config: prs_sim::engine::EngineConfig,
         #[command(flatten)]
-        style: crate::sim::TextStyle,
+        style: prs_sim::TextStyle,
     },
     /// Run a Ballista scheduler that knows prs' functions (feature `cluster`)
     #[cfg(feature = "cluster")]
@@ -52,7 +52,7 @@ pub enum Command {
     Executor(crate::cluster::ExecutorArgs),
     /// Write a picture of a run (reward distributions, best-of-k curves, PRS revisions, data
     /// checks, chosen vs rejected) as one self-contained HTML page
-    Report(crate::report::ReportArgs),
+    Report(ReportArgs),
     /// List every setting with its current value (defaults + environment), env variable and description
     Settings {
         /// Print the README's markdown table of settings and their defaults instead
@@ -138,5 +138,34 @@ impl SettingArgs {
             cfg.set_checked(k, v, "--set")?;
         }
         Ok(())
+    }
+}
+
+/// `prs report` flags (see [`prs_report::Report`]).
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The candidates: a Parquet file, directory or glob with the output schema of
+    /// random_sample / prs_sample (several runs UNIONed too; a `run` column names each)
+    pub candidates: std::path::PathBuf,
+    /// Where to write the page
+    #[arg(short = 'o', long = "output", default_value = "out/report.html")]
+    pub output: std::path::PathBuf,
+    /// The job summary (`prs sql --summary-json PATH`): requests, tokens, wall time
+    #[arg(long, value_name = "PATH")]
+    pub summary: Option<std::path::PathBuf>,
+    /// DPO pairs written by queries/dpo_pairs*.sql (prompt, chosen, rejected, ...): their
+    /// statistics instead of best vs worst recomputed from the candidates
+    #[arg(long, value_name = "PATH")]
+    pub pairs: Option<std::path::PathBuf>,
+}
+
+impl From<ReportArgs> for prs_report::Report {
+    fn from(a: ReportArgs) -> Self {
+        prs_report::Report {
+            candidates: a.candidates,
+            output: a.output,
+            summary: a.summary,
+            pairs: a.pairs,
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::exec::run_script;
 use super::print::terminal_text;
 use super::progress::Progress;
 use super::summary::{exit, Summary};
-use crate::sim;
+use prs_sim as sim;
 
 /// Run a job and print its summary; returns the exit code.
 pub async fn run_sql(args: &SqlArgs) -> i32 {
@@ -70,7 +70,7 @@ async fn run_job(
     let stage_copies = args.cluster.is_none();
     if args.cluster.is_none() {
         // the page is written here, from files this machine reads
-        crate::report::sql::register(&ctx, started);
+        prs_report::sql::register(&ctx, started);
     }
     let script = match source {
         Source::Script(script) => script,

@@ -24,7 +24,7 @@ pub use print::{out, terminal_text};
 pub use settings::settings_markdown;
 pub use summary::{exit, Summary};
 
-use crate::sim;
+use prs_sim as sim;
 
 /// Run the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
@@ -41,7 +41,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Scheduler(args) => run_scheduler(&args).await,
         #[cfg(feature = "cluster")]
         Command::Executor(args) => run_executor(&args).await,
-        Command::Report(args) => match crate::report::run(&args).await {
+        Command::Report(args) => match prs_report::run(&args.into()).await {
             Ok(path) => {
                 eprintln!("prs: wrote {}", terminal_text(&path.display().to_string()));
                 Ok(exit::OK)

@@ -188,17 +188,17 @@ async fn a_prompt_with_only_truncated_candidates_still_has_a_best_and_is_counted
 
 #[tokio::test]
 async fn the_simulator_repeats_itself_and_thinks_when_asked() {
-    let style = prs::sim::TextStyle {
+    let style = prs_sim::TextStyle {
         repeat_share: 0.5,
         think: true,
     };
-    let sim = prs::sim::start_with(([127, 0, 0, 1], 0).into(), None, style)
+    let sim = prs_sim::start_with(([127, 0, 0, 1], 0).into(), None, style)
         .await
         .unwrap();
     let ctx = context(
         sim.policy_url().trim_end_matches("/v1"),
         &sim.reward_url(),
-        &[("policy_model", prs::sim::SIM_MODEL)],
+        &[("policy_model", prs_sim::SIM_MODEL)],
     )
     .await;
     let sql = |options: &str| {

@@ -1,6 +1,7 @@
-//! `prs report`: a picture of a sampling run in one self-contained HTML page (inline SVG, no
-//! script, nothing from the network). The numbers come from SQL over the candidates table
-//! ([`stats`]), the charts from plotters ([`charts`]), the page from [`page`].
+//! The report page (`prs report`; `datafusion_prs.report` in Python): a picture of a sampling
+//! run in one self-contained HTML page (inline SVG, no script, nothing from the network). The
+//! numbers come from SQL over the candidates table ([`stats`]), the charts from plotters
+//! ([`charts`]), the page from [`page`]; [`sql`] is the `prs_report` SQL function.
 
 pub mod charts;
 pub mod page;
@@ -17,26 +18,23 @@ use charts::Series;
 use page::{num, Page};
 use stats::{grouped, rows, texts};
 
-/// `prs report` flags.
-#[derive(Debug, clap::Args)]
-pub struct ReportArgs {
+/// A report to write: what it describes and where it goes.
+#[derive(Debug, Clone)]
+pub struct Report {
     /// The candidates: a Parquet file, directory or glob with the output schema of
-    /// random_sample / prs_sample (several runs UNIONed too; a `run` column names each)
+    /// random_sample / prs_sample (several runs UNIONed too; a `run` column names each).
     pub candidates: PathBuf,
-    /// Where to write the page
-    #[arg(short = 'o', long = "output", default_value = "out/report.html")]
+    /// Where to write the page.
     pub output: PathBuf,
-    /// The job summary (`prs sql --summary-json PATH`): requests, tokens, wall time
-    #[arg(long, value_name = "PATH")]
+    /// The job summary (`prs sql --summary-json PATH`): requests, tokens, wall time.
     pub summary: Option<PathBuf>,
     /// DPO pairs written by queries/dpo_pairs*.sql (prompt, chosen, rejected, ...): their
-    /// statistics instead of best vs worst recomputed from the candidates
-    #[arg(long, value_name = "PATH")]
+    /// statistics instead of best vs worst recomputed from the candidates.
     pub pairs: Option<PathBuf>,
 }
 
-/// `prs report`: write the page of `args`; returns where.
-pub async fn run(args: &ReportArgs) -> std::result::Result<PathBuf, String> {
+/// Write the page of `args`; returns where.
+pub async fn run(args: &Report) -> std::result::Result<PathBuf, String> {
     let summary = match &args.summary {
         Some(path) => Some(read_summary(path).map_err(|e| e.to_string())?),
         None => None,

@@ -56,15 +56,16 @@ impl Requests {
 }
 
 /// How the simulated policy writes, beyond its word salad; `prs sim` takes each as a flag.
-#[derive(Debug, Clone, Copy, Default, clap::Args)]
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct TextStyle {
     /// Share of samples (0 to 1) that are the prompt's one favourite answer, whatever the
     /// seed: a confident model at low temperature, for `prs.unique`
-    #[arg(long, default_value_t = 0.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
     pub repeat_share: f64,
     /// Write like a reasoning model: `<think>...</think>` before the answer (a sample cut at
     /// max_tokens never closes it), for `prs.answer_pattern = think`
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub think: bool,
 }
 

@@ -16,47 +16,48 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Parameters of the engine model; `prs sim` takes each as a flag.
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct EngineConfig {
     /// Fixed cost of one engine step, milliseconds
-    #[arg(long, default_value_t = 10.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10.0))]
     pub step_ms: f64,
     /// Added cost per running sequence per step, milliseconds
-    #[arg(long, default_value_t = 0.05)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.05))]
     pub per_seq_ms: f64,
     /// Prefill cost per 1,000 prompt tokens admitted in a step, milliseconds
-    #[arg(long, default_value_t = 2.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 2.0))]
     pub prefill_ms_per_1k_tokens: f64,
     /// Most sequences running at once
-    #[arg(long, default_value_t = 256)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 256))]
     pub max_seqs: usize,
     /// Which waiting sequences run first: in arrival order, or by each request's `priority`
     /// (lower first, then arrival), as vLLM's `--scheduling-policy`
-    #[arg(long, value_enum, default_value_t = SchedulingPolicy::Fcfs)]
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value_t = SchedulingPolicy::Fcfs))]
     pub scheduling_policy: SchedulingPolicy,
     /// Shortest response, tokens (the Pareto scale)
-    #[arg(long, default_value_t = 40)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 40))]
     pub min_tokens: usize,
     /// Pareto shape of response lengths (smaller = longer tail; mean = min × shape / (shape − 1))
-    #[arg(long, default_value_t = 2.5)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 2.5))]
     pub length_shape: f64,
     /// Fixed cost of one reward batch, milliseconds
-    #[arg(long, default_value_t = 5.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 5.0))]
     pub reward_batch_ms: f64,
     /// Added cost per text in a reward batch, milliseconds
-    #[arg(long, default_value_t = 0.2)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.2))]
     pub reward_text_ms: f64,
     /// Reward model: score the requests waiting together in one forward pass, as vLLM does
     /// (default: one request at a time)
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub reward_merge_requests: bool,
     /// Answer every request with one choice whatever its `n`, as transformers serve,
     /// llama.cpp and Ollama do
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub ignore_n: bool,
     /// Prefill a prompt only the first time it is seen, as vLLM's automatic prefix caching
     /// does (the cache is unbounded and a prompt counts as cached from its first arrival)
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub prefix_cache: bool,
 }
 
@@ -132,7 +133,8 @@ pub struct EngineStats {
 }
 
 /// vLLM's `--scheduling-policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SchedulingPolicy {
     Fcfs,
     Priority,
