@@ -1,4 +1,4 @@
--- Quickstart on a Ballista cluster (see README, "Running on a cluster"):
+-- Quickstart on a Ballista cluster (see docs/operations.md, "Running on a cluster"):
 --   prs sql --cluster df://127.0.0.1:50050 --policy-url ... --reward-url ... -f queries/cluster_quickstart.sql
 -- Tables created in the client's session (CREATE TABLE ... AS, VALUES) cannot travel to the
 -- cluster, so the candidates are written to storage every executor reaches, then read back.

@@ -55,7 +55,7 @@ pub enum Command {
     Report(ReportArgs),
     /// List every setting with its current value (defaults + environment), env variable and description
     Settings {
-        /// Print the README's markdown table of settings and their defaults instead
+        /// Print the markdown table (docs/sql.md) of settings and their defaults instead
         #[arg(long)]
         markdown: bool,
     },

@@ -7,7 +7,7 @@ use super::error::CliError;
 use super::print::out;
 
 /// Print every setting with its current value (defaults + environment), or with `markdown` the
-/// README's table of defaults.
+/// table of defaults in docs/sql.md.
 pub fn print_settings(markdown: bool) -> Result<(), CliError> {
     if markdown {
         out(&settings_markdown());
@@ -27,7 +27,7 @@ pub fn print_settings(markdown: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The settings as the README's markdown table (defaults, not the environment).
+/// The settings as docs/sql.md's markdown table (defaults, not the environment).
 pub fn settings_markdown() -> String {
     let mut out = String::from("| setting | env | default | meaning |\n|---|---|---|---|\n");
     for entry in PrsConfig::default().entries() {

@@ -263,11 +263,11 @@ async fn standalone_simulator_serves_both_apis() {
 
 #[test]
 fn readme_settings_table_is_current() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/sql.md")).unwrap();
     let table = prs::cli::settings_markdown();
     assert!(
         readme.contains(&table),
-        "README's settings table is stale: regenerate it with `cargo run -- settings --markdown`"
+        "docs/sql.md's settings table is stale: regenerate it with `cargo run -- settings --markdown`"
     );
     for key in datafusion_prs::PrsConfig::keys() {
         assert!(table.contains(&format!("`prs.{key}`")));

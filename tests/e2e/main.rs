@@ -1,4 +1,4 @@
-//! The end-to-end tests, one binary: each module is one subject (see the README's layout
+//! The end-to-end tests, one binary: each module is one subject (see docs/architecture.md's layout
 //! section). One binary instead of one per file links the whole stack (DataFusion, Ballista,
 //! the HTTP servers) once, which saves CI several minutes and gigabytes of disk.
 //!
@@ -10,6 +10,7 @@ mod cli;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod data_checks;
+mod docs;
 mod http_endpoints;
 mod outputs;
 mod portable_requests;

@@ -1,6 +1,6 @@
 //! The code's shape, checked: no function in `udfs/src`, `src` or `crates/*/src` longer than
 //! [`MAX_FN_LINES`] (except the ones listed in [`LONG_ON_PURPOSE`], each with its reason, also
-//! in the README's layout section), and no import cycle between the files of either crate.
+//! in docs/architecture.md), and no import cycle between the files of either crate.
 //!
 //! Run alone with `cargo test --test e2e shape::`. The checks read the sources as text, which works
 //! because they are `cargo fmt`-formatted: a function ends at the first line that closes it at
@@ -252,7 +252,7 @@ fn no_function_is_longer_than_the_limit() {
     assert!(
         long.is_empty(),
         "functions over {MAX_FN_LINES} lines (split them into named steps, or list them in \
-         LONG_ON_PURPOSE and the README with the reason):\n{}",
+         LONG_ON_PURPOSE and docs/architecture.md with the reason):\n{}",
         long.join("\n")
     );
 }
