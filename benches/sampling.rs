@@ -31,10 +31,10 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use datafusion_prs::client::{PolicyClient, RewardClient};
-use datafusion_prs::reward_input::RewardItem;
+use datafusion_prs::run::stats::JobStats;
 use datafusion_prs::sampler::derive_seed;
-use datafusion_prs::stats::JobStats;
-use datafusion_prs::templates::Templates;
+use datafusion_prs::text::reward_input::RewardItem;
+use datafusion_prs::text::templates::Templates;
 use datafusion_prs::PrsConfig;
 use futures::StreamExt;
 

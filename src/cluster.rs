@@ -40,8 +40,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{ComposedPhysicalExtensionCodec, PhysicalExtensionCodec};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
-use datafusion_prs::codec::{PrsLogicalCodec, PrsPhysicalCodec};
-use datafusion_prs::stats::{JobStats, StatsSnapshot};
+use datafusion_prs::run::stats::{JobStats, StatsSnapshot};
+use datafusion_prs::sql::codec::{PrsLogicalCodec, PrsPhysicalCodec};
 use datafusion_prs::PrsConfig;
 
 /// What went wrong starting, reaching or reading a cluster.
@@ -297,7 +297,7 @@ pub async fn run_executor(args: &ExecutorArgs) -> Result<(), ClusterError> {
     datafusion_prs::client::bind_keys_to_own_endpoints()
         .map_err(|e| ClusterError::step("cannot read this executor's endpoints", e))?;
     // ... and reads no file a query's settings name
-    datafusion_prs::chat_template::refuse_template_files();
+    datafusion_prs::text::chat_template::refuse_template_files();
     let (host, port) = args
         .scheduler
         .rsplit_once(':')
