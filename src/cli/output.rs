@@ -35,7 +35,7 @@ use std::path::{Component, Path, PathBuf};
 
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion_prs::durability::atomic;
+use datafusion_prs::atomic;
 use serde::{Deserialize, Serialize};
 
 /// Marks the temporary names of a target: `.NAME.prs-tmp-…` (new output) and

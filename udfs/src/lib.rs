@@ -13,40 +13,69 @@
 //! Register everything on a context with [`register`], or start from [`session_context`];
 //! settings live in [`PrsConfig`] (`prs.*`).
 //!
-//! Module map, by concern (each folder's `mod.rs` lists its files):
+//! The public API is what a host needs, re-exported here: [`register`] (or
+//! [`session_context`]), the functions ([`SampleFunction`], [`ScoreFunction`], [`reward_udf`]),
+//! the settings ([`PrsConfig`], the [`config`] module), the output ([`output_schema`],
+//! [`COLUMNS`]), errors ([`PrsError`]), counters ([`JobStats`]), plan codecs (feature `proto`),
+//! and the few building blocks the `prs` CLI, the benchmark and the tests use. Everything else
+//! is `pub(crate)`.
 //!
-//! * [`sql`]: the SQL surface: the table functions, a call and its wire form, input tables,
+//! The source, by concern (each folder's `mod.rs` lists its files):
+//!
+//! * `sql/`: the SQL surface: the table functions, a call and its wire form, input tables,
 //!   the providers, the `reward()` UDFs and plan codecs;
-//! * [`run`]: running a call: its runtime, the execution node and per-prompt pipeline, the
+//! * `run/`: running a call: its runtime, the execution node and per-prompt pipeline, the
 //!   prompt window, work shared within a process, counters and the dry-run cost model;
-//! * [`sampler`]: the algorithms (random best-of-N, PRS), with duplicates resampled and
+//! * `sampler/`: the algorithms (random best-of-N, PRS), with duplicates resampled and
 //!   truncated candidates passed over;
 //! * [`client`]: policy and reward HTTP clients (replicas, retries, batching);
-//! * [`text`]: prompts from input rows, templates, what the reward server is sent (template
+//! * `text/`: prompts from input rows, templates, what the reward server is sent (template
 //!   text, a conversation as `messages`, or the model's own chat template), the answer in a
 //!   response;
-//! * [`durability`]: checkpoint and journal for resume, atomic fsynced file writes;
-//! * [`config`]: the `prs.*` settings; [`schema`]: the output rows; [`error`]: typed errors;
-//!   [`redact`]: URLs shown without credentials.
+//! * `durability/`: checkpoint and journal for resume, [`atomic`] fsynced file writes;
+//! * [`config`]: the `prs.*` settings; `schema.rs`: the output rows; `error.rs`: typed errors;
+//!   `redact.rs`: URLs shown without credentials.
 
 pub mod client;
 pub mod config;
-pub mod durability;
-pub mod error;
-pub mod redact;
-pub mod run;
-pub mod sampler;
-pub mod schema;
-pub mod sql;
-pub mod text;
+pub(crate) mod durability;
+mod error;
+mod redact;
+pub(crate) mod run;
+pub(crate) mod sampler;
+mod schema;
+pub(crate) mod sql;
+pub(crate) mod text;
 
 use std::sync::Arc;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+// The host API: what a DataFusion host needs to run the functions and read their results.
+pub use client::bind_keys_to_own_endpoints;
 pub use config::{session_config, PrsConfig};
-pub use error::PrsError;
+pub use error::{EndpointKind, PrsError};
+pub use run::stats::{DataChecks, JobStats, StatsSnapshot};
 pub use sampler::Method;
+pub use schema::{output_schema, COLUMNS};
+#[cfg(feature = "proto")]
+pub use sql::codec::{PrsLogicalCodec, PrsPhysicalCodec};
+pub use sql::reward_udf::{reward_input_udf, reward_udf};
+pub use sql::score_table::{ScoreFunction, NAME as SCORE_FUNCTION_NAME};
+pub use sql::table_function::SampleFunction;
+pub use text::chat_template::refuse_template_files;
+
+// Building blocks for hosts' own tooling (the `prs` CLI, the benchmark, the tests): the
+// provider, call and node a plan holds, templates and reward inputs, seeds, literal
+// arguments, atomic file writes.
+pub use durability::atomic;
+pub use run::exec::SampleExec;
+pub use sampler::derive_seed;
+pub use sql::call::SampleCall;
+pub use sql::table_function::literal_string;
+pub use sql::table_provider::SampleTable;
+pub use text::reward_input::{RewardItem, RewardMode};
+pub use text::templates::{TemplateTexts, Templates};
 
 /// Register `random_sample`, `prs_sample`, `prs_score`, `reward` and `reward_input` on `ctx`.
 ///

@@ -6,5 +6,5 @@
 //! * [`atomic`]: atomic, fsynced writes and renames (also used by hosts publishing outputs).
 
 pub mod atomic;
-pub mod checkpoint;
-pub mod journal;
+pub(crate) mod checkpoint;
+pub(crate) mod journal;

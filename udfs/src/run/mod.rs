@@ -9,10 +9,10 @@
 //! * [`stats`]: job and prompt counters, the budget;
 //! * [`cost`]: the dry-run cost model.
 
-pub mod admission;
-pub mod cost;
-pub mod exec;
+pub(crate) mod admission;
+pub(crate) mod cost;
+pub(crate) mod exec;
 mod pipeline;
-pub mod runtime;
-pub mod single_flight;
-pub mod stats;
+pub(crate) mod runtime;
+pub(crate) mod single_flight;
+pub(crate) mod stats;

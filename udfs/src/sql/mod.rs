@@ -9,11 +9,11 @@
 //! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs;
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
 
-pub mod call;
+pub(crate) mod call;
 #[cfg(feature = "proto")]
-pub mod codec;
-pub mod reward_udf;
-pub mod score_table;
-pub mod source;
-pub mod table_function;
-pub mod table_provider;
+pub(crate) mod codec;
+pub(crate) mod reward_udf;
+pub(crate) mod score_table;
+pub(crate) mod source;
+pub(crate) mod table_function;
+pub(crate) mod table_provider;

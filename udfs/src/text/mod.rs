@@ -6,8 +6,8 @@
 //! * [`chat_template`]: a reward model's own chat template, rendered here;
 //! * [`answer`]: the answer in a response (`prs.answer_pattern`).
 
-pub mod answer;
-pub mod chat_template;
-pub mod prompts;
-pub mod reward_input;
-pub mod templates;
+pub(crate) mod answer;
+pub(crate) mod chat_template;
+pub(crate) mod prompts;
+pub(crate) mod reward_input;
+pub(crate) mod templates;
