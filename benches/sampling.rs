@@ -31,11 +31,11 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use datafusion_prs::client::{PolicyClient, RewardClient};
-use datafusion_prs::reward_input::RewardItem;
-use datafusion_prs::sampler::derive_seed;
-use datafusion_prs::stats::JobStats;
-use datafusion_prs::templates::Templates;
+use datafusion_prs::derive_seed;
+use datafusion_prs::JobStats;
 use datafusion_prs::PrsConfig;
+use datafusion_prs::RewardItem;
+use datafusion_prs::Templates;
 use futures::StreamExt;
 
 /// Engine flags shared by the simulator and the lower bound.

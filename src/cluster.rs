@@ -40,9 +40,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{ComposedPhysicalExtensionCodec, PhysicalExtensionCodec};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
-use datafusion_prs::codec::{PrsLogicalCodec, PrsPhysicalCodec};
-use datafusion_prs::stats::{JobStats, StatsSnapshot};
 use datafusion_prs::PrsConfig;
+use datafusion_prs::{JobStats, StatsSnapshot};
+use datafusion_prs::{PrsLogicalCodec, PrsPhysicalCodec};
 
 /// What went wrong starting, reaching or reading a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -294,10 +294,10 @@ pub struct ExecutorArgs {
 /// Run an executor until it is stopped (Ctrl-C, SIGTERM, or the scheduler).
 pub async fn run_executor(args: &ExecutorArgs) -> Result<(), ClusterError> {
     // this process runs plans others wrote: its API keys go only to its own endpoints
-    datafusion_prs::client::bind_keys_to_own_endpoints()
+    datafusion_prs::bind_keys_to_own_endpoints()
         .map_err(|e| ClusterError::step("cannot read this executor's endpoints", e))?;
     // ... and reads no file a query's settings name
-    datafusion_prs::chat_template::refuse_template_files();
+    datafusion_prs::refuse_template_files();
     let (host, port) = args
         .scheduler
         .rsplit_once(':')

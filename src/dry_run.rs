@@ -18,7 +18,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{CopyToSource, DFParser, Statement};
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{ObjectName, Query, TableFactor, Visit, Visitor};
-use datafusion_prs::exec::SampleExec;
+use datafusion_prs::SampleExec;
 
 use crate::cli::error::{CliError, Position};
 use crate::cli::print::out;

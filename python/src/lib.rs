@@ -20,10 +20,9 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::udtf::FFI_TableFunction;
-use datafusion_prs::sampler::Method;
-use datafusion_prs::score_table::{self, ScoreFunction};
-use datafusion_prs::table_function::SampleFunction as PrsFunction;
-use datafusion_prs::PrsConfig;
+use datafusion_prs::{
+    Method, PrsConfig, SampleFunction as PrsFunction, ScoreFunction, SCORE_FUNCTION_NAME,
+};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyDict};
@@ -111,7 +110,7 @@ impl SampleFunction {
     #[new]
     fn new(name: &str, settings: &Settings) -> PyResult<Self> {
         let method = match name {
-            score_table::NAME => None,
+            SCORE_FUNCTION_NAME => None,
             _ => Some(
                 Method::ALL
                     .into_iter()
@@ -134,7 +133,7 @@ impl SampleFunction {
     fn name(&self) -> &'static str {
         match self.method {
             Some(method) => method.function_name(),
-            None => score_table::NAME,
+            None => SCORE_FUNCTION_NAME,
         }
     }
 

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use datafusion::prelude::SessionContext;
-use datafusion_prs::stats::JobStats;
+use datafusion_prs::JobStats;
 use datafusion_prs::PrsConfig;
 
 use super::args::SqlArgs;

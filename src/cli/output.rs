@@ -35,7 +35,7 @@ use std::path::{Component, Path, PathBuf};
 
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion_prs::durable;
+use datafusion_prs::atomic;
 use serde::{Deserialize, Serialize};
 
 /// Marks the temporary names of a target: `.NAME.prs-tmp-…` (new output) and
@@ -144,7 +144,7 @@ impl Staged {
                 return Err(e);
             }
         };
-        let token = format!("{}-{:x}", std::process::id(), durable::rand_suffix());
+        let token = format!("{}-{:x}", std::process::id(), atomic::rand_suffix());
         let staged = Staged {
             staged: temporary(&target, STAGED, &token),
             aside: temporary(&target, ASIDE, &token),
@@ -217,10 +217,10 @@ impl Staged {
     }
 
     fn publish_file(&self) -> io::Result<()> {
-        durable::sync_tree(&self.staged)?;
+        atomic::sync_tree(&self.staged)?;
         // checked before the statement; checked again, the lock does not keep others out
         self.check_target()?;
-        durable::rename(&self.staged, &self.target)
+        atomic::rename(&self.staged, &self.target)
     }
 
     fn publish_dir(&self) -> io::Result<Vec<PathBuf>> {
@@ -231,12 +231,12 @@ impl Staged {
         let written = entries(&self.staged, self.shape)?;
         if fs::symlink_metadata(&self.target).is_err() {
             // nothing there: the new directory, manifest included, by one rename
-            durable::write(
+            atomic::write(
                 &self.staged.join(MANIFEST),
                 &self.manifest(written).bytes()?,
             )?;
-            durable::sync_tree(&self.staged)?;
-            durable::rename(&self.staged, &self.target)?;
+            atomic::sync_tree(&self.staged)?;
+            atomic::rename(&self.staged, &self.target)?;
             return Ok(Vec::new());
         }
         self.check_target()?;
@@ -263,10 +263,10 @@ impl Staged {
 
     /// Carry out `plan` on the target; undone (or left for the next run to undo) on failure.
     fn apply(&self, plan: &Plan) -> io::Result<()> {
-        durable::write(&self.staged.join(PLAN), &to_json(plan)?)?;
-        durable::sync_tree(&self.staged)?;
+        atomic::write(&self.staged.join(PLAN), &to_json(plan)?)?;
+        atomic::sync_tree(&self.staged)?;
         fs::create_dir(&self.aside)?;
-        durable::sync_dir(parent(&self.target))?;
+        atomic::sync_dir(parent(&self.target))?;
         let moved = (|| {
             for entry in &plan.replace {
                 move_entry(&self.target.join(entry), &self.aside.join(entry))?;
@@ -276,7 +276,7 @@ impl Staged {
             }
             // the commit: from here on the new output is the target's
             let manifest = self.manifest(plan.add.clone());
-            durable::write(&self.target.join(MANIFEST), &manifest.bytes()?)
+            atomic::write(&self.target.join(MANIFEST), &manifest.bytes()?)
         })();
         match moved {
             Ok(()) => {
@@ -317,9 +317,9 @@ impl Staged {
                 out.push(entry);
                 continue;
             }
-            let mut renamed = format!("prs-{:x}-{entry}", durable::rand_suffix());
+            let mut renamed = format!("prs-{:x}-{entry}", atomic::rand_suffix());
             while taken(&renamed) {
-                renamed = format!("prs-{:x}-{entry}", durable::rand_suffix());
+                renamed = format!("prs-{:x}-{entry}", atomic::rand_suffix());
             }
             fs::rename(self.staged.join(&entry), self.staged.join(&renamed))?;
             out.push(renamed);
@@ -456,8 +456,8 @@ fn move_entry(from: &Path, to: &Path) -> io::Result<()> {
     if let Some(dir) = to.parent() {
         fs::create_dir_all(dir)?;
     }
-    durable::rename(from, to)?;
-    durable::sync_dir(parent(from))
+    atomic::rename(from, to)?;
+    atomic::sync_dir(parent(from))
 }
 
 /// Put the target back as it was before `plan`: remove what was moved in, move back what
@@ -576,7 +576,7 @@ fn recover(target: &Path) -> io::Result<()> {
     for token in aside.difference(&staged) {
         let a = temporary(target, ASIDE, token);
         if fs::symlink_metadata(target).is_err() {
-            durable::rename(&a, target)?;
+            atomic::rename(&a, target)?;
         } else {
             remove(&a)?;
         }
@@ -939,7 +939,7 @@ mod tests {
         for e in &plan.add {
             write(&staged.join(e), "new");
         }
-        durable::write(&staged.join(PLAN), &to_json(plan).unwrap()).unwrap();
+        atomic::write(&staged.join(PLAN), &to_json(plan).unwrap()).unwrap();
         fs::create_dir_all(&aside).unwrap();
         let steps: Vec<(PathBuf, PathBuf)> = plan
             .replace
@@ -956,7 +956,7 @@ mod tests {
                 token: token.clone(),
                 entries: plan.add.clone(),
             };
-            durable::write(&target.join(MANIFEST), &manifest.bytes().unwrap()).unwrap();
+            atomic::write(&target.join(MANIFEST), &manifest.bytes().unwrap()).unwrap();
         }
     }
 

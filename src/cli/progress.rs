@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion_prs::stats::{JobStats, StatsSnapshot};
+use datafusion_prs::{JobStats, StatsSnapshot};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress line: prompts, candidates/s, tokens/s, errors; a bar with ETA once the number

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use datafusion::prelude::SessionContext;
-use datafusion_prs::stats::{JobStats, StatsSnapshot};
 use datafusion_prs::PrsConfig;
+use datafusion_prs::{JobStats, StatsSnapshot};
 
 /// Exit codes of `prs sql`.
 pub mod exit {
@@ -155,7 +155,7 @@ impl Summary {
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(&self.to_json())?;
         // all or nothing, like the outputs it describes
-        datafusion_prs::durable::write(path, &json)
+        datafusion_prs::atomic::write(path, &json)
     }
 }
 

@@ -756,8 +756,8 @@ async fn a_sampling_call_sends_template_content_never_a_path_to_the_executors() 
 async fn a_plan_naming_a_file_setting_makes_no_node_read_it() {
     use datafusion::catalog::TableProvider;
     use datafusion::common::TableReference;
-    use datafusion_prs::table_provider::SampleTable;
-    use datafusion_prs::templates::TemplateTexts;
+    use datafusion_prs::SampleTable;
+    use datafusion_prs::TemplateTexts;
 
     let data = tempfile::tempdir().unwrap();
     let source = prompt_dir(data.path()).await;
@@ -808,9 +808,9 @@ async fn a_call_travels_with_template_content_and_without_file_settings() {
     use datafusion_proto::bytes::{
         logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
     };
-    use datafusion_prs::call::SampleCall;
-    use datafusion_prs::reward_input::RewardMode;
-    use datafusion_prs::table_provider::SampleTable;
+    use datafusion_prs::RewardMode;
+    use datafusion_prs::SampleCall;
+    use datafusion_prs::SampleTable;
 
     let data = tempfile::tempdir().unwrap();
     let source = prompt_dir(data.path()).await;

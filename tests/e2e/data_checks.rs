@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use datafusion::prelude::SessionContext;
-use datafusion_prs::stats::{JobStats, StatsSnapshot};
+use datafusion_prs::{JobStats, StatsSnapshot};
 
 use crate::common::*;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
-use datafusion_prs::sampler::derive_seed;
+use datafusion_prs::derive_seed;
 use serde_json::json;
 
 use crate::common::*;

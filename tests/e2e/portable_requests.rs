@@ -2,7 +2,7 @@
 //! `prs.policy_extra_body`) are dropped for a server that refuses them, OpenAI fields never are,
 //! and preflight works against a server whose `/models` lists nothing.
 
-use datafusion_prs::stats::JobStats;
+use datafusion_prs::JobStats;
 use serde_json::json;
 
 use crate::common::*;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
 use datafusion::prelude::SessionContext;
-use datafusion_prs::stats::{JobStats, StatsSnapshot};
+use datafusion_prs::{JobStats, StatsSnapshot};
 use serde_json::{json, Value};
 
 use crate::common::*;

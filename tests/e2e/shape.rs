@@ -97,7 +97,7 @@ fn references(module: &str, path: &Path, all: &BTreeMap<String, PathBuf>) -> BTr
         if trimmed.starts_with("pub use ") || trimmed.starts_with("pub(crate) use ") {
             continue;
         }
-        // each run of identifier characters and `::`, e.g. `crate::stats::JobStats`
+        // each run of identifier characters and `::`, e.g. `crate::run::stats::JobStats`
         let runs = line.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'));
         for run in runs.filter(|r| r.contains("::")) {
             let segs: Vec<String> = run.split("::").map(str::to_string).collect();
@@ -262,9 +262,9 @@ fn the_checks_see_what_they_check() {
     // the parsers find this file's own functions and the plugin's known modules and edges
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("udfs/src");
     let all = modules(&dir);
-    assert!(all.contains_key("exec") && all.contains_key("sampler::tree"));
-    let exec = references("exec", &all["exec"], &all);
-    assert!(exec.contains("runtime"), "{exec:?}");
+    assert!(all.contains_key("run::exec") && all.contains_key("sampler::tree"));
+    let exec = references("run::exec", &all["run::exec"], &all);
+    assert!(exec.contains("run::runtime"), "{exec:?}");
     let tree = references("sampler::tree", &all["sampler::tree"], &all);
     assert!(
         tree.contains("sampler") && tree.contains("error"),

@@ -13,67 +13,69 @@
 //! Register everything on a context with [`register`], or start from [`session_context`];
 //! settings live in [`PrsConfig`] (`prs.*`).
 //!
-//! Module map, in the order a query uses them:
+//! The public API is what a host needs, re-exported here: [`register`] (or
+//! [`session_context`]), the functions ([`SampleFunction`], [`ScoreFunction`], [`reward_udf`]),
+//! the settings ([`PrsConfig`], the [`config`] module), the output ([`output_schema`],
+//! [`COLUMNS`]), errors ([`PrsError`]), counters ([`JobStats`]), plan codecs (feature `proto`),
+//! and the few building blocks the `prs` CLI, the benchmark and the tests use. Everything else
+//! is `pub(crate)`.
 //!
-//! * [`table_function`]: SQL arguments and options into a [`call::SampleCall`];
-//! * [`call`]: what a call asks for, and its wire form for other nodes;
-//! * [`runtime`]: a planned call's clients, in-flight limits, sampler, checkpoint and budget;
-//! * [`table_provider`]: the provider a call returns;
-//! * [`exec`]: its execution node and output stream; `pipeline` (private) runs each prompt
-//!   through checkpoint, preflight, budget, sampler and store; [`prompts`] reads input rows;
-//! * [`sampler`]: the algorithms (random best-of-N, PRS), with duplicates resampled and
-//!   truncated candidates passed over; [`answer`]: the answer in a response
-//!   (`prs.answer_pattern`);
+//! The source, by concern (each folder's `mod.rs` lists its files):
+//!
+//! * `sql/`: the SQL surface: the table functions, a call and its wire form, input tables,
+//!   the providers, the `reward()` UDFs and plan codecs;
+//! * `run/`: running a call: its runtime, the execution node and per-prompt pipeline, the
+//!   prompt window, work shared within a process, counters and the dry-run cost model;
+//! * `sampler/`: the algorithms (random best-of-N, PRS), with duplicates resampled and
+//!   truncated candidates passed over;
 //! * [`client`]: policy and reward HTTP clients (replicas, retries, batching);
-//!   [`reward_input`]: what the reward server is sent per response (template text, a
-//!   conversation as `messages`, or text in the model's own [`chat_template`]);
-//! * [`schema`]: the output rows; [`templates`]: prompt templates; [`source`]: input tables;
-//! * [`config`]: the `prs.*` settings; [`error`]: typed errors; [`stats`]: job and prompt
-//!   counters; [`cost`]: the dry-run cost model;
-//! * [`checkpoint`]: durable per-prompt resume; [`journal`]: each answer recorded as it
-//!   arrives, so a re-run repeats only what was in flight; [`single_flight`]: identical work shared
-//!   within a process; [`durable`]: fsync-then-rename file operations;
-//! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs; [`score_table`]: the
-//!   `prs_score` table function, its provider and execution node;
-//! * `codec`: plan codecs for distributed engines (feature `proto`).
+//! * `text/`: prompts from input rows, templates, what the reward server is sent (template
+//!   text, a conversation as `messages`, or the model's own chat template), the answer in a
+//!   response;
+//! * `durability/`: checkpoint and journal for resume, [`atomic`] fsynced file writes;
+//! * [`config`]: the `prs.*` settings; `schema.rs`: the output rows; `error.rs`: typed errors;
+//!   `redact.rs`: URLs shown without credentials.
 
-pub mod admission;
-pub mod answer;
-pub mod call;
-pub mod chat_template;
-pub mod checkpoint;
 pub mod client;
-#[cfg(feature = "proto")]
-pub mod codec;
 pub mod config;
-pub mod cost;
-pub mod durable;
-pub mod error;
-pub mod exec;
-pub mod journal;
-mod pipeline;
-pub mod prompts;
-pub mod redact;
-pub mod reward_input;
-pub mod reward_udf;
-pub mod runtime;
-pub mod sampler;
-pub mod schema;
-pub mod score_table;
-pub mod single_flight;
-pub mod source;
-pub mod stats;
-pub mod table_function;
-pub mod table_provider;
-pub mod templates;
+pub(crate) mod durability;
+mod error;
+mod redact;
+pub(crate) mod run;
+pub(crate) mod sampler;
+mod schema;
+pub(crate) mod sql;
+pub(crate) mod text;
 
 use std::sync::Arc;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+// The host API: what a DataFusion host needs to run the functions and read their results.
+pub use client::bind_keys_to_own_endpoints;
 pub use config::{session_config, PrsConfig};
-pub use error::PrsError;
+pub use error::{EndpointKind, PrsError};
+pub use run::stats::{DataChecks, JobStats, StatsSnapshot};
 pub use sampler::Method;
+pub use schema::{output_schema, COLUMNS};
+#[cfg(feature = "proto")]
+pub use sql::codec::{PrsLogicalCodec, PrsPhysicalCodec};
+pub use sql::reward_udf::{reward_input_udf, reward_udf};
+pub use sql::score_table::{ScoreFunction, NAME as SCORE_FUNCTION_NAME};
+pub use sql::table_function::SampleFunction;
+pub use text::chat_template::refuse_template_files;
+
+// Building blocks for hosts' own tooling (the `prs` CLI, the benchmark, the tests): the
+// provider, call and node a plan holds, templates and reward inputs, seeds, literal
+// arguments, atomic file writes.
+pub use durability::atomic;
+pub use run::exec::SampleExec;
+pub use sampler::derive_seed;
+pub use sql::call::SampleCall;
+pub use sql::table_function::literal_string;
+pub use sql::table_provider::SampleTable;
+pub use text::reward_input::{RewardItem, RewardMode};
+pub use text::templates::{TemplateTexts, Templates};
 
 /// Register `random_sample`, `prs_sample`, `prs_score`, `reward` and `reward_input` on `ctx`.
 ///
@@ -82,18 +84,18 @@ pub use sampler::Method;
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
         Method::Random.function_name(),
-        Arc::new(table_function::SampleFunction::new(Method::Random)),
+        Arc::new(sql::table_function::SampleFunction::new(Method::Random)),
     );
     ctx.register_udtf(
         Method::Prs.function_name(),
-        Arc::new(table_function::SampleFunction::new(Method::Prs)),
+        Arc::new(sql::table_function::SampleFunction::new(Method::Prs)),
     );
     ctx.register_udtf(
-        score_table::NAME,
-        Arc::new(score_table::ScoreFunction::new()),
+        sql::score_table::NAME,
+        Arc::new(sql::score_table::ScoreFunction::new()),
     );
-    ctx.register_udf(reward_udf::reward_udf());
-    ctx.register_udf(reward_udf::reward_input_udf());
+    ctx.register_udf(sql::reward_udf::reward_udf());
+    ctx.register_udf(sql::reward_udf::reward_input_udf());
 }
 
 /// Like [`register`], for a client whose plans run on other machines (a Ballista cluster):
@@ -102,25 +104,25 @@ pub fn register(ctx: &SessionContext) {
 pub fn register_distributed(ctx: &SessionContext) {
     register(ctx);
     ctx.register_udtf(
-        score_table::NAME,
-        Arc::new(score_table::ScoreFunction::distributed()),
+        sql::score_table::NAME,
+        Arc::new(sql::score_table::ScoreFunction::distributed()),
     );
     for method in [Method::Random, Method::Prs] {
         ctx.register_udtf(
             method.function_name(),
-            Arc::new(table_function::SampleFunction::distributed(method)),
+            Arc::new(sql::table_function::SampleFunction::distributed(method)),
         );
     }
 }
 
 /// A context with the given settings and every prs function registered, as hosts want it:
-/// `information_schema` on, a [`stats::JobStats`] installed to count into, and URL tables
+/// `information_schema` on, a [`run::stats::JobStats`] installed to count into, and URL tables
 /// (`FROM 'file.parquet'`, as in datafusion-cli).
 pub fn session_context(cfg: PrsConfig) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_option_extension(cfg);
-    stats::JobStats::install(&mut config);
+    run::stats::JobStats::install(&mut config);
     let ctx = SessionContext::new_with_config(config).enable_url_table();
     register(&ctx);
     ctx

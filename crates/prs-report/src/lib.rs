@@ -71,7 +71,7 @@ pub async fn write(what: &What<'_>, output: &Path) -> Result<usize> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(failed)?;
     }
-    datafusion_prs::durable::write(output, html.as_bytes()).map_err(failed)?;
+    datafusion_prs::atomic::write(output, html.as_bytes()).map_err(failed)?;
     Ok(html.len())
 }
 

@@ -15,7 +15,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion_prs::table_function::literal_string;
+use datafusion_prs::literal_string;
 
 use super::What;
 
@@ -148,7 +148,7 @@ impl PartitionStream for ReportJob {
 /// Register `prs_report` in a job's local session, its pages carrying the job's counters and
 /// the time since `started`.
 pub fn register(ctx: &datafusion::prelude::SessionContext, started: std::time::Instant) {
-    let stats = datafusion_prs::stats::JobStats::of(ctx.state().config());
+    let stats = datafusion_prs::JobStats::of(ctx.state().config());
     let summary: SummaryFn = Arc::new(move || {
         let mut json = serde_json::to_value(stats.snapshot()).unwrap_or_default();
         if let Some(fields) = json.as_object_mut() {

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::config::PrsConfig;
 use crate::error::{EndpointKind, PrsError, Result};
-use crate::stats::{JobStats, PromptTally};
+use crate::run::stats::{JobStats, PromptTally};
 
 /// How failed requests are retried (from the `retry_*` settings).
 #[derive(Debug, Clone, Copy)]

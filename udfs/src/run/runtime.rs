@@ -6,21 +6,21 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use crate::answer::AnswerPattern;
-use crate::call::SampleCall;
-use crate::checkpoint::{hash_parts, Checkpoint};
 use crate::client::{PolicyClient, RewardClient};
 use crate::config::PrsConfig;
-use crate::cost::PromptCost;
+use crate::durability::checkpoint::{hash_parts, Checkpoint};
+use crate::durability::journal::{Journal, JournaledPolicy, JournaledReward};
 use crate::error::{PrsError, Result};
-use crate::journal::{Journal, JournaledPolicy, JournaledReward};
+use crate::run::cost::PromptCost;
+use crate::run::single_flight::{flight_for, Flight};
+use crate::run::stats::{Budget, JobStats};
 use crate::sampler::Sampler;
 use crate::schema::output_schema;
-use crate::single_flight::{flight_for, Flight};
-use crate::source::InputColumns;
-use crate::stats::{Budget, JobStats};
-use crate::templates::RewardFormat;
-use crate::templates::Templates;
+use crate::sql::call::SampleCall;
+use crate::sql::source::InputColumns;
+use crate::text::answer::AnswerPattern;
+use crate::text::templates::RewardFormat;
+use crate::text::templates::Templates;
 
 /// A planned call with everything it needs to run. Building it calls nothing.
 #[derive(Debug)]

@@ -71,7 +71,9 @@ pub fn looks_like_path(source: &str) -> bool {
 }
 
 /// A relative path (file, directory or glob) made absolute against the current directory;
-/// empty text and absolute paths are returned as they are.
+/// empty text and absolute paths are returned as they are. For the plan codecs: a path
+/// travels to other nodes as the client meant it.
+#[cfg(feature = "proto")]
 pub fn absolute(path: &str) -> String {
     let trimmed = path.trim();
     if !trimmed.is_empty() && Path::new(trimmed).is_relative() {

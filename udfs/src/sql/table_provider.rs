@@ -11,12 +11,12 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
-use crate::call::SampleCall;
 use crate::error::Result;
-use crate::exec::SampleExec;
-use crate::runtime::CallRuntime;
-use crate::source;
-use crate::stats::JobStats;
+use crate::run::exec::SampleExec;
+use crate::run::runtime::CallRuntime;
+use crate::run::stats::JobStats;
+use crate::sql::call::SampleCall;
+use crate::sql::source;
 
 /// The provider a sampling call returns.
 #[derive(Debug)]

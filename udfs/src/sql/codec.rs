@@ -27,13 +27,13 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::call::{CallWire, SampleCall};
 use crate::error::PrsError;
-use crate::exec::SampleExec;
-use crate::runtime::CallRuntime;
-use crate::source::{self, InputColumns};
-use crate::stats::JobStats;
-use crate::table_provider::SampleTable;
+use crate::run::exec::SampleExec;
+use crate::run::runtime::CallRuntime;
+use crate::run::stats::JobStats;
+use crate::sql::call::{CallWire, SampleCall};
+use crate::sql::source::{self, InputColumns};
+use crate::sql::table_provider::SampleTable;
 
 const TABLE_TAG: &[u8] = b"prs-sample-table/1\n";
 const EXEC_TAG: &[u8] = b"prs-sample-exec/1\n";

@@ -399,7 +399,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "prs-chat-template-{}-{}",
             std::process::id(),
-            crate::durable::rand_suffix()
+            crate::durability::atomic::rand_suffix()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir

@@ -11,7 +11,7 @@
 //! halves. Prompts past their first layer are bounded apart (memory), at
 //! [`IN_PROGRESS_PER_PLACE`] × `prompt_concurrency`. On the project's benchmark (200 prompts,
 //! PRS n = 8, a 64-slot engine) this took the makespan from 1.155× to 1.125× its lower bound,
-//! and 1,000 prompts from 1.101× to 1.098× (README, "Small jobs").
+//! and 1,000 prompts from 1.101× to 1.098× (docs/benchmarks.md, "Small jobs").
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -23,9 +23,9 @@ use datafusion::logical_expr::{
 
 use crate::client::RewardClient;
 use crate::config::PrsConfig;
-use crate::reward_input::RewardItem;
 use crate::sampler::RewardPreference;
-use crate::templates::Templates;
+use crate::text::reward_input::RewardItem;
+use crate::text::templates::Templates;
 
 /// The `reward` function, ready to register.
 pub fn reward_udf() -> ScalarUDF {

@@ -1,6 +1,6 @@
-//! Durable file operations: what is renamed into place has reached the disk first, and the
-//! rename itself is made durable by an fsync of the directory. Used by the checkpoint and by
-//! hosts that publish outputs all or nothing (the `prs` CLI's `COPY` targets and summaries).
+//! Atomic, durable file operations: what is renamed into place has reached the disk first, and
+//! the rename itself is made durable by an fsync of the directory. Used by the checkpoint and
+//! by hosts that publish outputs all or nothing (the `prs` CLI's `COPY` targets and summaries).
 
 use std::fs::{self, File};
 use std::io::Write;

@@ -33,12 +33,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use crate::checkpoint::hash_parts;
 use crate::client::reward::{all_scored, Scored};
 use crate::client::{Choice, Usage};
+use crate::durability::checkpoint::hash_parts;
 use crate::error::{PrsError, Result};
-use crate::reward_input::RewardItem;
 use crate::sampler::{Policy, Reward};
+use crate::text::reward_input::RewardItem;
 
 tokio::task_local! {
     /// The checkpoint key of the prompt whose requests run in this task.
@@ -163,11 +163,11 @@ impl Journal {
     /// Create this process's file and start its writer.
     fn open(&self) -> std::io::Result<Writer> {
         // the new names are durable before any answer relies on them
-        crate::durable::create_dir_all_durable(&self.dir)?;
+        crate::durability::atomic::create_dir_all_durable(&self.dir)?;
         let (file, path) = match create_locked(&self.dir) {
             // another run removed the (then empty) directory in between
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::durable::create_dir_all_durable(&self.dir)?;
+                crate::durability::atomic::create_dir_all_durable(&self.dir)?;
                 create_locked(&self.dir)?
             }
             created => created?,
@@ -188,7 +188,7 @@ fn create_locked(dir: &Path) -> std::io::Result<(File, PathBuf)> {
     let name = format!(
         "{}-{}.jsonl",
         std::process::id(),
-        crate::durable::rand_suffix()
+        crate::durability::atomic::rand_suffix()
     );
     let (tmp, path) = (dir.join(format!(".{name}.tmp")), dir.join(&name));
     let file = OpenOptions::new()
@@ -203,7 +203,7 @@ fn create_locked(dir: &Path) -> std::io::Result<(File, PathBuf)> {
             path.display()
         );
     }
-    if let Err(e) = crate::durable::rename(&tmp, &path) {
+    if let Err(e) = crate::durability::atomic::rename(&tmp, &path) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
@@ -493,8 +493,10 @@ mod tests {
 
     #[test]
     fn a_torn_tail_is_skipped_and_finished_prompts_are_left_out() {
-        let root =
-            std::env::temp_dir().join(format!("prs-journal-{}", crate::durable::rand_suffix()));
+        let root = std::env::temp_dir().join(format!(
+            "prs-journal-{}",
+            crate::durability::atomic::rand_suffix()
+        ));
         let dir = root.join("journal");
         fs::create_dir_all(&dir).unwrap();
         let line = |k: &str, p: &str, a: Answer| {
@@ -525,7 +527,7 @@ mod tests {
     fn temp_root(tag: &str) -> PathBuf {
         let root = std::env::temp_dir().join(format!(
             "prs-journal-{tag}-{}",
-            crate::durable::rand_suffix()
+            crate::durability::atomic::rand_suffix()
         ));
         fs::create_dir_all(&root).unwrap();
         root

@@ -1,7 +1,7 @@
 //! The prompt pipeline of one partition: each prompt comes from the checkpoint when it holds
 //! it, else (once the preflight check passed and while the budget lasts) is sampled and then
-//! stored; prompts start as the window lets them ([`crate::admission`]), and a prompt that another
-//! node of the same call is already working on is awaited, not sampled twice.
+//! stored; prompts start as the window lets them ([`crate::run::admission`]), and a prompt
+//! that another node of the same call is already working on is awaited, not sampled twice.
 
 use std::sync::Arc;
 
@@ -10,13 +10,13 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
 use futures::{FutureExt, Stream, TryStreamExt};
 
-use crate::admission::{self, Window};
-use crate::checkpoint::prompt_key;
-use crate::journal;
-use crate::runtime::CallRuntime;
+use crate::durability::checkpoint::prompt_key;
+use crate::durability::journal;
+use crate::run::admission::{self, Window};
+use crate::run::runtime::CallRuntime;
+use crate::run::stats::{PromptTally, PromptWork};
 use crate::sampler::{PromptInput, Sampled};
 use crate::schema::PromptResult;
-use crate::stats::{PromptTally, PromptWork};
 
 /// A partition's counters in the node's metrics (`EXPLAIN ANALYZE`).
 pub(crate) struct SampleMetrics {

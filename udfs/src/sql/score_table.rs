@@ -36,12 +36,12 @@ use futures::TryStreamExt;
 use crate::client::RewardClient;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
-use crate::reward_udf::reward_items;
+use crate::run::stats::JobStats;
 use crate::sampler::RewardPreference;
-use crate::source;
-use crate::stats::JobStats;
-use crate::table_function::{call_settings, source_arg};
-use crate::templates::Templates;
+use crate::sql::reward_udf::reward_items;
+use crate::sql::source;
+use crate::sql::table_function::{call_settings, source_arg};
+use crate::text::templates::Templates;
 
 /// The function's SQL name.
 pub const NAME: &str = "prs_score";
