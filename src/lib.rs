@@ -6,4 +6,3 @@
 pub mod cli;
 #[cfg(feature = "cluster")]
 pub mod cluster;
-pub mod dry_run;

@@ -78,7 +78,7 @@ async fn run_job(
         Source::Shell => return super::shell::run(&ctx, args.max_width, stage_copies).await,
     };
     if args.dry_run {
-        return crate::dry_run::run(&ctx, &script).await.map(|_| ());
+        return super::dry_run::run(&ctx, &script).await.map(|_| ());
     }
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let progress = show_progress

@@ -5,6 +5,7 @@
 //! line), [`summary`] (exit codes and the job summary), [`settings`], [`error`].
 
 pub mod args;
+pub mod dry_run;
 pub mod error;
 pub mod exec;
 pub mod job;

@@ -55,27 +55,22 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub use client::bind_keys_to_own_endpoints;
 pub use config::{session_config, PrsConfig};
 pub use error::{EndpointKind, PrsError};
-pub use run::stats::{DataChecks, JobStats, StatsSnapshot};
+pub use run::{DataChecks, JobStats, StatsSnapshot};
 pub use sampler::Method;
 pub use schema::{output_schema, COLUMNS};
+pub use sql::{reward_input_udf, reward_udf, SampleFunction, ScoreFunction, SCORE_FUNCTION_NAME};
 #[cfg(feature = "proto")]
-pub use sql::codec::{PrsLogicalCodec, PrsPhysicalCodec};
-pub use sql::reward_udf::{reward_input_udf, reward_udf};
-pub use sql::score_table::{ScoreFunction, NAME as SCORE_FUNCTION_NAME};
-pub use sql::table_function::SampleFunction;
-pub use text::chat_template::refuse_template_files;
+pub use sql::{PrsLogicalCodec, PrsPhysicalCodec};
+pub use text::refuse_template_files;
 
 // Building blocks for hosts' own tooling (the `prs` CLI, the benchmark, the tests): the
 // provider, call and node a plan holds, templates and reward inputs, seeds, literal
 // arguments, atomic file writes.
 pub use durability::atomic;
-pub use run::exec::SampleExec;
+pub use run::SampleExec;
 pub use sampler::derive_seed;
-pub use sql::call::SampleCall;
-pub use sql::table_function::literal_string;
-pub use sql::table_provider::SampleTable;
-pub use text::reward_input::{RewardItem, RewardMode};
-pub use text::templates::{TemplateTexts, Templates};
+pub use sql::{literal_string, SampleCall, SampleTable};
+pub use text::{RewardItem, RewardMode, TemplateTexts, Templates};
 
 /// Register `random_sample`, `prs_sample`, `prs_score`, `reward` and `reward_input` on `ctx`.
 ///
@@ -84,18 +79,15 @@ pub use text::templates::{TemplateTexts, Templates};
 pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(
         Method::Random.function_name(),
-        Arc::new(sql::table_function::SampleFunction::new(Method::Random)),
+        Arc::new(SampleFunction::new(Method::Random)),
     );
     ctx.register_udtf(
         Method::Prs.function_name(),
-        Arc::new(sql::table_function::SampleFunction::new(Method::Prs)),
+        Arc::new(SampleFunction::new(Method::Prs)),
     );
-    ctx.register_udtf(
-        sql::score_table::NAME,
-        Arc::new(sql::score_table::ScoreFunction::new()),
-    );
-    ctx.register_udf(sql::reward_udf::reward_udf());
-    ctx.register_udf(sql::reward_udf::reward_input_udf());
+    ctx.register_udtf(SCORE_FUNCTION_NAME, Arc::new(ScoreFunction::new()));
+    ctx.register_udf(reward_udf());
+    ctx.register_udf(reward_input_udf());
 }
 
 /// Like [`register`], for a client whose plans run on other machines (a Ballista cluster):
@@ -103,26 +95,23 @@ pub fn register(ctx: &SessionContext) {
 /// (which has no wire form) says to use `reward()` there.
 pub fn register_distributed(ctx: &SessionContext) {
     register(ctx);
-    ctx.register_udtf(
-        sql::score_table::NAME,
-        Arc::new(sql::score_table::ScoreFunction::distributed()),
-    );
+    ctx.register_udtf(SCORE_FUNCTION_NAME, Arc::new(ScoreFunction::distributed()));
     for method in [Method::Random, Method::Prs] {
         ctx.register_udtf(
             method.function_name(),
-            Arc::new(sql::table_function::SampleFunction::distributed(method)),
+            Arc::new(SampleFunction::distributed(method)),
         );
     }
 }
 
 /// A context with the given settings and every prs function registered, as hosts want it:
-/// `information_schema` on, a [`run::stats::JobStats`] installed to count into, and URL tables
+/// `information_schema` on, a [`JobStats`] installed to count into, and URL tables
 /// (`FROM 'file.parquet'`, as in datafusion-cli).
 pub fn session_context(cfg: PrsConfig) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_option_extension(cfg);
-    run::stats::JobStats::install(&mut config);
+    JobStats::install(&mut config);
     let ctx = SessionContext::new_with_config(config).enable_url_table();
     register(&ctx);
     ctx

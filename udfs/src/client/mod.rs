@@ -1,8 +1,12 @@
 //! HTTP clients for the policy (OpenAI-compatible) and reward endpoints.
+//!
+//! `client` itself is a `pub mod` of the crate because hosts (the benchmark) use it as a module
+//! (`datafusion_prs::client::{PolicyClient, RewardClient}`); its files are private to this
+//! folder, and everyone else uses its face (the `use` list below).
 
-pub mod keys;
-pub mod policy;
-pub mod reward;
+mod keys;
+mod policy;
+mod reward;
 mod url;
 
 use std::future::Future;
@@ -18,7 +22,7 @@ use serde_json::Value;
 
 use crate::config::PrsConfig;
 use crate::error::{EndpointKind, PrsError, Result};
-use crate::run::stats::{JobStats, PromptTally};
+use crate::run::{JobStats, PromptTally};
 
 /// How failed requests are retried (from the `retry_*` settings).
 #[derive(Debug, Clone, Copy)]
@@ -52,10 +56,13 @@ impl RetryPolicy {
 }
 
 use crate::redact::redact_urls;
+// The face. Public: the clients, what a completion returns, and binding keys to endpoints.
 pub use keys::bind_keys_to_own_endpoints;
 pub use policy::{Choice, PolicyClient, Usage};
 pub use reward::{RewardClient, RewardProtocol};
-pub(crate) use url::parse_base_url;
+// For the other wings (`sampler`, `durability`): a score or its error, for a whole batch.
+pub(crate) use reward::{all_failed, all_scored, Scored};
+use url::parse_base_url;
 
 /// What a client needs to know about its endpoint for requests and error messages.
 #[derive(Clone)]

@@ -10,8 +10,8 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::Endpoint;
 use crate::config::{PolicyApi, PolicyN, PrsConfig};
 use crate::error::{EndpointKind, PrsError, Result};
-use crate::run::stats::JobStats;
-use crate::text::templates::Template;
+use crate::run::JobStats;
+use crate::text::Template;
 
 /// One generated sample.
 #[derive(Debug, Clone, PartialEq)]

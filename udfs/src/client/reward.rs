@@ -14,8 +14,8 @@ use super::Endpoint;
 use crate::config::PrsConfig;
 pub use crate::config::RewardProtocol;
 use crate::error::{EndpointKind, PrsError, Result};
-use crate::run::stats::{JobStats, PromptTally};
-use crate::text::reward_input::RewardItem;
+use crate::run::{JobStats, PromptTally};
+use crate::text::RewardItem;
 
 /// The wire format of each protocol (the setting itself is [`RewardProtocol`]).
 impl RewardProtocol {

@@ -5,6 +5,10 @@
 //! same struct through [`PrsConfig::set`]; per-call options of the table functions are applied
 //! to a copy of it. API keys are deliberately *not* fields: they are read from the environment
 //! by the clients only, so they can never show up in `SHOW ALL`, EXPLAIN or errors.
+//!
+//! `config` itself is a `pub mod` of the crate because hosts use it as a module
+//! (`datafusion_prs::config::DEFAULT_PREFERENCE`, the setting types); its one file, `choices`,
+//! is private, its types re-exported below.
 
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::extensions_options;

@@ -106,7 +106,7 @@ impl Checkpoint {
             .unwrap_or(0);
         let fresh = !self.dir.exists();
         // (durable names: a checkpoint file in a directory lost to a crash is lost with it)
-        crate::durability::atomic::create_dir_all_durable(&self.dir)
+        super::atomic::create_dir_all_durable(&self.dir)
             .map_err(|e| annotate(e, "cannot create the directory"))?;
         let probe = self.dir.join(format!(".probe-{}", std::process::id()));
         File::create(&probe)
@@ -114,7 +114,7 @@ impl Checkpoint {
             .map_err(|e| annotate(e, "the directory is not writable"))?;
         let _ = fs::remove_file(&probe);
         let call = serde_json::to_vec_pretty(&self.description).unwrap_or_default();
-        crate::durability::atomic::write(&self.dir.join("call.json"), &call)?;
+        super::atomic::write(&self.dir.join("call.json"), &call)?;
         if fresh && other_configs > 0 {
             tracing::warn!(
                 "checkpoint_dir {} holds results of {other_configs} other configuration(s); this \
@@ -168,10 +168,9 @@ impl Checkpoint {
         writer.write(&batch).map_err(|e| fail(e.to_string()))?;
         writer.close().map_err(|e| fail(e.to_string()))?;
         if let Some(parent) = path.parent() {
-            crate::durability::atomic::create_dir_all_durable(parent)
-                .map_err(|e| fail(e.to_string()))?;
+            super::atomic::create_dir_all_durable(parent).map_err(|e| fail(e.to_string()))?;
         }
-        crate::durability::atomic::write(&path, &buf).map_err(|e| fail(e.to_string()))
+        super::atomic::write(&path, &buf).map_err(|e| fail(e.to_string()))
     }
 }
 

@@ -33,12 +33,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use crate::client::reward::{all_scored, Scored};
-use crate::client::{Choice, Usage};
-use crate::durability::checkpoint::hash_parts;
+use super::checkpoint::hash_parts;
+use crate::client::{all_scored, Choice, Scored, Usage};
 use crate::error::{PrsError, Result};
 use crate::sampler::{Policy, Reward};
-use crate::text::reward_input::RewardItem;
+use crate::text::RewardItem;
 
 tokio::task_local! {
     /// The checkpoint key of the prompt whose requests run in this task.
@@ -163,11 +162,11 @@ impl Journal {
     /// Create this process's file and start its writer.
     fn open(&self) -> std::io::Result<Writer> {
         // the new names are durable before any answer relies on them
-        crate::durability::atomic::create_dir_all_durable(&self.dir)?;
+        super::atomic::create_dir_all_durable(&self.dir)?;
         let (file, path) = match create_locked(&self.dir) {
             // another run removed the (then empty) directory in between
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::durability::atomic::create_dir_all_durable(&self.dir)?;
+                super::atomic::create_dir_all_durable(&self.dir)?;
                 create_locked(&self.dir)?
             }
             created => created?,
@@ -188,7 +187,7 @@ fn create_locked(dir: &Path) -> std::io::Result<(File, PathBuf)> {
     let name = format!(
         "{}-{}.jsonl",
         std::process::id(),
-        crate::durability::atomic::rand_suffix()
+        super::atomic::rand_suffix()
     );
     let (tmp, path) = (dir.join(format!(".{name}.tmp")), dir.join(&name));
     let file = OpenOptions::new()
@@ -203,7 +202,7 @@ fn create_locked(dir: &Path) -> std::io::Result<(File, PathBuf)> {
             path.display()
         );
     }
-    if let Err(e) = crate::durability::atomic::rename(&tmp, &path) {
+    if let Err(e) = super::atomic::rename(&tmp, &path) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }

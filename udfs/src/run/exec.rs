@@ -28,13 +28,13 @@ use datafusion::physical_plan::{
 use futures::stream::BoxStream;
 use futures::{stream, Stream, StreamExt, TryStreamExt};
 
-use crate::run::admission::Window;
-use crate::run::pipeline::{PromptPipeline, SampleMetrics};
-use crate::run::runtime::CallRuntime;
-use crate::run::single_flight::ExecGuard;
+use super::admission::Window;
+use super::pipeline::{PromptPipeline, SampleMetrics};
+use super::runtime::CallRuntime;
+use super::single_flight::ExecGuard;
 use crate::sampler::Method;
 use crate::schema::to_batch;
-use crate::text::prompts::prompts_of;
+use crate::text::prompts_of;
 
 /// Finished prompts gathered into one output batch when they are ready together.
 const PROMPTS_PER_BATCH: usize = 32;

@@ -1,6 +1,6 @@
 //! The prompt pipeline of one partition: each prompt comes from the checkpoint when it holds
 //! it, else (once the preflight check passed and while the budget lasts) is sampled and then
-//! stored; prompts start as the window lets them ([`crate::run::admission`]), and a prompt
+//! stored; prompts start as the window lets them ([`super::admission`]), and a prompt
 //! that another node of the same call is already working on is awaited, not sampled twice.
 
 use std::sync::Arc;
@@ -10,11 +10,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
 use futures::{FutureExt, Stream, TryStreamExt};
 
-use crate::durability::checkpoint::prompt_key;
-use crate::durability::journal;
-use crate::run::admission::{self, Window};
-use crate::run::runtime::CallRuntime;
-use crate::run::stats::{PromptTally, PromptWork};
+use super::admission::{self, Window};
+use super::runtime::CallRuntime;
+use super::stats::{PromptTally, PromptWork};
+use crate::durability::{journal_scope, prompt_key};
 use crate::sampler::{PromptInput, Sampled};
 use crate::schema::PromptResult;
 
@@ -196,7 +195,7 @@ impl PromptPipeline {
                 return Ok((row, tally.work(), false));
             }
             _ => {
-                let work = journal::scope(key.to_string(), rt.sampler.sample(input));
+                let work = journal_scope(key.to_string(), rt.sampler.sample(input));
                 tally.scope(work).await?
             }
         };

@@ -6,21 +6,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
+use super::cost::PromptCost;
+use super::single_flight::{flight_for, Flight};
+use super::stats::{Budget, JobStats};
 use crate::client::{PolicyClient, RewardClient};
 use crate::config::PrsConfig;
-use crate::durability::checkpoint::{hash_parts, Checkpoint};
-use crate::durability::journal::{Journal, JournaledPolicy, JournaledReward};
+use crate::durability::{hash_parts, Checkpoint, Journal, JournaledPolicy, JournaledReward};
 use crate::error::{PrsError, Result};
-use crate::run::cost::PromptCost;
-use crate::run::single_flight::{flight_for, Flight};
-use crate::run::stats::{Budget, JobStats};
 use crate::sampler::Sampler;
 use crate::schema::output_schema;
-use crate::sql::call::SampleCall;
-use crate::sql::source::InputColumns;
-use crate::text::answer::AnswerPattern;
-use crate::text::templates::RewardFormat;
-use crate::text::templates::Templates;
+use crate::sql::{InputColumns, SampleCall};
+use crate::text::{AnswerPattern, RewardFormat, Templates};
 
 /// A planned call with everything it needs to run. Building it calls nothing.
 #[derive(Debug)]

@@ -12,13 +12,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::client::reward::{all_failed, Scored};
-use crate::client::{Choice, PolicyClient, RewardClient, Usage};
+use crate::client::{all_failed, Choice, PolicyClient, RewardClient, Scored, Usage};
 use crate::error::{EndpointKind, PrsError, Result};
-use crate::run::stats::DataChecks;
-use crate::text::answer::AnswerPattern;
-use crate::text::reward_input::RewardItem;
-use crate::text::templates::Templates;
+use crate::run::DataChecks;
+use crate::text::{AnswerPattern, RewardItem, Templates};
 
 pub use crate::config::{OnError, RewardPreference};
 pub use seed::derive_seed;
@@ -182,7 +179,7 @@ pub struct Candidate {
 }
 
 /// One prompt's candidates, with what the sampler knows of their failures. Requests, tokens
-/// and waits are counted by the clients (see [`crate::run::stats::PromptTally`]).
+/// and waits are counted by the clients (see [`crate::run::PromptTally`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sampled {
     pub candidates: Vec<Candidate>,

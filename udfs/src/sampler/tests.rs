@@ -505,7 +505,7 @@ fn thinks(seed: i64, i: usize) -> String {
 #[tokio::test]
 async fn answer_pattern_scores_and_revises_the_answer_only() {
     let (mut s, policy, reward) = scripted(Method::Prs, vec![4, 2], thinks);
-    s.answer_pattern = crate::text::answer::AnswerPattern::from_setting("think").unwrap();
+    s.answer_pattern = crate::text::AnswerPattern::from_setting("think").unwrap();
     let out = s.sample(&input()).await.unwrap();
     let scored = reward.scored.lock().unwrap().clone();
     assert_eq!(scored.len(), 5, "the unfinished sample is not scored");

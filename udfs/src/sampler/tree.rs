@@ -14,11 +14,10 @@ use futures::future::join_all;
 
 use super::unique::{Extra, Seen};
 use super::{derive_seed, Candidate, OnError, PromptInput, RewardPreference, Sampled, Sampler};
-use crate::client::reward::all_failed;
-use crate::client::Choice;
+use crate::client::{all_failed, Choice};
 use crate::error::{EndpointKind, PrsError, Result};
-use crate::run::stats::DataChecks;
-use crate::text::answer::AnswerPattern;
+use crate::run::DataChecks;
+use crate::text::AnswerPattern;
 
 /// Text put in `{preference}` when a prompt has none.
 const NO_PREFERENCE: &str = "(no particular preference stated)";
@@ -151,7 +150,7 @@ async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> 
         tree.score_layer(&mut rows).await?;
         tree.candidates.extend(rows);
         // the prompt's place in the window goes to the next prompt
-        crate::run::admission::first_layer_done();
+        crate::run::first_layer_done();
     }
     Ok(tree.finish())
 }

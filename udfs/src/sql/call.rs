@@ -2,7 +2,7 @@
 //! settings and template texts resolved, and its wire form ([`CallWire`]) for other nodes.
 //!
 //! A call holds no secrets: API keys are read from each node's own environment when its
-//! clients are built (see [`crate::run::runtime`]).
+//! clients are built (see [`crate::run::CallRuntime`]).
 
 use std::collections::BTreeMap;
 
@@ -13,8 +13,7 @@ use datafusion::config::ExtensionOptions;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
 use crate::sampler::{default_widths, Method};
-use crate::text::answer::AnswerPattern;
-use crate::text::templates::{TemplateTexts, Templates};
+use crate::text::{AnswerPattern, TemplateTexts, Templates};
 
 /// What a sampling call asks for: everything another node needs to rebuild it.
 #[derive(Debug, Clone)]

@@ -27,13 +27,11 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::call::{CallWire, SampleCall};
+use super::source::{self, InputColumns};
+use super::table_provider::SampleTable;
 use crate::error::PrsError;
-use crate::run::exec::SampleExec;
-use crate::run::runtime::CallRuntime;
-use crate::run::stats::JobStats;
-use crate::sql::call::{CallWire, SampleCall};
-use crate::sql::source::{self, InputColumns};
-use crate::sql::table_provider::SampleTable;
+use crate::run::{CallRuntime, JobStats, SampleExec};
 
 const TABLE_TAG: &[u8] = b"prs-sample-table/1\n";
 const EXEC_TAG: &[u8] = b"prs-sample-exec/1\n";

@@ -8,12 +8,26 @@
 //! * [`score_table`]: the `prs_score` table function, its provider and execution node;
 //! * [`reward_udf`]: the `reward()` and `reward_input()` scalar UDFs;
 //! * `codec`: plan codecs for distributed engines (feature `proto`).
+//!
+//! The files are private to this folder; other wings and the crate root use its face below.
 
-pub(crate) mod call;
+mod call;
 #[cfg(feature = "proto")]
-pub(crate) mod codec;
-pub(crate) mod reward_udf;
-pub(crate) mod score_table;
-pub(crate) mod source;
-pub(crate) mod table_function;
-pub(crate) mod table_provider;
+mod codec;
+mod reward_udf;
+mod score_table;
+mod source;
+mod table_function;
+mod table_provider;
+
+// The face. Public (re-exported by the crate root): the functions, the call, the provider and
+// the plan codecs.
+pub use call::SampleCall;
+#[cfg(feature = "proto")]
+pub use codec::{PrsLogicalCodec, PrsPhysicalCodec};
+pub use reward_udf::{reward_input_udf, reward_udf};
+pub use score_table::{ScoreFunction, NAME as SCORE_FUNCTION_NAME};
+pub use table_function::{literal_string, SampleFunction};
+pub use table_provider::SampleTable;
+// For the other wings: the input columns a call reads (`run`, `text`).
+pub(crate) use source::InputColumns;

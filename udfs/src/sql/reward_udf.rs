@@ -24,8 +24,7 @@ use datafusion::logical_expr::{
 use crate::client::RewardClient;
 use crate::config::PrsConfig;
 use crate::sampler::RewardPreference;
-use crate::text::reward_input::RewardItem;
-use crate::text::templates::Templates;
+use crate::text::{RewardItem, Templates};
 
 /// The `reward` function, ready to register.
 pub fn reward_udf() -> ScalarUDF {

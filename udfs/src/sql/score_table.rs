@@ -33,15 +33,15 @@ use datafusion::physical_plan::{
 };
 use futures::TryStreamExt;
 
+use super::reward_udf::reward_items;
+use super::source;
+use super::table_function::{call_settings, source_arg};
 use crate::client::RewardClient;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
-use crate::run::stats::JobStats;
+use crate::run::JobStats;
 use crate::sampler::RewardPreference;
-use crate::sql::reward_udf::reward_items;
-use crate::sql::source;
-use crate::sql::table_function::{call_settings, source_arg};
-use crate::text::templates::Templates;
+use crate::text::Templates;
 
 /// The function's SQL name.
 pub const NAME: &str = "prs_score";

@@ -12,12 +12,12 @@ use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 
+use super::call::SampleCall;
+use super::source;
+use super::table_provider::SampleTable;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
 use crate::sampler::Method;
-use crate::sql::call::SampleCall;
-use crate::sql::source;
-use crate::sql::table_provider::SampleTable;
 
 /// The table function for one sampling method.
 #[derive(Debug)]

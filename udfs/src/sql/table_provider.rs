@@ -11,12 +11,10 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
+use super::call::SampleCall;
+use super::source;
 use crate::error::Result;
-use crate::run::exec::SampleExec;
-use crate::run::runtime::CallRuntime;
-use crate::run::stats::JobStats;
-use crate::sql::call::SampleCall;
-use crate::sql::source;
+use crate::run::{CallRuntime, JobStats, SampleExec};
 
 /// The provider a sampling call returns.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use datafusion::error::Result;
 use sha2::{Digest, Sha256};
 
 use crate::sampler::PromptInput;
-use crate::sql::source::InputColumns;
+use crate::sql::InputColumns;
 
 /// A stable id for a prompt without one: the first 16 hex digits of SHA-256 of its text.
 pub fn derived_id(prompt: &str) -> String {

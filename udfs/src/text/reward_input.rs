@@ -14,9 +14,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::chat_template::ChatTemplateText;
 use crate::config::{PrsConfig, RewardInput, RewardProtocol, REWARD_TEMPLATE};
 use crate::error::{PrsError, Result};
-use crate::text::chat_template::ChatTemplateText;
 
 /// The resolved reward input of a call, as it travels (the text template travels beside it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

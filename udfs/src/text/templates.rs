@@ -4,10 +4,10 @@
 //! model wrote (a prompt holding `{answer}`, a response holding `{feedback}`) is inserted
 //! verbatim and never expanded again. Braces that do not name a known placeholder stay as is.
 
+use super::chat_template::ChatTemplate;
+use super::reward_input::{RewardItem, RewardMode};
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
-use crate::text::chat_template::ChatTemplate;
-use crate::text::reward_input::{RewardItem, RewardMode};
 use serde_json::{json, Value};
 
 /// Built-in feedback template: the policy judges the best answer so far against the preference.
@@ -170,7 +170,7 @@ fn text_or_file(setting: &str, file: &str, inline: &str) -> Result<String> {
     if file.is_empty() {
         return Ok(inline.to_string());
     }
-    crate::text::chat_template::read_template_file(std::path::Path::new(file)).map_err(|reason| {
+    super::chat_template::read_template_file(std::path::Path::new(file)).map_err(|reason| {
         PrsError::Template {
             name: setting.to_string(),
             reason,
