@@ -23,6 +23,7 @@ use datafusion::logical_expr::{
 
 use crate::client::RewardClient;
 use crate::config::PrsConfig;
+use crate::run::JobStats;
 use crate::sampler::RewardPreference;
 use crate::text::{RewardItem, Templates};
 
@@ -31,13 +32,50 @@ pub fn reward_udf() -> ScalarUDF {
     AsyncScalarUDF::new(Arc::new(RewardUdf::new())).into_scalar_udf()
 }
 
-type CachedClient = Option<(String, Arc<RewardClient>, Templates)>;
+/// What scores rows, behind both `reward()` and `prs_score`: the reward client, the reward
+/// text's format and how a row's preference goes in.
+#[derive(Debug)]
+pub(crate) struct RowScorer {
+    pub client: Arc<RewardClient>,
+    templates: Templates,
+    mode: RewardPreference,
+}
+
+impl RowScorer {
+    pub fn new(cfg: &PrsConfig, stats: Arc<JobStats>) -> crate::error::Result<Self> {
+        Ok(RowScorer {
+            client: Arc::new(RewardClient::new(cfg, stats)?),
+            templates: Templates::from_config(cfg)?,
+            mode: cfg.reward_preference,
+        })
+    }
+
+    /// The reward of each of the rows of prompt, response [, preference]: null where the
+    /// prompt or the response is null (no request for those).
+    pub async fn score(
+        &self,
+        prompt: &StringArray,
+        response: &StringArray,
+        preference: Option<&StringArray>,
+    ) -> DfResult<Vec<Option<f64>>> {
+        let (items, which) =
+            reward_items(prompt, response, preference, &self.templates, self.mode)?;
+        let scores = self.client.score(&items).await?;
+        let mut out = vec![None; prompt.len()];
+        for (row, score) in which.into_iter().zip(scores) {
+            out[row] = Some(score);
+        }
+        Ok(out)
+    }
+}
+
+type CachedScorer = Option<(String, Arc<RowScorer>)>;
 
 #[derive(Debug)]
 pub struct RewardUdf {
     signature: Signature,
-    /// The client for the last settings seen, reused across batches (connection pool).
-    client: Mutex<CachedClient>,
+    /// The scorer for the last settings seen, reused across batches (connection pool).
+    scorer: Mutex<CachedScorer>,
 }
 
 impl PartialEq for RewardUdf {
@@ -66,25 +104,24 @@ impl RewardUdf {
                 // calls a server: never constant-fold or deduplicate it
                 Volatility::Volatile,
             ),
-            client: Mutex::new(None),
+            scorer: Mutex::new(None),
         }
     }
 
-    fn client(&self, cfg: &PrsConfig) -> DfResult<(Arc<RewardClient>, Templates)> {
+    fn scorer(&self, cfg: &PrsConfig) -> DfResult<Arc<RowScorer>> {
         let key = client_key(cfg);
         let mut guard = self
-            .client
+            .scorer
             .lock()
             .map_err(|_| internal_datafusion_err!("reward client cache poisoned"))?;
-        if let Some((k, c, t)) = guard.as_ref() {
+        if let Some((k, scorer)) = guard.as_ref() {
             if *k == key {
-                return Ok((c.clone(), t.clone()));
+                return Ok(scorer.clone());
             }
         }
-        let client = Arc::new(RewardClient::new(cfg, Arc::default())?);
-        let templates = Templates::from_config(cfg)?;
-        *guard = Some((key, client.clone(), templates.clone()));
-        Ok((client, templates))
+        let scorer = Arc::new(RowScorer::new(cfg, Arc::default())?);
+        *guard = Some((key, scorer.clone()));
+        Ok(scorer)
     }
 }
 
@@ -121,15 +158,23 @@ impl ScalarUDFImpl for RewardUdf {
 impl AsyncScalarUDFImpl for RewardUdf {
     async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let cfg = PrsConfig::from_session(&args.config_options)?;
-        let (client, templates) = self.client(&cfg)?;
-        let (texts, which) = row_items(&args, &templates, cfg.reward_preference)?;
-        let scores = client.score(&texts).await?;
-        let mut out = vec![None; args.number_rows];
-        for (row, score) in which.into_iter().zip(scores) {
-            out[row] = Some(score);
-        }
-        Ok(ColumnarValue::Array(Arc::new(Float64Array::from(out))))
+        let scorer = self.scorer(&cfg)?;
+        let arrays = string_args(&args)?;
+        let preference = arrays.get(2).map(|a| a.as_string::<i32>());
+        let scores = scorer
+            .score(arrays[0].as_string(), arrays[1].as_string(), preference)
+            .await?;
+        Ok(ColumnarValue::Array(Arc::new(Float64Array::from(scores))))
     }
+}
+
+/// The arguments of a call (prompt, response [, preference]) as text arrays of its rows.
+fn string_args(args: &ScalarFunctionArgs) -> DfResult<Vec<datafusion::arrow::array::ArrayRef>> {
+    let rows = args.number_rows;
+    args.args
+        .iter()
+        .map(|a| Ok(cast(&a.to_array(rows)?, &DataType::Utf8)?))
+        .collect()
 }
 
 /// What the reward server is sent for each row of `args` (prompt, response [, preference]),
@@ -139,15 +184,7 @@ fn row_items(
     templates: &Templates,
     mode: RewardPreference,
 ) -> DfResult<(Vec<RewardItem>, Vec<usize>)> {
-    let rows = args.number_rows;
-    let arrays = args
-        .args
-        .iter()
-        .map(|a| {
-            let arr = a.to_array(rows)?;
-            Ok(cast(&arr, &DataType::Utf8)?)
-        })
-        .collect::<DfResult<Vec<_>>>()?;
+    let arrays = string_args(args)?;
     let prompt = arrays[0].as_string::<i32>();
     let response = arrays[1].as_string::<i32>();
     let preference = arrays.get(2).map(|a| a.as_string::<i32>());
@@ -157,7 +194,7 @@ fn row_items(
 /// What the reward server is sent for each row of the columns prompt, response [, preference],
 /// with the row each belongs to; rows with a null prompt or response have none. A preference
 /// that is null or blank counts as none.
-pub(crate) fn reward_items(
+fn reward_items(
     prompt: &StringArray,
     response: &StringArray,
     preference: Option<&StringArray>,

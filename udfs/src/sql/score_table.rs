@@ -33,15 +33,12 @@ use datafusion::physical_plan::{
 };
 use futures::TryStreamExt;
 
-use super::reward_udf::reward_items;
+use super::reward_udf::RowScorer;
 use super::source;
 use super::table_function::{call_settings, source_arg};
-use crate::client::RewardClient;
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
 use crate::run::JobStats;
-use crate::sampler::RewardPreference;
-use crate::text::Templates;
 
 /// The function's SQL name.
 pub const NAME: &str = "prs_score";
@@ -111,11 +108,9 @@ impl TableFunctionImpl for ScoreFunction {
     }
 }
 
-/// What scores a batch: the client, the reward text's format and where the columns are.
+/// What scores a batch: the same row scorer as `reward()`, and where the columns are.
 struct Scorer {
-    client: Arc<RewardClient>,
-    templates: Templates,
-    mode: RewardPreference,
+    rows: RowScorer,
     prompt: usize,
     response: usize,
     preference: Option<usize>,
@@ -128,7 +123,7 @@ struct Scorer {
 impl fmt::Debug for Scorer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scorer")
-            .field("reward", &self.client.base_url())
+            .field("reward", &self.rows.client.base_url())
             .field("schema", &self.schema)
             .finish_non_exhaustive()
     }
@@ -155,9 +150,7 @@ impl Scorer {
         let mut fields: Vec<Field> = keep.iter().map(|i| input.field(*i).clone()).collect();
         fields.push(Field::new(REWARD, DataType::Float64, true));
         Ok(Scorer {
-            client: Arc::new(RewardClient::new(cfg, stats)?),
-            templates: Templates::from_config(cfg)?,
-            mode: cfg.reward_preference,
+            rows: RowScorer::new(cfg, stats)?,
             prompt: index(&columns.prompt)?,
             response: index(&response)?,
             preference: columns.preference.as_deref().map(index).transpose()?,
@@ -172,18 +165,14 @@ impl Scorer {
         let prompt = text(self.prompt)?;
         let response = text(self.response)?;
         let preference = self.preference.map(text).transpose()?;
-        let (items, rows) = reward_items(
-            prompt.as_string::<i32>(),
-            response.as_string::<i32>(),
-            preference.as_ref().map(|p| p.as_string::<i32>()),
-            &self.templates,
-            self.mode,
-        )?;
-        let scores = self.client.score(&items).await?;
-        let mut rewards = vec![None; batch.num_rows()];
-        for (row, score) in rows.into_iter().zip(scores) {
-            rewards[row] = Some(score);
-        }
+        let rewards = self
+            .rows
+            .score(
+                prompt.as_string::<i32>(),
+                response.as_string::<i32>(),
+                preference.as_ref().map(|p| p.as_string::<i32>()),
+            )
+            .await?;
         let mut columns: Vec<ArrayRef> =
             self.keep.iter().map(|i| batch.column(*i).clone()).collect();
         columns.push(Arc::new(Float64Array::from(rewards)));
@@ -280,8 +269,8 @@ impl DisplayAs for ScoreExec {
         write!(
             f,
             "ScoreExec: reward={} protocol={}",
-            self.scorer.client.base_url(),
-            self.scorer.client.protocol().as_str()
+            self.scorer.rows.client.base_url(),
+            self.scorer.rows.client.protocol().as_str()
         )
     }
 }
