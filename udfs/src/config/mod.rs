@@ -209,6 +209,13 @@ impl ConfigExtension for PrsConfig {
 }
 
 impl PrsConfig {
+    /// Every setting's value exactly as set, URLs with their credentials: two configs with the
+    /// same identity behave the same. For comparing in memory (which clients and work can be
+    /// shared); never shown, logged or stored.
+    pub(crate) fn identity(&self) -> String {
+        format!("{:?}", self.0)
+    }
+
     /// All setting names, in declaration order.
     pub fn keys() -> Vec<String> {
         PrsSettings::default()

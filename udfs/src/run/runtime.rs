@@ -167,7 +167,7 @@ impl CallRuntime {
 /// that change what a prompt's rows become without changing its requests (`on_error`, the
 /// budget, retries, the checkpoint). Never shown or stored, so URLs stay as they are.
 fn flight_key(fingerprint: &str, cfg: &PrsConfig) -> String {
-    hash_parts(&[fingerprint, &format!("{:?}", cfg.0)])
+    hash_parts(&[fingerprint, &cfg.identity()])
 }
 
 /// Everything that determines a prompt's output under this call, as JSON: hashed into the

@@ -13,7 +13,6 @@ use datafusion::arrow::array::{Array, AsArray, Float64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{internal_datafusion_err, internal_err};
-use datafusion::config::ExtensionOptions;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
@@ -109,7 +108,8 @@ impl RewardUdf {
     }
 
     fn scorer(&self, cfg: &PrsConfig) -> DfResult<Arc<RowScorer>> {
-        let key = client_key(cfg);
+        // every setting, URLs unredacted: any change a client or template would see builds a new one
+        let key = cfg.identity();
         let mut guard = self
             .scorer
             .lock()
@@ -123,17 +123,6 @@ impl RewardUdf {
         *guard = Some((key, scorer.clone()));
         Ok(scorer)
     }
-}
-
-/// What the cached client was built from: every setting, so that any change a client or
-/// template would see (retries, `max_response_bytes`, ...) builds a new one. A hand-picked
-/// list missed some.
-fn client_key(cfg: &PrsConfig) -> String {
-    cfg.0
-        .entries()
-        .into_iter()
-        .map(|e| format!("{}={}\n", e.key, e.value.unwrap_or_default()))
-        .collect()
 }
 
 impl ScalarUDFImpl for RewardUdf {
@@ -275,17 +264,26 @@ mod tests {
 
     #[test]
     fn any_setting_change_builds_a_new_client() {
-        let base = PrsConfig::default();
+        let udf = RewardUdf::new();
+        let mut base = PrsConfig::default();
+        base.set_checked("reward_url", "http://u:first@127.0.0.1:1", "test")
+            .unwrap();
+        let first = udf.scorer(&base).unwrap();
+        assert!(Arc::ptr_eq(&first, &udf.scorer(&base.clone()).unwrap()));
         for (key, value) in [
             ("max_response_bytes", "4096"),
             ("retry_attempts", "2"),
             ("retry_deadline_secs", "5"),
             ("reward_url", "http://other:1"),
+            // a change SHOW ALL cannot see (it redacts the password) still counts
+            ("reward_url", "http://u:second@127.0.0.1:1"),
         ] {
             let mut changed = base.clone();
             changed.set_checked(key, value, "test").unwrap();
-            assert_ne!(client_key(&base), client_key(&changed), "{key}");
+            let scorer = udf.scorer(&changed).unwrap();
+            assert!(!Arc::ptr_eq(&first, &scorer), "{key} = {value}");
+            // back to the base: a new client again, not the changed one
+            assert!(!Arc::ptr_eq(&scorer, &udf.scorer(&base).unwrap()));
         }
-        assert_eq!(client_key(&base), client_key(&base.clone()));
     }
 }
