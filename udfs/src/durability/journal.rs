@@ -39,16 +39,6 @@ use crate::error::{PrsError, Result};
 use crate::sampler::{Policy, Reward};
 use crate::text::RewardItem;
 
-tokio::task_local! {
-    /// The checkpoint key of the prompt whose requests run in this task.
-    static PROMPT: String;
-}
-
-/// Run `work` as the work of the prompt with checkpoint key `key`.
-pub async fn scope<F: std::future::Future>(key: String, work: F) -> F::Output {
-    PROMPT.scope(key, work).await
-}
-
 /// A recorded answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,14 +109,14 @@ impl Journal {
 
     /// Record `answers` durably (returns once they are fsynced).
     async fn record(&self, answers: Vec<(String, Answer)>) -> Result<()> {
-        let Ok(prompt) = PROMPT.try_with(String::clone) else {
+        let Some(prompt) = crate::run::prompt_key_in_scope() else {
             return Ok(()); // not a prompt's work (never happens in a sampling call)
         };
         let mut bytes = Vec::new();
         for (k, a) in answers {
             let line = Line {
                 k,
-                p: prompt.clone(),
+                p: prompt.to_string(),
                 a,
             };
             serde_json::to_writer(&mut bytes, &line).map_err(|e| self.error(e.to_string()))?;
@@ -140,7 +130,7 @@ impl Journal {
             .map_err(|e| self.error(e.clone()))?;
         if let Ok(mut own) = self.own.lock() {
             if let Some((_, prompts)) = own.as_mut() {
-                prompts.insert(prompt);
+                prompts.insert(prompt.to_string());
             }
         }
         let (ack, done) = oneshot::channel();
@@ -489,6 +479,7 @@ impl Reward for JournaledReward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::PromptScope;
 
     #[test]
     fn a_torn_tail_is_skipped_and_finished_prompts_are_left_out() {
@@ -541,12 +532,10 @@ mod tests {
         let root = temp_root("live");
         // run A: every prompt so far has its checkpoint, and A has been quiet for 2 minutes
         let a = Journal::new(&root);
-        scope(
-            "P".into(),
-            a.record(vec![("k1".into(), Answer::Score(1.0))]),
-        )
-        .await
-        .unwrap();
+        PromptScope::new("P", None)
+            .run(a.record(vec![("k1".into(), Answer::Score(1.0))]))
+            .await
+            .unwrap();
         let path = own_path(&a);
         fs::write(root.join("P.parquet"), b"").unwrap();
         let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
@@ -558,24 +547,20 @@ mod tests {
             .unwrap();
         // run C: live too, with an unfinished prompt; its answer is replayed despite the lock
         let c = Journal::new(&root);
-        scope(
-            "Q".into(),
-            c.record(vec![("k2".into(), Answer::Score(2.0))]),
-        )
-        .await
-        .unwrap();
+        PromptScope::new("Q", None)
+            .run(c.record(vec![("k2".into(), Answer::Score(2.0))]))
+            .await
+            .unwrap();
         // run B loads (and cleans up)
         let b = Journal::new(&root);
         assert_eq!(b.get("k2").await, Some(Answer::Score(2.0)));
         assert_eq!(b.get("k1").await, None);
         assert!(path.exists(), "cleanup deleted the file of a live run");
         // A keeps recording to the same, still linked, file
-        scope(
-            "P".into(),
-            a.record(vec![("k3".into(), Answer::Score(3.0))]),
-        )
-        .await
-        .unwrap();
+        PromptScope::new("P", None)
+            .run(a.record(vec![("k3".into(), Answer::Score(3.0))]))
+            .await
+            .unwrap();
         let (lines, torn) = parse_lines(&fs::read(&path).unwrap());
         assert_eq!((lines.len(), torn), (2, 0));
         assert_eq!(lines[1].k, "k3");

@@ -14,6 +14,6 @@ mod checkpoint;
 mod journal;
 
 // The face, for the other wings (`run`): checkpoint keys and store, the journal and its
-// journaled endpoints, and the scope a prompt's requests are journaled under.
+// journaled endpoints.
 pub(crate) use checkpoint::{hash_parts, prompt_key, Checkpoint};
-pub(crate) use journal::{scope as journal_scope, Journal, JournaledPolicy, JournaledReward};
+pub(crate) use journal::{Journal, JournaledPolicy, JournaledReward};

@@ -13,19 +13,15 @@
 //! PRS n = 8, a 64-slot engine) this took the makespan from 1.155× to 1.125× its lower bound,
 //! and 1,000 prompts from 1.101× to 1.098× (docs/benchmarks.md, "Small jobs").
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
+
+use super::prompt_scope::PromptScope;
 
 /// Prompts worked on at once, in all layers, per place of `prompt_concurrency`.
 pub const IN_PROGRESS_PER_PLACE: usize = 4;
-
-tokio::task_local! {
-    /// The place in the window held by the prompt whose work runs in this task.
-    static PLACE: RefCell<Option<OwnedSemaphorePermit>>;
-}
 
 /// A partition's prompt window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,23 +64,19 @@ impl Window {
     }
 }
 
-/// Run a prompt's `work` once it has a place among `places`; the place is freed when the
-/// work calls [`first_layer_done`], or when it ends.
-pub async fn enter<F: Future>(places: Arc<Semaphore>, work: F) -> F::Output {
+/// Run the `work` of the prompt with checkpoint key `key` in its scope, once it has a place
+/// among `places`; the place is freed when the work calls
+/// [`super::prompt_scope::first_layer_done`], or when it ends.
+pub async fn enter<F: Future>(places: Arc<Semaphore>, key: String, work: F) -> F::Output {
     // the semaphore is never closed: no place only if it were, and then the work runs anyway
     let place = places.acquire_owned().await.ok();
-    PLACE.scope(RefCell::new(place), work).await
-}
-
-/// The prompt whose work runs in this task has its first layer done: its place goes to the
-/// next prompt. (Outside a window, as in the sampler's own tests, nothing happens.)
-pub fn first_layer_done() {
-    let _ = PLACE.try_with(|place| place.borrow_mut().take());
+    PromptScope::new(&key, place).run(work).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::prompt_scope::first_layer_done;
 
     #[test]
     fn the_first_layer_gets_its_share_of_the_places() {
@@ -109,14 +101,14 @@ mod tests {
     async fn a_place_is_freed_when_the_first_layer_is_done() {
         let places = Arc::new(Semaphore::new(1));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let first = tokio::spawn(enter(places.clone(), async move {
+        let first = tokio::spawn(enter(places.clone(), "P".into(), async move {
             first_layer_done();
             // later layers: still running, but no longer holding the place
             let _ = done_rx.await;
         }));
         let second = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            enter(places.clone(), async { 2 }),
+            enter(places.clone(), "P".into(), async { 2 }),
         )
         .await;
         assert_eq!(
@@ -133,13 +125,13 @@ mod tests {
     async fn a_place_is_held_until_the_first_layer_is_done() {
         let places = Arc::new(Semaphore::new(1));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let first = tokio::spawn(enter(places.clone(), async move {
+        let first = tokio::spawn(enter(places.clone(), "P".into(), async move {
             let _ = done_rx.await;
         }));
         tokio::task::yield_now().await;
         let second = tokio::time::timeout(
             std::time::Duration::from_millis(100),
-            enter(places.clone(), async { 2 }),
+            enter(places.clone(), "P".into(), async { 2 }),
         )
         .await;
         assert!(

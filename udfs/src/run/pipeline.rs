@@ -11,9 +11,10 @@ use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricB
 use futures::{FutureExt, Stream, TryStreamExt};
 
 use super::admission::{self, Window};
+use super::prompt_scope::{PromptScope, PromptTally};
 use super::runtime::CallRuntime;
-use super::stats::{PromptTally, PromptWork};
-use crate::durability::{journal_scope, prompt_key};
+use super::stats::PromptWork;
+use crate::durability::prompt_key;
 use crate::sampler::{PromptInput, Sampled};
 use crate::schema::PromptResult;
 
@@ -94,14 +95,20 @@ impl PromptPipeline {
         let places = window.places();
         prompts
             .map_ok(move |(id, input)| {
-                admission::enter(places.clone(), self.clone().shared(id, input))
+                let key = prompt_key(&self.runtime.fingerprint, &input);
+                let work = self.clone().shared(key.clone(), id, input);
+                admission::enter(places.clone(), key, work)
             })
             .try_buffer_unordered(window.in_progress)
     }
 
     /// The prompt's result, computed once by whichever node of the call asks first.
-    async fn shared(self, id: ScalarValue, input: PromptInput) -> Result<Arc<PromptResult>> {
-        let key = prompt_key(&self.runtime.fingerprint, &input);
+    async fn shared(
+        self,
+        key: String,
+        id: ScalarValue,
+        input: PromptInput,
+    ) -> Result<Arc<PromptResult>> {
         let flight = self.runtime.flight.clone();
         let work = {
             let key = key.clone();
@@ -142,7 +149,7 @@ impl PromptPipeline {
         // A prompt whose answers all came from the journal sent no request, yet was sampled
         // exactly as an uninterrupted run samples it: it gets the same model columns and is
         // kept in the checkpoint, so no later run replays it again.
-        let (sampled, tally, started) = self.sample(&key, &input).await?;
+        let (sampled, tally, started) = self.sample(&input).await?;
         let answered = sampled.candidates.iter().any(|c| c.response.is_some());
         let called = started && (tally.policy_requests > 0 || answered);
         let rt = &self.runtime;
@@ -176,7 +183,7 @@ impl PromptPipeline {
     /// Sample the prompt (after the preflight check), or, with the budget spent, one row
     /// saying so; with the work its requests cost, and whether it was sampled (false for an
     /// empty prompt or a spent budget: no model saw it).
-    async fn sample(&self, key: &str, input: &PromptInput) -> Result<(Sampled, PromptWork, bool)> {
+    async fn sample(&self, input: &PromptInput) -> Result<(Sampled, PromptWork, bool)> {
         let rt = &self.runtime;
         let has_prompt = input
             .prompt
@@ -194,10 +201,7 @@ impl PromptPipeline {
                 );
                 return Ok((row, tally.work(), false));
             }
-            _ => {
-                let work = journal_scope(key.to_string(), rt.sampler.sample(input));
-                tally.scope(work).await?
-            }
+            _ => PromptScope::counting(tally.clone(), rt.sampler.sample(input)).await?,
         };
         Ok((sampled, tally.work(), has_prompt))
     }

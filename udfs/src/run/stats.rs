@@ -5,7 +5,6 @@
 //! `EXPLAIN ANALYZE` (the execution node's metrics).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,41 +12,17 @@ use std::time::Duration;
 use datafusion::prelude::SessionConfig;
 use serde::Serialize;
 
+use super::prompt_scope::{PromptScope, PromptTally};
 use crate::error::EndpointKind;
 
-/// The endpoint work of the prompt being sampled, as it happens. The execution node runs each
-/// prompt inside [`PromptTally::scope`]; the clients record every request, retry and wait
-/// through [`JobStats`]'s `record_*` methods, which add to the job's totals and, through a
-/// task-local, to the current prompt's tally: each event is recorded once, in one place.
-#[derive(Debug, Default)]
-pub struct PromptTally {
-    policy_requests: AtomicU64,
-    prompt_tokens: AtomicU64,
-    completion_tokens: AtomicU64,
-    retries: AtomicU64,
-    policy_wait_ns: AtomicU64,
-    reward_wait_ns: AtomicU64,
-}
-
-tokio::task_local! {
-    static PROMPT_TALLY: Arc<PromptTally>;
-}
-
+/// What the clients count into the tally of the prompt being sampled: each event is
+/// recorded once, through [`JobStats`]'s `record_*` methods, which add to the job's totals and,
+/// through the prompt's scope ([`super::prompt_scope`]), to the current prompt's tally.
 impl PromptTally {
-    /// Run `work` with this tally as the current prompt's.
-    pub async fn scope<F: Future>(self: &Arc<Self>, work: F) -> F::Output {
-        PROMPT_TALLY.scope(self.clone(), work).await
-    }
-
-    /// Add to the current prompt's tally, if a prompt is being sampled.
-    fn add(f: impl FnOnce(&PromptTally)) {
-        let _ = PROMPT_TALLY.try_with(|t| f(t));
-    }
-
     /// Time spent on a request of `endpoint` (retries and their waits included).
     pub(crate) fn record_wait(endpoint: EndpointKind, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        Self::add(|t| {
+        PromptScope::tally(|t| {
             let wait = match endpoint {
                 EndpointKind::Policy => &t.policy_wait_ns,
                 EndpointKind::Reward => &t.reward_wait_ns,
@@ -211,7 +186,7 @@ impl JobStats {
     /// A retry of a request (of either endpoint).
     pub(crate) fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
-        PromptTally::add(|t| {
+        PromptScope::tally(|t| {
             t.retries.fetch_add(1, Ordering::Relaxed);
         });
     }
@@ -219,7 +194,7 @@ impl JobStats {
     /// A policy request sent (each attempt counts).
     pub(crate) fn record_policy_request(&self) {
         self.policy_requests.fetch_add(1, Ordering::Relaxed);
-        PromptTally::add(|t| {
+        PromptScope::tally(|t| {
             t.policy_requests.fetch_add(1, Ordering::Relaxed);
         });
     }
@@ -229,7 +204,7 @@ impl JobStats {
         self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
         self.completion_tokens
             .fetch_add(completion, Ordering::Relaxed);
-        PromptTally::add(|t| {
+        PromptScope::tally(|t| {
             t.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
             t.completion_tokens.fetch_add(completion, Ordering::Relaxed);
         });
