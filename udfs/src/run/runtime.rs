@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use super::cost::PromptCost;
 use super::single_flight::{flight_for, Flight};
 use super::stats::{Budget, JobStats};
-use crate::client::{PolicyClient, RewardClient};
+use crate::client::{PolicyClient, PolicySettings, RewardClient, RewardSettings};
 use crate::config::PrsConfig;
 use crate::durability::{hash_parts, Checkpoint, Journal, JournaledPolicy, JournaledReward};
 use crate::error::{PrsError, Result};
@@ -48,11 +48,12 @@ impl CallRuntime {
         let cfg = &call.cfg;
         let templates = Templates::parse(&call.templates)?;
         let policy = Arc::new(PolicyClient::new(
-            cfg,
+            &PolicySettings::from_config(cfg)?,
             templates.prompt.clone(),
             stats.clone(),
         )?);
-        let reward = Arc::new(RewardClient::new(cfg, stats.clone())?);
+        let reward = RewardClient::new(&RewardSettings::from_config(cfg)?, stats.clone())?;
+        let reward = Arc::new(reward);
         let mut sampler = Sampler {
             method: call.method,
             widths: call.widths()?,
