@@ -16,7 +16,7 @@ use crate::error::{PrsError, Result};
 use crate::sampler::Sampler;
 use crate::schema::output_schema;
 use crate::sql::{InputColumns, SampleCall};
-use crate::text::{AnswerPattern, RewardFormat, Templates};
+use crate::text::RewardFormat;
 
 /// A planned call with everything it needs to run. Building it calls nothing.
 #[derive(Debug)]
@@ -46,17 +46,17 @@ impl CallRuntime {
     /// `columns`.
     pub fn build(call: SampleCall, columns: InputColumns, stats: Arc<JobStats>) -> Result<Self> {
         let cfg = &call.cfg;
-        let templates = Templates::parse(&call.templates)?;
+        let parts = call.parts();
         let policy = Arc::new(PolicyClient::new(
             &PolicySettings::from_config(cfg)?,
-            templates.prompt.clone(),
+            parts.templates.prompt.clone(),
             stats.clone(),
         )?);
         let reward = RewardClient::new(&RewardSettings::from_config(cfg)?, stats.clone())?;
         let reward = Arc::new(reward);
         let mut sampler = Sampler {
             method: call.method,
-            widths: call.widths()?,
+            widths: parts.widths.clone(),
             feedback: cfg.feedback,
             max_choices_per_request: cfg.max_choices_per_request.max(1),
             run_seed: cfg.seed,
@@ -65,8 +65,8 @@ impl CallRuntime {
             on_error: cfg.on_error,
             best_excludes_truncated: cfg.best_excludes_truncated,
             unique_max_extra: cfg.unique.then(|| cfg.unique_max_extra.of(call.n)),
-            answer_pattern: AnswerPattern::from_setting(&cfg.answer_pattern)?,
-            templates,
+            answer_pattern: parts.answer_pattern.clone(),
+            templates: parts.templates.clone(),
             policy: policy.clone(),
             reward: reward.clone(),
         };
