@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::cost::PromptCost;
+use super::cost::{CostSettings, PromptCost};
 use super::single_flight::{flight_for, Flight};
 use super::stats::{Budget, JobStats};
 use crate::client::{PolicyClient, PolicySettings, RewardClient, RewardSettings};
@@ -135,10 +135,16 @@ impl CallRuntime {
     /// What one prompt costs when the servers honour `n`.
     pub fn cost_per_prompt(&self) -> PromptCost {
         let conversations = matches!(self.sampler.templates.reward, RewardFormat::Messages);
-        let mut cost = PromptCost::of(&self.sampler.widths, &self.call.cfg, conversations);
+        let settings = CostSettings {
+            max_choices_per_request: self.sampler.max_choices_per_request,
+            reward_batch_size: self.reward.batch_size(),
+            feedback: self.sampler.feedback,
+            max_tokens: self.policy.max_tokens(),
+        };
+        let mut cost = PromptCost::of(&self.sampler.widths, &settings, conversations);
         // duplicates may cost extra samples, each at max_tokens
         cost.max_extra_samples = self.sampler.unique_max_extra.unwrap_or(0) as u64;
-        cost.max_generated_tokens += cost.max_extra_samples * u64::from(self.call.cfg.max_tokens);
+        cost.max_generated_tokens += cost.max_extra_samples * u64::from(settings.max_tokens);
         cost
     }
 
