@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
-use datafusion_prs::client::{PolicyClient, RewardClient};
+use datafusion_prs::client::{PolicyClient, PolicySettings, RewardClient, RewardSettings};
 use datafusion_prs::derive_seed;
 use datafusion_prs::JobStats;
 use datafusion_prs::PrsConfig;
@@ -269,8 +269,11 @@ async fn make_prompts(ctx: &SessionContext, n: usize) {
 async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
     let stats = Arc::new(JobStats::default());
     let templates = Templates::from_config(cfg).unwrap();
-    let policy = Arc::new(PolicyClient::new(cfg, templates.prompt.clone(), stats.clone()).unwrap());
-    let reward = Arc::new(RewardClient::new(cfg, stats.clone()).unwrap());
+    let policy = PolicySettings::from_config(cfg).unwrap();
+    let policy =
+        Arc::new(PolicyClient::new(&policy, templates.prompt.clone(), stats.clone()).unwrap());
+    let reward = RewardSettings::from_config(cfg).unwrap();
+    let reward = Arc::new(RewardClient::new(&reward, stats.clone()).unwrap());
     let pref = datafusion_prs::config::DEFAULT_PREFERENCE;
     let inflight = cfg.max_in_flight;
     let questions: Vec<(String, String)> = (1..=prompts)

@@ -34,17 +34,6 @@ pub(crate) struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn from_config(cfg: &PrsConfig) -> Self {
-        RetryPolicy {
-            attempts: cfg.retry_attempts.max(1),
-            initial: Duration::from_millis(cfg.retry_initial_delay_ms),
-            max_delay: Duration::from_millis(
-                cfg.retry_max_delay_ms.max(cfg.retry_initial_delay_ms),
-            ),
-            deadline: Duration::from_secs(cfg.retry_deadline_secs),
-        }
-    }
-
     fn backoff(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_jitter()
@@ -58,11 +47,85 @@ impl RetryPolicy {
 use crate::redact::redact_urls;
 // The face. Public: the clients, what a completion returns, and binding keys to endpoints.
 pub use keys::bind_keys_to_own_endpoints;
-pub use policy::{Choice, PolicyClient, Usage};
-pub use reward::{RewardClient, RewardProtocol};
+pub use policy::{Choice, PolicyClient, PolicySettings, Usage};
+pub use reward::{RewardClient, RewardProtocol, RewardSettings};
 // For the other wings (`sampler`, `durability`): a score or its error, for a whole batch.
 pub(crate) use reward::{all_failed, all_scored, Scored};
 use url::parse_base_url;
+
+/// How every request to an endpoint is made: timeouts, retries, the size of an answer, and
+/// when a failing replica is set aside. Shared by the policy and reward endpoints.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EndpointSettings {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    retry: RetryPolicy,
+    /// Most bytes read of one answer (`prs.max_response_bytes`).
+    max_response_bytes: u64,
+    eject_after: u32,
+    eject_for: Duration,
+}
+
+impl EndpointSettings {
+    /// The endpoint settings of `cfg` (`*_timeout_secs`, `retry_*`, `max_response_bytes`,
+    /// `replica_eject_*`).
+    pub fn from_config(cfg: &PrsConfig) -> Self {
+        EndpointSettings {
+            connect_timeout: Duration::from_secs(cfg.connect_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(cfg.request_timeout_secs.max(1)),
+            retry: RetryPolicy {
+                attempts: cfg.retry_attempts.max(1),
+                initial: Duration::from_millis(cfg.retry_initial_delay_ms),
+                max_delay: Duration::from_millis(
+                    cfg.retry_max_delay_ms.max(cfg.retry_initial_delay_ms),
+                ),
+                deadline: Duration::from_secs(cfg.retry_deadline_secs),
+            },
+            max_response_bytes: cfg.max_response_bytes,
+            eject_after: cfg.replica_eject_after.max(1),
+            eject_for: Duration::from_secs(cfg.replica_eject_secs),
+        }
+    }
+}
+
+/// The servers of an endpoint: its URL setting (one or more comma-separated base URLs),
+/// checked. Shown without credentials.
+#[derive(Clone)]
+pub(crate) struct Servers {
+    kind: EndpointKind,
+    /// The setting as given, for the message of a client that cannot be built.
+    url: String,
+    bases: Vec<Url>,
+}
+
+impl std::fmt::Debug for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Servers")
+            .field("kind", &self.kind)
+            .field("url", &redact_urls(&self.url))
+            .finish()
+    }
+}
+
+impl Servers {
+    /// The servers of `kind` at `url`; none at all is [`PrsError::MissingEndpoint`].
+    pub fn parse(kind: EndpointKind, url: &str) -> Result<Self> {
+        let setting = kind.url_setting();
+        let bases = url
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| parse_base_url(setting, u))
+            .collect::<Result<Vec<_>>>()?;
+        if bases.is_empty() {
+            return Err(PrsError::MissingEndpoint(kind));
+        }
+        Ok(Servers {
+            kind,
+            url: url.to_string(),
+            bases,
+        })
+    }
+}
 
 /// What a client needs to know about its endpoint for requests and error messages.
 #[derive(Clone)]
@@ -129,56 +192,53 @@ impl Drop for Outstanding<'_> {
 }
 
 impl Endpoint {
-    /// The endpoint of `kind` at `url` (one or more comma-separated base URLs), with its API
-    /// key from the environment.
+    /// The endpoint of `servers`, requests made as `settings` say, with its API key from the
+    /// environment.
     pub fn new(
-        kind: EndpointKind,
-        url: &str,
-        cfg: &PrsConfig,
+        servers: &Servers,
+        settings: &EndpointSettings,
         stats: Arc<JobStats>,
     ) -> Result<Self> {
-        let setting = kind.url_setting();
+        let kind = servers.kind;
         let api_key = std::env::var(kind.api_key_env())
             .ok()
             .filter(|k| !k.is_empty());
-        let replicas = url
-            .split(',')
-            .filter(|u| !u.trim().is_empty())
-            .map(|u| {
-                let base = parse_base_url(setting, u)?;
-                Ok(Replica {
-                    keyed: api_key.is_some()
-                        && base.username().is_empty()
-                        && base.password().is_none()
-                        && keys::may_send_key(kind, &base),
-                    base,
-                    outstanding: AtomicUsize::new(0),
-                    consecutive_failures: AtomicU32::new(0),
-                    ejected_until_ms: AtomicU64::new(0),
-                })
+        let replicas = servers
+            .bases
+            .iter()
+            .map(|base| Replica {
+                keyed: api_key.is_some()
+                    && base.username().is_empty()
+                    && base.password().is_none()
+                    && keys::may_send_key(kind, base),
+                base: base.clone(),
+                outstanding: AtomicUsize::new(0),
+                consecutive_failures: AtomicU32::new(0),
+                ejected_until_ms: AtomicU64::new(0),
             })
-            .collect::<Result<Vec<_>>>()?;
-        if replicas.is_empty() {
-            return Err(PrsError::MissingEndpoint(kind));
-        }
+            .collect();
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
-            .timeout(Duration::from_secs(cfg.request_timeout_secs.max(1)))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
             .pool_max_idle_per_host(256)
             .build()
             .map_err(|e| {
-                PrsError::setting(setting, url, format!("cannot build HTTP client: {e}"))
+                PrsError::setting(
+                    kind.url_setting(),
+                    &servers.url,
+                    format!("cannot build HTTP client: {e}"),
+                )
             })?;
         Ok(Endpoint {
             kind,
             replicas: Arc::new(replicas),
             only: None,
-            eject_after: cfg.replica_eject_after.max(1),
-            eject_for: Duration::from_secs(cfg.replica_eject_secs),
+            eject_after: settings.eject_after,
+            eject_for: settings.eject_for,
             http,
             api_key,
-            retry: RetryPolicy::from_config(cfg),
-            max_response_bytes: cfg.max_response_bytes,
+            retry: settings.retry,
+            max_response_bytes: settings.max_response_bytes,
             stats,
         })
     }

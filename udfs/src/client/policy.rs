@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
-use super::Endpoint;
+use super::{Endpoint, EndpointSettings, Servers};
 use crate::config::{PolicyApi, PolicyN, PrsConfig};
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::run::JobStats;
@@ -29,6 +29,63 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
+/// Everything a policy client is built from, parsed and checked once: its servers, how
+/// requests to them are made, what each request asks for and how many run at once.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    servers: Servers,
+    endpoint: EndpointSettings,
+    shape: PolicyRequestShape,
+    /// Most sequences being generated at once (`prs.max_in_flight`).
+    max_in_flight: usize,
+}
+
+impl PolicySettings {
+    /// The policy settings of `cfg`: `policy_url` checked first, then the request's fields.
+    pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
+        Ok(PolicySettings {
+            servers: Servers::parse(EndpointKind::Policy, &cfg.policy_url)?,
+            endpoint: EndpointSettings::from_config(cfg),
+            shape: PolicyRequestShape::from_config(cfg)?,
+            max_in_flight: cfg.max_in_flight.max(1),
+        })
+    }
+}
+
+/// What every policy request asks for: the API and model, the sampling fields, the stop
+/// sequences and the extension fields (parsed), and how samples are asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct PolicyRequestShape {
+    api: PolicyApi,
+    /// `prs.policy_model`; none: the first model the server lists.
+    model: Option<String>,
+    params: SamplingParams,
+    /// `top_k`, `priority` and `prs.policy_extra_body`, checked.
+    extensions: Map<String, Value>,
+    policy_n: PolicyN,
+}
+
+impl PolicyRequestShape {
+    /// The request fields of `cfg`, parsed and checked.
+    fn from_config(cfg: &PrsConfig) -> Result<Self> {
+        let model = cfg.policy_model.trim();
+        let params = SamplingParams {
+            temperature: cfg.temperature,
+            top_p: cfg.top_p,
+            presence_penalty: cfg.presence_penalty,
+            max_tokens: cfg.max_tokens,
+            stop: parse_stop(&cfg.stop)?,
+        };
+        Ok(PolicyRequestShape {
+            api: cfg.policy_api,
+            model: (!model.is_empty()).then(|| model.to_string()),
+            params: params.checked()?,
+            extensions: extensions(cfg.top_k, cfg.policy_priority, &cfg.policy_extra_body)?,
+            policy_n: cfg.policy_n,
+        })
+    }
+}
+
 /// Sampling settings sent with every request.
 #[derive(Debug, Clone)]
 pub struct SamplingParams {
@@ -40,32 +97,26 @@ pub struct SamplingParams {
 }
 
 impl SamplingParams {
-    pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
-        let stop = parse_stop(&cfg.stop)?;
-        if !(0.0..=100.0).contains(&cfg.temperature) {
+    /// These settings, if each is in its range.
+    fn checked(self) -> Result<Self> {
+        if !(0.0..=100.0).contains(&self.temperature) {
             return Err(PrsError::setting(
                 "temperature",
-                cfg.temperature.to_string(),
+                self.temperature.to_string(),
                 "must be between 0 and 100",
             ));
         }
-        if !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(PrsError::setting(
                 "top_p",
-                cfg.top_p.to_string(),
+                self.top_p.to_string(),
                 "must be in (0, 1]",
             ));
         }
-        if cfg.max_tokens == 0 {
+        if self.max_tokens == 0 {
             return Err(PrsError::setting("max_tokens", "0", "must be at least 1"));
         }
-        Ok(SamplingParams {
-            temperature: cfg.temperature,
-            top_p: cfg.top_p,
-            presence_penalty: cfg.presence_penalty,
-            max_tokens: cfg.max_tokens,
-            stop,
-        })
+        Ok(self)
     }
 }
 
@@ -126,17 +177,17 @@ const OPENAI_FIELDS: &[&str] = &[
 ];
 
 /// The extension fields sent with every request: `top_k` (unless negative), then the keys of
-/// `prs.policy_extra_body`.
-fn extensions(cfg: &PrsConfig) -> Result<Map<String, Value>> {
+/// `prs.policy_extra_body` (`extra_body`).
+fn extensions(top_k: i32, priority: bool, extra_body: &str) -> Result<Map<String, Value>> {
     let mut out = Map::new();
-    if cfg.top_k >= 0 {
-        out.insert("top_k".into(), Value::from(cfg.top_k));
+    if top_k >= 0 {
+        out.insert("top_k".into(), Value::from(top_k));
     }
     // vLLM's request priority (lower first); each request sets its own value
-    if cfg.policy_priority {
+    if priority {
         out.insert(PRIORITY.into(), Value::from(0));
     }
-    let text = cfg.policy_extra_body.trim();
+    let text = extra_body.trim();
     if text.is_empty() {
         return Ok(out);
     }
@@ -245,19 +296,25 @@ pub struct PolicyClient {
 }
 
 impl PolicyClient {
-    pub fn new(cfg: &PrsConfig, prompt_template: Template, stats: Arc<JobStats>) -> Result<Self> {
-        let endpoint = Endpoint::new(EndpointKind::Policy, &cfg.policy_url, cfg, stats)?;
-        let model = cfg.policy_model.trim();
+    /// A client for the policy `settings` describe; `prompt_template` wraps the user text for
+    /// `policy_api = completions`.
+    pub fn new(
+        settings: &PolicySettings,
+        prompt_template: Template,
+        stats: Arc<JobStats>,
+    ) -> Result<Self> {
+        let endpoint = Endpoint::new(&settings.servers, &settings.endpoint, stats)?;
+        let shape = settings.shape.clone();
         Ok(PolicyClient {
-            api: cfg.policy_api,
-            configured_model: (!model.is_empty()).then(|| model.to_string()),
+            api: shape.api,
+            configured_model: shape.model,
             model: OnceCell::new(),
-            params: SamplingParams::from_config(cfg)?,
+            params: shape.params,
             prompt_template,
-            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight.max(1))),
-            in_flight_limit: cfg.max_in_flight.max(1),
-            extensions: RwLock::new(extensions(cfg)?),
-            policy_n: cfg.policy_n,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            in_flight_limit: settings.max_in_flight,
+            extensions: RwLock::new(shape.extensions),
+            policy_n: shape.policy_n,
             ignores_n: (0..endpoint.replica_count())
                 .map(|_| AtomicBool::new(false))
                 .collect(),
@@ -569,7 +626,8 @@ mod tests {
     fn missing_url_names_setting_and_env() {
         let cfg = PrsConfig::default();
         let t = Template::parse("p", "{prompt}", &["prompt"], &[]).unwrap();
-        let err = PolicyClient::new(&cfg, t, Arc::default())
+        let err = PolicySettings::from_config(&cfg)
+            .and_then(|s| PolicyClient::new(&s, t, Arc::default()))
             .unwrap_err()
             .to_string();
         assert!(

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::Endpoint;
+use super::{Endpoint, EndpointSettings, Servers};
 use crate::config::PrsConfig;
 pub use crate::config::RewardProtocol;
 use crate::error::{EndpointKind, PrsError, Result};
@@ -266,6 +266,46 @@ struct Pending {
     reply: oneshot::Sender<Vec<Scored>>,
 }
 
+/// Everything a reward client is built from, parsed and checked once: its servers, how
+/// requests to them are made, the protocol and model, and how texts are batched.
+#[derive(Debug, Clone)]
+pub struct RewardSettings {
+    servers: Servers,
+    endpoint: EndpointSettings,
+    protocol: RewardProtocol,
+    /// `prs.reward_model`; none: the server's own.
+    model: Option<String>,
+    /// Texts per request (`prs.reward_batch_size`).
+    batch_size: usize,
+    /// How long a batch waits to fill (`prs.reward_batch_wait_ms`).
+    batch_wait: Duration,
+    /// Most texts being scored at once (`prs.reward_max_in_flight`).
+    max_in_flight: usize,
+}
+
+impl RewardSettings {
+    /// The reward settings of `cfg`: the batch size checked first, then `reward_url`.
+    pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
+        if cfg.reward_batch_size == 0 {
+            return Err(PrsError::setting(
+                "reward_batch_size",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        let model = cfg.reward_model.trim();
+        Ok(RewardSettings {
+            servers: Servers::parse(EndpointKind::Reward, &cfg.reward_url)?,
+            endpoint: EndpointSettings::from_config(cfg),
+            protocol: cfg.reward_protocol,
+            model: (!model.is_empty()).then(|| model.to_string()),
+            batch_size: cfg.reward_batch_size,
+            batch_wait: Duration::from_millis(cfg.reward_batch_wait_ms),
+            max_in_flight: cfg.reward_max_in_flight.max(1),
+        })
+    }
+}
+
 /// A client for one reward server.
 ///
 /// With `reward_batch_wait_ms > 0` (default), texts from concurrent callers (many prompts) are
@@ -280,25 +320,18 @@ pub struct RewardClient {
 }
 
 impl RewardClient {
-    pub fn new(cfg: &PrsConfig, stats: Arc<JobStats>) -> Result<Self> {
-        if cfg.reward_batch_size == 0 {
-            return Err(PrsError::setting(
-                "reward_batch_size",
-                "0",
-                "must be at least 1",
-            ));
-        }
-        let model = cfg.reward_model.trim();
+    /// A client for the reward server `settings` describe.
+    pub fn new(settings: &RewardSettings, stats: Arc<JobStats>) -> Result<Self> {
         Ok(RewardClient {
             sender: BatchSender {
-                endpoint: Endpoint::new(EndpointKind::Reward, &cfg.reward_url, cfg, stats)?,
-                protocol: cfg.reward_protocol,
-                model: (!model.is_empty()).then(|| model.to_string()),
-                in_flight: Arc::new(Semaphore::new(cfg.reward_max_in_flight.max(1))),
-                in_flight_limit: cfg.reward_max_in_flight.max(1),
+                endpoint: Endpoint::new(&settings.servers, &settings.endpoint, stats)?,
+                protocol: settings.protocol,
+                model: settings.model.clone(),
+                in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+                in_flight_limit: settings.max_in_flight,
             },
-            batch_size: cfg.reward_batch_size,
-            wait: Duration::from_millis(cfg.reward_batch_wait_ms),
+            batch_size: settings.batch_size,
+            wait: settings.batch_wait,
             queue: OnceLock::new(),
         })
     }

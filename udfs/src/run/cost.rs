@@ -1,8 +1,6 @@
 //! The cost model of a dry run: what one prompt of a call costs when the servers honour `n`
 //! (servers that ignore it, and retries, add requests).
 
-use crate::config::PrsConfig;
-
 /// What one prompt costs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PromptCost {
@@ -20,11 +18,25 @@ pub struct PromptCost {
     pub max_extra_samples: u64,
 }
 
+/// What a prompt's cost depends on besides its layer widths: the settings of the call's
+/// sampler and clients that decide how many requests and tokens a layer takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CostSettings {
+    /// Most samples in one policy request (`prs.max_choices_per_request`).
+    pub max_choices_per_request: usize,
+    /// Texts per reward request (`prs.reward_batch_size`).
+    pub reward_batch_size: usize,
+    /// Whether PRS asks for feedback before each refinement layer (`prs.feedback`).
+    pub feedback: bool,
+    /// Most tokens per sample (`prs.max_tokens`).
+    pub max_tokens: u32,
+}
+
 impl PromptCost {
     /// The cost of a prompt sampled in layers of `widths` under `cfg`; `conversations`: the
     /// reward server is sent conversations, one per request (`reward_input = chat` as
     /// `messages`).
-    pub fn of(widths: &[usize], cfg: &PrsConfig, conversations: bool) -> Self {
+    pub(crate) fn of(widths: &[usize], cfg: &CostSettings, conversations: bool) -> Self {
         let per_request = cfg.max_choices_per_request.max(1);
         let batch = if conversations {
             1
@@ -58,14 +70,12 @@ mod tests {
 
     #[test]
     fn a_prs_prompt_costs_its_chunks_feedback_and_batches() {
-        let mut cfg = PrsConfig::default();
-        for (k, v) in [
-            ("max_choices_per_request", "3"),
-            ("reward_batch_size", "4"),
-            ("max_tokens", "10"),
-        ] {
-            cfg.set_checked(k, v, "test").unwrap();
-        }
+        let mut cfg = CostSettings {
+            max_choices_per_request: 3,
+            reward_batch_size: 4,
+            feedback: true,
+            max_tokens: 10,
+        };
         // layers of 4 and 2: ceil(4/3) + ceil(2/3) requests + 1 feedback
         let c = PromptCost::of(&[4, 2], &cfg, false);
         assert_eq!(c.policy_requests, 2 + 1 + 1);

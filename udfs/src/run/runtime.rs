@@ -6,17 +6,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::cost::PromptCost;
+use super::cost::{CostSettings, PromptCost};
 use super::single_flight::{flight_for, Flight};
 use super::stats::{Budget, JobStats};
-use crate::client::{PolicyClient, RewardClient};
+use crate::client::{PolicyClient, PolicySettings, RewardClient, RewardSettings};
 use crate::config::PrsConfig;
 use crate::durability::{hash_parts, Checkpoint, Journal, JournaledPolicy, JournaledReward};
 use crate::error::{PrsError, Result};
 use crate::sampler::Sampler;
 use crate::schema::output_schema;
 use crate::sql::{InputColumns, SampleCall};
-use crate::text::{AnswerPattern, RewardFormat, Templates};
+use crate::text::RewardFormat;
 
 /// A planned call with everything it needs to run. Building it calls nothing.
 #[derive(Debug)]
@@ -46,16 +46,17 @@ impl CallRuntime {
     /// `columns`.
     pub fn build(call: SampleCall, columns: InputColumns, stats: Arc<JobStats>) -> Result<Self> {
         let cfg = &call.cfg;
-        let templates = Templates::parse(&call.templates)?;
+        let parts = call.parts();
         let policy = Arc::new(PolicyClient::new(
-            cfg,
-            templates.prompt.clone(),
+            &PolicySettings::from_config(cfg)?,
+            parts.templates.prompt.clone(),
             stats.clone(),
         )?);
-        let reward = Arc::new(RewardClient::new(cfg, stats.clone())?);
+        let reward = RewardClient::new(&RewardSettings::from_config(cfg)?, stats.clone())?;
+        let reward = Arc::new(reward);
         let mut sampler = Sampler {
             method: call.method,
-            widths: call.widths()?,
+            widths: parts.widths.clone(),
             feedback: cfg.feedback,
             max_choices_per_request: cfg.max_choices_per_request.max(1),
             run_seed: cfg.seed,
@@ -64,8 +65,8 @@ impl CallRuntime {
             on_error: cfg.on_error,
             best_excludes_truncated: cfg.best_excludes_truncated,
             unique_max_extra: cfg.unique.then(|| cfg.unique_max_extra.of(call.n)),
-            answer_pattern: AnswerPattern::from_setting(&cfg.answer_pattern)?,
-            templates,
+            answer_pattern: parts.answer_pattern.clone(),
+            templates: parts.templates.clone(),
             policy: policy.clone(),
             reward: reward.clone(),
         };
@@ -134,10 +135,16 @@ impl CallRuntime {
     /// What one prompt costs when the servers honour `n`.
     pub fn cost_per_prompt(&self) -> PromptCost {
         let conversations = matches!(self.sampler.templates.reward, RewardFormat::Messages);
-        let mut cost = PromptCost::of(&self.sampler.widths, &self.call.cfg, conversations);
+        let settings = CostSettings {
+            max_choices_per_request: self.sampler.max_choices_per_request,
+            reward_batch_size: self.reward.batch_size(),
+            feedback: self.sampler.feedback,
+            max_tokens: self.policy.max_tokens(),
+        };
+        let mut cost = PromptCost::of(&self.sampler.widths, &settings, conversations);
         // duplicates may cost extra samples, each at max_tokens
         cost.max_extra_samples = self.sampler.unique_max_extra.unwrap_or(0) as u64;
-        cost.max_generated_tokens += cost.max_extra_samples * u64::from(self.call.cfg.max_tokens);
+        cost.max_generated_tokens += cost.max_extra_samples * u64::from(settings.max_tokens);
         cost
     }
 

@@ -16,7 +16,7 @@ use crate::sampler::{default_widths, Method};
 use crate::text::{AnswerPattern, TemplateTexts, Templates};
 
 /// What a sampling call asks for: everything another node needs to rebuild it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SampleCall {
     pub method: Method,
     /// The first argument: a Parquet path, directory, glob or session table name.
@@ -26,6 +26,42 @@ pub struct SampleCall {
     pub cfg: PrsConfig,
     /// Template texts (template files are read where the call is planned).
     pub templates: TemplateTexts,
+    /// What the settings and texts parse into, checked when the call was made.
+    parts: CallParts,
+}
+
+impl std::fmt::Debug for SampleCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the call as given; its parts are what it says, parsed
+        f.debug_struct("SampleCall")
+            .field("method", &self.method)
+            .field("source", &self.source)
+            .field("n", &self.n)
+            .field("cfg", &self.cfg)
+            .field("templates", &self.templates)
+            .finish()
+    }
+}
+
+/// What a call's settings and template texts parse into: its layer widths, templates and
+/// answer pattern. Parsed once, when the call is made or read from the wire; its runtime is
+/// built from them.
+#[derive(Debug, Clone)]
+pub(crate) struct CallParts {
+    pub widths: Vec<usize>,
+    pub templates: Templates,
+    pub answer_pattern: Option<AnswerPattern>,
+}
+
+impl CallParts {
+    /// Parse the template `texts` and the answer `pattern` of a call of checked `widths`.
+    fn parse(widths: Vec<usize>, texts: &TemplateTexts, pattern: &str) -> Result<Self> {
+        Ok(CallParts {
+            widths,
+            templates: Templates::parse(texts)?,
+            answer_pattern: AnswerPattern::from_setting(pattern)?,
+        })
+    }
 }
 
 /// A call as it travels between nodes: method, source, n, every `prs.*` setting as text (file
@@ -52,40 +88,27 @@ const LOCAL_FILE_SETTINGS: &[&str] = &[
 impl SampleCall {
     /// Check `n` against the settings, read the templates and check them.
     pub fn new(method: Method, source: String, n: usize, cfg: PrsConfig) -> Result<Self> {
-        let mut call = SampleCall {
+        let widths = widths_of(method, n, cfg.max_n, &cfg.widths)?;
+        let templates = TemplateTexts::from_config(&cfg)?;
+        let parts = CallParts::parse(widths, &templates, &cfg.answer_pattern)?;
+        Ok(SampleCall {
             method,
             source,
             n,
             cfg,
-            templates: TemplateTexts::default(),
-        };
-        call.widths()?;
-        call.templates = TemplateTexts::from_config(&call.cfg)?;
-        Templates::parse(&call.templates)?;
-        AnswerPattern::from_setting(&call.cfg.answer_pattern)?;
-        Ok(call)
+            templates,
+            parts,
+        })
     }
 
     /// Layer widths, checked against `n` and `prs.max_n`.
     pub fn widths(&self) -> Result<Vec<usize>> {
-        let f = self.method.function_name();
-        let n = self.n;
-        if n == 0 {
-            return Err(PrsError::arg(f, "n must be at least 1, got 0"));
-        }
-        if n > self.cfg.max_n {
-            return Err(PrsError::arg(
-                f,
-                format!(
-                    "n = {n} is above prs.max_n = {} (raise it with SET prs.max_n = ... if you mean it)",
-                    self.cfg.max_n
-                ),
-            ));
-        }
-        match self.method {
-            Method::Random => Ok(vec![n]),
-            Method::Prs => parse_widths(&self.cfg.widths, n, f),
-        }
+        widths_of(self.method, self.n, self.cfg.max_n, &self.cfg.widths)
+    }
+
+    /// The call's settings and texts as parsed when it was made.
+    pub(crate) fn parts(&self) -> &CallParts {
+        &self.parts
     }
 
     /// The call as it travels.
@@ -114,15 +137,37 @@ impl SampleCall {
         for (key, value) in &wire.settings {
             cfg.set_checked(key, value, "the plan")?;
         }
-        let call = SampleCall {
+        let widths = widths_of(wire.method, wire.n, cfg.max_n, &cfg.widths)?;
+        let parts = CallParts::parse(widths, &wire.templates, &cfg.answer_pattern)?;
+        Ok(SampleCall {
             method: wire.method,
             source: wire.source,
             n: wire.n,
             cfg,
             templates: wire.templates,
-        };
-        call.widths()?;
-        Ok(call)
+            parts,
+        })
+    }
+}
+
+/// The layer widths of a call of `method` for `n` (`prs.widths` is `widths`), checked against
+/// `n` and `prs.max_n` (`max_n`).
+fn widths_of(method: Method, n: usize, max_n: usize, widths: &str) -> Result<Vec<usize>> {
+    let f = method.function_name();
+    if n == 0 {
+        return Err(PrsError::arg(f, "n must be at least 1, got 0"));
+    }
+    if n > max_n {
+        return Err(PrsError::arg(
+            f,
+            format!(
+                "n = {n} is above prs.max_n = {max_n} (raise it with SET prs.max_n = ... if you mean it)",
+            ),
+        ));
+    }
+    match method {
+        Method::Random => Ok(vec![n]),
+        Method::Prs => parse_widths(widths, n, f),
     }
 }
 

@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use crate::client::RewardClient;
+use crate::client::{RewardClient, RewardSettings};
 use crate::config::PrsConfig;
 use crate::run::JobStats;
 use crate::sampler::RewardPreference;
@@ -43,7 +43,10 @@ pub(crate) struct RowScorer {
 impl RowScorer {
     pub fn new(cfg: &PrsConfig, stats: Arc<JobStats>) -> crate::error::Result<Self> {
         Ok(RowScorer {
-            client: Arc::new(RewardClient::new(cfg, stats)?),
+            client: Arc::new(RewardClient::new(
+                &RewardSettings::from_config(cfg)?,
+                stats,
+            )?),
             templates: Templates::from_config(cfg)?,
             mode: cfg.reward_preference,
         })

@@ -34,7 +34,7 @@ use datafusion::physical_plan::{
 use futures::TryStreamExt;
 
 use super::reward_udf::RowScorer;
-use super::source;
+use super::source::{self, ColumnSettings};
 use super::table_function::{call_settings, source_arg};
 use crate::config::PrsConfig;
 use crate::error::{PrsError, Result};
@@ -136,8 +136,9 @@ impl Scorer {
         cfg: &PrsConfig,
         stats: Arc<JobStats>,
     ) -> Result<Self> {
-        let columns = source::columns(source_name, input, cfg)?;
-        let response = source::response_column(source_name, input, cfg)?;
+        let named = ColumnSettings::from_config(cfg);
+        let columns = source::columns(source_name, input, &named)?;
+        let response = source::response_column(source_name, input, &named)?;
         let index = |name: &str| {
             input.index_of(name).map_err(|_| PrsError::Input {
                 source_name: source_name.to_string(),

@@ -187,14 +187,36 @@ fn id_output_type(t: &DataType) -> DataType {
     }
 }
 
+/// The input columns a call names (`prs.prompt_column`, `id_column`, `preference_column`,
+/// `response_column`), as given: empty means the defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnSettings {
+    pub prompt: String,
+    pub id: String,
+    pub preference: String,
+    pub response: String,
+}
+
+impl ColumnSettings {
+    /// The column settings of `cfg`.
+    pub fn from_config(cfg: &PrsConfig) -> Self {
+        ColumnSettings {
+            prompt: cfg.prompt_column.clone(),
+            id: cfg.id_column.clone(),
+            preference: cfg.preference_column.clone(),
+            response: cfg.response_column.clone(),
+        }
+    }
+}
+
 /// The response column `prs_score` scores: `prs.response_column`, or `response`.
-pub fn response_column(source: &str, schema: &SchemaRef, cfg: &PrsConfig) -> Result<String> {
+pub fn response_column(source: &str, schema: &SchemaRef, cfg: &ColumnSettings) -> Result<String> {
     text_column(
         source,
         schema,
         "response",
         "response_column",
-        &cfg.response_column,
+        &cfg.response,
         &["response"],
     )?
     .ok_or_else(|| {
@@ -260,9 +282,9 @@ fn text_column(
 }
 
 /// Pick the prompt, id and preference columns of `schema` according to the settings.
-pub fn columns(source: &str, schema: &SchemaRef, cfg: &PrsConfig) -> Result<InputColumns> {
+pub fn columns(source: &str, schema: &SchemaRef, cfg: &ColumnSettings) -> Result<InputColumns> {
     let defaults = ["prompt", "instruction"];
-    let prompt = text_column(source, schema, "prompt", "prompt_column", &cfg.prompt_column, &defaults)?
+    let prompt = text_column(source, schema, "prompt", "prompt_column", &cfg.prompt, &defaults)?
         .ok_or_else(|| {
             err(
                 source,
@@ -277,10 +299,10 @@ pub fn columns(source: &str, schema: &SchemaRef, cfg: &PrsConfig) -> Result<Inpu
         schema,
         "preference",
         "preference_column",
-        &cfg.preference_column,
+        &cfg.preference,
         &["preference"],
     )?;
-    let id_name = cfg.id_column.trim();
+    let id_name = cfg.id.trim();
     let (id, id_type) = match schema
         .field_with_name(id_name)
         .ok()

@@ -12,7 +12,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use super::call::SampleCall;
-use super::source;
+use super::source::{self, ColumnSettings};
 use crate::error::Result;
 use crate::run::{CallRuntime, JobStats, SampleExec};
 
@@ -31,7 +31,8 @@ impl SampleTable {
     /// Resolve the call's source in `session` (reads its schema only) and build the call.
     pub fn new(session: &dyn Session, call: SampleCall) -> Result<Self> {
         let input = source::resolve(session, &call.source)?;
-        let columns = source::columns(&call.source, &input.schema(), &call.cfg)?;
+        let named = ColumnSettings::from_config(&call.cfg);
+        let columns = source::columns(&call.source, &input.schema(), &named)?;
         let runtime = CallRuntime::build(call, columns, JobStats::of(session.config()))?;
         Ok(SampleTable {
             schema: runtime.schema.clone(),
