@@ -46,6 +46,7 @@ pub(crate) mod sampler;
 mod schema;
 pub(crate) mod sql;
 pub(crate) mod text;
+pub(crate) mod verify;
 
 use std::sync::Arc;
 
@@ -58,7 +59,9 @@ pub use error::{EndpointKind, PrsError};
 pub use run::{DataChecks, JobStats, StatsSnapshot};
 pub use sampler::Method;
 pub use schema::{output_schema, COLUMNS};
-pub use sql::{reward_input_udf, reward_udf, SampleFunction, ScoreFunction, SCORE_FUNCTION_NAME};
+pub use sql::{
+    reward_input_udf, reward_udf, verify_udf, SampleFunction, ScoreFunction, SCORE_FUNCTION_NAME,
+};
 #[cfg(feature = "proto")]
 pub use sql::{PrsLogicalCodec, PrsPhysicalCodec};
 pub use text::refuse_template_files;
@@ -88,6 +91,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udtf(SCORE_FUNCTION_NAME, Arc::new(ScoreFunction::new()));
     ctx.register_udf(reward_udf());
     ctx.register_udf(reward_input_udf());
+    ctx.register_udf(verify_udf());
 }
 
 /// Like [`register`], for a client whose plans run on other machines (a Ballista cluster):

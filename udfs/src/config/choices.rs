@@ -102,6 +102,24 @@ choice! {
 }
 
 choice! {
+    /// How a candidate's answer is checked against the prompt's reference answer
+    /// (`prs.verifier`).
+    Verifier, setting = "verifier" {
+        /// No check: `verified` is null.
+        None = "none" | "off",
+        /// The answer (the last `\boxed{...}`, else the whole answer) equals the reference,
+        /// whitespace aside.
+        Exact = "exact",
+        /// Both read as numbers, equal within a relative 1e-6.
+        Numeric = "numeric",
+        /// Mathematical equivalence of the final answers, computed exactly.
+        Math = "math",
+        /// The reference is a regular expression the answer matches.
+        Regex = "regex",
+    }
+}
+
+choice! {
     /// Which OpenAI-compatible API the policy client calls (`prs.policy_api`).
     PolicyApi, setting = "policy_api" {
         /// `POST {url}/chat/completions` with the text as the user message.

@@ -20,7 +20,7 @@ use crate::error::{PrsError, Result};
 mod choices;
 
 pub use choices::{
-    MaxExtra, OnError, PolicyApi, PolicyN, RewardInput, RewardPreference, RewardProtocol,
+    MaxExtra, OnError, PolicyApi, PolicyN, RewardInput, RewardPreference, RewardProtocol, Verifier,
 };
 
 /// The default preference used when the input table has no preference column.
@@ -147,6 +147,10 @@ extensions_options! {
         pub unique_max_extra: MaxExtra, default = MaxExtra::PerN
         /// Regular expression whose first capture group is the answer of a response (scored, and carried by PRS's feedback and revise prompts), or `think` for the text after the last </think>; empty = the whole response
         pub answer_pattern: String, default = String::new()
+        /// How verify() checks an answer against a reference: `none`, `exact`, `numeric`, `math` (equivalence, computed exactly) or `regex` (the reference is a pattern); verify() uses `math` when this is `none`
+        pub verifier: Verifier, default = Verifier::None
+        /// Milliseconds one answer check may take; past it the check is an error (verify() gives null), never a guess
+        pub verify_timeout_ms: u64, default = 1000
         /// File replacing the built-in feedback template ({question} {answer} {preference})
         pub feedback_template_file: String, default = String::new()
         /// File replacing the built-in revise template ({question} {answer} {preference} {feedback})
