@@ -149,6 +149,10 @@ pub enum PrsError {
     #[error("{0}")]
     NoAnswer(String),
 
+    /// `prs.verifier` could not decide whether an answer matches its reference.
+    #[error("the answer could not be checked against the reference: {0}")]
+    Unverifiable(String),
+
     /// A serialised plan (sent between cluster nodes) cannot be read back.
     #[error("cannot rebuild a prs plan node sent by another node: {0}; check that the client, scheduler and executors run the same prs version")]
     BadPlan(String),
@@ -202,6 +206,7 @@ impl PrsError {
             PrsError::MissingEndpoint(_) | PrsError::InvalidSetting { .. } => "config".into(),
             PrsError::Shared(e) => e.kind(),
             PrsError::NoAnswer(_) => "no_answer".into(),
+            PrsError::Unverifiable(_) => "verify".into(),
             _ => "other".into(),
         }
     }

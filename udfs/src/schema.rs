@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::sampler::{Candidate, Method};
 
 /// Output column names, in order.
-pub const COLUMNS: [&str; 18] = [
+pub const COLUMNS: [&str; 20] = [
     "prompt_id",
     "prompt",
     "preference",
@@ -32,6 +32,8 @@ pub const COLUMNS: [&str; 18] = [
     "policy_model",
     "reward_model",
     "error",
+    "reference",
+    "verified",
 ];
 
 /// One row per candidate. `prompt_id` keeps the type of the input's id column (Utf8 when the
@@ -57,6 +59,8 @@ pub fn output_schema(id_type: &DataType) -> SchemaRef {
         utf8("policy_model", true),
         utf8("reward_model", true),
         utf8("error", true),
+        utf8("reference", true),
+        Field::new("verified", DataType::Boolean, true),
     ]))
 }
 
@@ -69,6 +73,8 @@ pub struct PromptResult {
     pub method: Method,
     pub policy_model: Option<String>,
     pub reward_model: Option<String>,
+    /// The prompt's reference answer.
+    pub reference: Option<String>,
     pub candidates: Vec<Candidate>,
 }
 
@@ -96,6 +102,8 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
     let mut policy_model = StringBuilder::new();
     let mut reward_model = StringBuilder::new();
     let mut error = StringBuilder::new();
+    let mut reference = StringBuilder::new();
+    let mut verified = BooleanBuilder::with_capacity(rows);
     for r in results {
         let r = r.borrow();
         for c in &r.candidates {
@@ -117,6 +125,8 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
             policy_model.append_option(r.policy_model.as_deref());
             reward_model.append_option(r.reward_model.as_deref());
             error.append_option(c.error.as_deref());
+            reference.append_option(r.reference.as_deref());
+            verified.append_option(c.verified);
         }
     }
     let id_type = schema.field(0).data_type();
@@ -144,6 +154,8 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
         Arc::new(policy_model.finish()),
         Arc::new(reward_model.finish()),
         Arc::new(error.finish()),
+        Arc::new(reference.finish()),
+        Arc::new(verified.finish()),
     ];
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
@@ -182,6 +194,8 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| bad("seed"))?;
     let (policy_model, reward_model, error) = (text(15)?, text(16)?, text(17)?);
+    let reference = text(18)?;
+    let verified = col(19).as_boolean_opt().ok_or_else(|| bad("verified"))?;
     let method: Method = method.value(0).parse().map_err(|_| bad("method"))?;
     let candidates = (0..batch.num_rows())
         .map(|r| Candidate {
@@ -192,6 +206,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
             response: opt_text(response, r),
             answer: opt_text(answer, r),
             reward: reward.is_valid(r).then(|| reward.value(r)),
+            verified: verified.is_valid(r).then(|| verified.value(r)),
             is_best: is_best.value(r),
             duplicate_of: duplicate_of.is_valid(r).then(|| duplicate_of.value(r)),
             finish_reason: opt_text(finish_reason, r),
@@ -206,6 +221,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
         method,
         policy_model: opt_text(policy_model, 0),
         reward_model: opt_text(reward_model, 0),
+        reference: opt_text(reference, 0),
         candidates,
     })
 }
@@ -231,6 +247,7 @@ mod tests {
             method: Method::Random,
             policy_model: Some("m".into()),
             reward_model: Some("r".into()),
+            reference: Some("42".into()),
             candidates: vec![
                 Candidate {
                     sample_index: 0,
@@ -242,6 +259,7 @@ mod tests {
                     response: Some("r <think>".into()),
                     answer: Some("r".into()),
                     reward: Some(2.0),
+                    verified: Some(true),
                     is_best: true,
                     duplicate_of: Some(0),
                     ..Default::default()
@@ -254,6 +272,7 @@ mod tests {
         assert_eq!(back.id, r.id);
         assert_eq!(back.candidates, r.candidates);
         assert_eq!(back.policy_model, r.policy_model);
+        assert_eq!(back.reference, r.reference);
         assert_eq!(b.column(0).data_type(), &DataType::Int64);
         assert_eq!(to_batch::<PromptResult>(&s, &[]).unwrap().num_rows(), 0);
     }

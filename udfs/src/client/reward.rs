@@ -25,6 +25,8 @@ impl RewardProtocol {
             Self::VllmClassify => "classify",
             Self::OpenRlhf => "get_reward",
             Self::Tei => "predict",
+            // never sent: no client is built for it (see RewardSettings::from_config)
+            Self::Verify => "",
         }
     }
 
@@ -62,6 +64,11 @@ impl RewardProtocol {
                 .enumerate()
                 .map(|(i, v)| tei_score(v).ok_or(format!("item {i} holds no score")))
                 .collect::<std::result::Result<_, String>>()?,
+            Self::Verify => {
+                return Err("reward_protocol = verify has no reward server"
+                    .to_string()
+                    .into())
+            }
         };
         if scores.len() != expected {
             let reason = format!("sent {expected} texts, got {} scores", scores.len());
@@ -286,6 +293,15 @@ pub struct RewardSettings {
 impl RewardSettings {
     /// The reward settings of `cfg`: the batch size checked first, then `reward_url`.
     pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
+        if cfg.reward_protocol == RewardProtocol::Verify {
+            return Err(PrsError::setting(
+                "reward_protocol",
+                "verify",
+                "there is no reward model to send texts to: with verify, sampled candidates are \
+                 rewarded by checking their answers against the prompts' references; for a table \
+                 of answers use verify(response, reference), or set a reward model's protocol",
+            ));
+        }
         if cfg.reward_batch_size == 0 {
             return Err(PrsError::setting(
                 "reward_batch_size",

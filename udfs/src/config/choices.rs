@@ -153,6 +153,9 @@ choice! {
         OpenRlhf = "openrlhf",
         /// Text Embeddings Inference `POST {url}/predict` with `{"inputs": [...], "raw_scores": true}`.
         Tei = "tei",
+        /// No reward model: a sampled candidate's reward is 1.0 when its answer matches the
+        /// prompt's reference (`prs.verifier`, `math` when `none`), else 0.0.
+        Verify = "verify",
     }
 }
 

@@ -105,7 +105,7 @@ extensions_options! {
         pub reward_url: String, default = String::new()
         /// Reward model name sent to vllm-pooling / vllm-classify
         pub reward_model: String, default = String::new()
-        /// Reward protocol: vllm-pooling, vllm-classify, openrlhf or tei
+        /// Reward protocol: vllm-pooling, vllm-classify, openrlhf, tei, or verify (no reward model: the reward of a sampled candidate is 1.0 when its answer matches the prompt's reference under prs.verifier, math by default, else 0.0)
         pub reward_protocol: RewardProtocol, default = RewardProtocol::VllmPooling
         /// Text scored by the reward model; placeholders {prompt} {response} {preference}
         pub reward_template: String, default = REWARD_TEMPLATE.to_string()
@@ -131,6 +131,8 @@ extensions_options! {
         pub response_column: String, default = String::new()
         /// Preference column; empty = `preference` if present, else default_preference for all rows
         pub preference_column: String, default = String::new()
+        /// Reference-answer column (any type read as text), carried to the output and checked by prs.verifier; empty = `reference` if present
+        pub reference_column: String, default = String::new()
         /// Preference used when the table has no preference column (empty = none)
         pub default_preference: String, default = DEFAULT_PREFERENCE.to_string()
         /// Whether the sampling prompt is prompt + "\n\n" + preference (false = the prompt alone)
@@ -147,7 +149,7 @@ extensions_options! {
         pub unique_max_extra: MaxExtra, default = MaxExtra::PerN
         /// Regular expression whose first capture group is the answer of a response (scored, and carried by PRS's feedback and revise prompts), or `think` for the text after the last </think>; empty = the whole response
         pub answer_pattern: String, default = String::new()
-        /// How verify() checks an answer against a reference: `none`, `exact`, `numeric`, `math` (equivalence, computed exactly) or `regex` (the reference is a pattern); verify() uses `math` when this is `none`
+        /// How a candidate's answer is checked against its prompt's reference (the `verified` column), and how verify() checks: `none`, `exact`, `numeric`, `math` (equivalence, computed exactly) or `regex` (the reference is a pattern); verify() uses `math` when this is `none`
         pub verifier: Verifier, default = Verifier::None
         /// Milliseconds one answer check may take; past it the check is an error (verify() gives null), never a guess
         pub verify_timeout_ms: u64, default = 1000
@@ -330,6 +332,7 @@ const INTEGER_BOUNDS: &[(&str, u64, u64)] = &[
     ("reward_batch_size", 1, MANY),
     ("reward_batch_wait_ms", 0, 60_000),
     ("reward_max_in_flight", 1, MANY),
+    ("verify_timeout_ms", 1, 3_600_000),
 ];
 
 /// Bounds of floating-point settings, inclusive.

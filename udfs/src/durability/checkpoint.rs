@@ -44,7 +44,7 @@ pub fn hash_parts(parts: &[&str]) -> String {
 
 /// The key of one prompt under a call fingerprint (also the single-flight key).
 pub fn prompt_key(call_fingerprint: &str, input: &PromptInput) -> String {
-    hash_parts(&[
+    let mut parts = vec![
         call_fingerprint,
         &input.id_text,
         input.prompt.as_deref().unwrap_or("\u{0}null"),
@@ -54,7 +54,12 @@ pub fn prompt_key(call_fingerprint: &str, input: &PromptInput) -> String {
         } else {
             "default"
         },
-    ])
+    ];
+    // a new reference is a new verdict; a prompt without one keeps the key it always had
+    if let Some(reference) = &input.reference {
+        parts.extend(["reference", reference]);
+    }
+    hash_parts(&parts)
 }
 
 /// The checkpoint store of one sampling call.

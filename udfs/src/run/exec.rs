@@ -155,8 +155,14 @@ impl DisplayAs for SampleExec {
                 .policy
                 .configured_model()
                 .unwrap_or("(from /models)"),
-            self.runtime.reward.base_url(),
-            self.runtime.reward.protocol().as_str(),
+            self.runtime
+                .reward
+                .as_ref()
+                .map_or("(none)".to_string(), |r| r.base_url()),
+            self.runtime
+                .reward
+                .as_ref()
+                .map_or("verify", |r| r.protocol().as_str()),
         )
     }
 }

@@ -164,6 +164,7 @@ impl PromptPipeline {
             method: rt.sampler.method,
             policy_model,
             reward_model: called.then(|| rt.sampler.reward.model_label()),
+            reference: input.reference,
             candidates: sampled.candidates,
         };
         // only complete prompts are kept: a re-run retries the failed ones

@@ -10,13 +10,14 @@ use super::cost::{CostSettings, PromptCost};
 use super::single_flight::{flight_for, Flight};
 use super::stats::{Budget, JobStats};
 use crate::client::{PolicyClient, PolicySettings, RewardClient, RewardSettings};
-use crate::config::PrsConfig;
+use crate::config::{PrsConfig, RewardProtocol, Verifier};
 use crate::durability::{hash_parts, Checkpoint, Journal, JournaledPolicy, JournaledReward};
 use crate::error::{PrsError, Result};
-use crate::sampler::Sampler;
+use crate::sampler::{Sampler, Verdicts};
 use crate::schema::output_schema;
 use crate::sql::{InputColumns, SampleCall};
 use crate::text::RewardFormat;
+use crate::verify::Check;
 
 /// A planned call with everything it needs to run. Building it calls nothing.
 #[derive(Debug)]
@@ -28,7 +29,8 @@ pub struct CallRuntime {
     pub prompt_concurrency: usize,
     pub sampler: Arc<Sampler>,
     pub policy: Arc<PolicyClient>,
-    pub reward: Arc<RewardClient>,
+    /// The reward model's client; `None` with `reward_protocol = verify` (no reward model).
+    pub reward: Option<Arc<RewardClient>>,
     pub stats: Arc<JobStats>,
     /// Hash of everything that determines a prompt's output.
     pub fingerprint: String,
@@ -52,8 +54,14 @@ impl CallRuntime {
             parts.templates.prompt.clone(),
             stats.clone(),
         )?);
-        let reward = RewardClient::new(&RewardSettings::from_config(cfg)?, stats.clone())?;
-        let reward = Arc::new(reward);
+        let check = answer_check(cfg)?;
+        let reward = match cfg.reward_protocol {
+            RewardProtocol::Verify => None,
+            _ => Some(Arc::new(RewardClient::new(
+                &RewardSettings::from_config(cfg)?,
+                stats.clone(),
+            )?)),
+        };
         let mut sampler = Sampler {
             method: call.method,
             widths: parts.widths.clone(),
@@ -66,9 +74,19 @@ impl CallRuntime {
             best_excludes_truncated: cfg.best_excludes_truncated,
             unique_max_extra: cfg.unique.then(|| cfg.unique_max_extra.of(call.n)),
             answer_pattern: parts.answer_pattern.clone(),
+            reward_from_verdict: reward.is_none(),
+            check: check.clone(),
             templates: parts.templates.clone(),
             policy: policy.clone(),
-            reward: reward.clone(),
+            reward: match &reward {
+                Some(client) => client.clone(),
+                None => Arc::new(Verdicts {
+                    label: format!(
+                        "verify:{}",
+                        check.as_ref().map_or(Verifier::Math, |c| c.verifier)
+                    ),
+                }),
+            },
         };
         let description = call_description(cfg, &sampler, &columns.id_type);
         let fingerprint = hash_parts(&[&description.to_string()]);
@@ -137,11 +155,16 @@ impl CallRuntime {
         let conversations = matches!(self.sampler.templates.reward, RewardFormat::Messages);
         let settings = CostSettings {
             max_choices_per_request: self.sampler.max_choices_per_request,
-            reward_batch_size: self.reward.batch_size(),
+            reward_batch_size: self.reward.as_ref().map_or(1, |r| r.batch_size()),
             feedback: self.sampler.feedback,
             max_tokens: self.policy.max_tokens(),
         };
         let mut cost = PromptCost::of(&self.sampler.widths, &settings, conversations);
+        if self.reward.is_none() {
+            // rewards come from the verdicts: nothing is sent to a reward model
+            cost.reward_requests = 0;
+            cost.reward_texts = 0;
+        }
         // duplicates may cost extra samples, each at max_tokens
         cost.max_extra_samples = self.sampler.unique_max_extra.unwrap_or(0) as u64;
         cost.max_generated_tokens += cost.max_extra_samples * u64::from(settings.max_tokens);
@@ -162,11 +185,26 @@ impl CallRuntime {
             self.policy.preflight().await.map_err(inner)?;
             let probe = self.sampler.templates.reward.item("ping", "pong", "");
             let probe = probe.map_err(inner)?;
-            self.reward.preflight(&probe).await.map_err(inner)
+            match &self.reward {
+                Some(reward) => reward.preflight(&probe).await.map_err(inner),
+                None => Ok(()),
+            }
         })
         .await
         .clone()
         .map_err(PrsError::Preflight)
+    }
+}
+
+/// How the call checks answers against references; `None` with `prs.verifier = none`.
+/// `reward_protocol = verify` checks with `math` unless a verifier is set.
+fn answer_check(cfg: &PrsConfig) -> Result<Option<Arc<Check>>> {
+    match (cfg.verifier, cfg.reward_protocol) {
+        (Verifier::None, RewardProtocol::Verify) => {
+            Ok(Some(Arc::new(Check::from_config(cfg, Verifier::Math)?)))
+        }
+        (Verifier::None, _) => Ok(None),
+        _ => Ok(Some(Arc::new(Check::from_config(cfg, Verifier::None)?))),
     }
 }
 
@@ -233,6 +271,10 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
     }
     if let Some(pattern) = &s.answer_pattern {
         description["answer_pattern"] = pattern.source().into();
+    }
+    if let Some(check) = &s.check {
+        description["verifier"] = check.verifier.to_string().into();
+        description["verify_timeout_ms"] = cfg.verify_timeout_ms.into();
     }
     let extra_body = cfg.policy_extra_body.trim();
     if !extra_body.is_empty() {

@@ -265,6 +265,7 @@ mod tests {
             method: Method::Random,
             policy_model: None,
             reward_model: None,
+            reference: None,
             candidates: vec![Candidate::default(); 4],
         })
     }

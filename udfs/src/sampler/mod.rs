@@ -16,6 +16,7 @@ use crate::client::{all_failed, Choice, PolicyClient, RewardClient, Scored, Usag
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::run::DataChecks;
 use crate::text::{AnswerPattern, RewardItem, Templates};
+use crate::verify::Check;
 
 pub use crate::config::{OnError, RewardPreference};
 pub use seed::derive_seed;
@@ -91,6 +92,30 @@ pub trait Policy: Send + Sync {
     }
 }
 
+/// The "reward model" of `prs.reward_protocol = verify`: rewards come from the verdicts, so it
+/// is never asked; if it were, it would say so rather than score.
+pub struct Verdicts {
+    /// The label in the `reward_model` column: `verify:<verifier>`.
+    pub label: String,
+}
+
+#[async_trait]
+impl Reward for Verdicts {
+    async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>> {
+        Err(PrsError::ServerFault {
+            endpoint: EndpointKind::Reward,
+            reason: format!(
+                "{} texts were sent to be scored, but reward_protocol = verify has no reward model",
+                texts.len()
+            ),
+        })
+    }
+
+    fn model_label(&self) -> String {
+        self.label.clone()
+    }
+}
+
 /// The reward model as the samplers see it.
 #[async_trait]
 pub trait Reward: Send + Sync {
@@ -156,6 +181,8 @@ pub struct PromptInput {
     pub preference: Option<String>,
     /// The preference came from a column of the input (not the default).
     pub preference_per_row: bool,
+    /// The reference answer, from the reference column.
+    pub reference: Option<String>,
 }
 
 /// One output candidate.
@@ -169,6 +196,9 @@ pub struct Candidate {
     /// What `prs.answer_pattern` found in the response (scored instead of it).
     pub answer: Option<String>,
     pub reward: Option<f64>,
+    /// Whether the answer matches the prompt's reference (`prs.verifier`); `None` without a
+    /// verifier or a reference, or when the candidate failed.
+    pub verified: Option<bool>,
     pub is_best: bool,
     /// With `prs.unique`: the earlier candidate this one still repeats when the extra samples
     /// ran out.
@@ -208,6 +238,10 @@ pub struct Sampler {
     pub unique_max_extra: Option<usize>,
     /// Where the answer of a response is (`None`: the whole response).
     pub answer_pattern: Option<AnswerPattern>,
+    /// How answers are checked against the prompt's reference (`None`: `prs.verifier = none`).
+    pub check: Option<Arc<Check>>,
+    /// `prs.reward_protocol = verify`: the reward is the verdict (1.0 or 0.0), no model scores.
+    pub reward_from_verdict: bool,
     pub templates: Templates,
     pub policy: Arc<dyn Policy>,
     pub reward: Arc<dyn Reward>,

@@ -124,6 +124,8 @@ fn sampler(
         best_excludes_truncated: false,
         unique_max_extra: None,
         answer_pattern: None,
+        check: None,
+        reward_from_verdict: false,
         templates: Templates::from_config(&PrsConfig::default()).unwrap(),
         policy: policy.clone(),
         reward: reward.clone(),
@@ -137,6 +139,7 @@ fn input() -> PromptInput {
         prompt: Some("Name a colour.".into()),
         preference: Some("I like short answers.".into()),
         preference_per_row: true,
+        reference: None,
     }
 }
 
@@ -529,4 +532,101 @@ async fn answer_pattern_scores_and_revises_the_answer_only() {
         }
     }
     assert_eq!(out.error_kinds, vec!["no_answer"]);
+}
+
+fn checking(verifier: crate::config::Verifier) -> Option<Arc<crate::verify::Check>> {
+    Some(Arc::new(crate::verify::Check {
+        verifier,
+        answer_pattern: None,
+        timeout: std::time::Duration::from_secs(1),
+    }))
+}
+
+#[tokio::test]
+async fn each_answer_is_checked_against_the_reference() {
+    let (mut s, _, reward) = sampler(Method::Prs, vec![2, 2], true, 100);
+    s.check = checking(crate::config::Verifier::Regex);
+    // the fake policy answers `answer-{request}-{i}`: the pattern holds for the first of each
+    let with_reference = PromptInput {
+        reference: Some("-0$".into()),
+        ..input()
+    };
+    let out = s.sample(&with_reference).await.unwrap();
+    let verified: Vec<_> = out.candidates.iter().map(|c| c.verified).collect();
+    assert_eq!(verified, [Some(true), Some(false), Some(true), Some(false)]);
+    assert!(out.error_kinds.is_empty());
+    // the reward model still scores every candidate: `verified` sits beside the reward
+    assert!(out.candidates.iter().all(|c| c.reward.is_some()));
+    assert_eq!(reward.scored.lock().unwrap().len(), 4);
+    // no reference (or no verifier): nothing is checked
+    let out = s.sample(&input()).await.unwrap();
+    assert!(out.candidates.iter().all(|c| c.verified.is_none()));
+}
+
+#[tokio::test]
+async fn a_check_that_cannot_decide_is_an_error_row_not_a_verdict() {
+    let (mut s, _, _) = sampler(Method::Random, vec![3], true, 100);
+    s.check = checking(crate::config::Verifier::Regex);
+    // not a regular expression: no check can decide
+    let bad = PromptInput {
+        reference: Some("(".into()),
+        ..input()
+    };
+    let out = s.sample(&bad).await.unwrap();
+    assert_eq!(out.error_kinds, vec!["verify"; 3]);
+    for c in &out.candidates {
+        assert_eq!(c.verified, None);
+        assert_eq!(
+            c.reward, None,
+            "a candidate that failed its check is not scored"
+        );
+        let error = c.error.as_deref().unwrap();
+        assert!(
+            error.starts_with("verify: the answer could not be checked against the reference")
+                && error.contains("not a regular expression"),
+            "{error}"
+        );
+    }
+    // with on_error = fail, the prompt fails
+    s.on_error = OnError::Fail;
+    assert!(s.sample(&bad).await.is_err());
+}
+
+#[tokio::test]
+async fn with_reward_protocol_verify_the_verdict_is_the_reward() {
+    let (mut s, _, reward) = sampler(Method::Prs, vec![2, 2], true, 100);
+    s.check = checking(crate::config::Verifier::Regex);
+    s.reward_from_verdict = true;
+    let with_reference = PromptInput {
+        reference: Some("-0$".into()),
+        ..input()
+    };
+    let out = s.sample(&with_reference).await.unwrap();
+    let rewards: Vec<_> = out.candidates.iter().map(|c| c.reward).collect();
+    assert_eq!(rewards, [Some(1.0), Some(0.0), Some(1.0), Some(0.0)]);
+    assert!(
+        out.candidates[0].is_best,
+        "ties go to the lowest sample_index"
+    );
+    assert_eq!(out.reward_texts, 0);
+    assert!(
+        reward.scored.lock().unwrap().is_empty(),
+        "no reward model was asked"
+    );
+    // no reference: nothing to reward by, each candidate says so
+    let out = s.sample(&input()).await.unwrap();
+    // (layer 0 fails, so layer 1 has nothing to refine)
+    let kinds = [
+        "verify",
+        "verify",
+        "no_candidate_to_refine",
+        "no_candidate_to_refine",
+    ];
+    assert_eq!(out.error_kinds, kinds);
+    assert!(out.candidates.iter().all(|c| c.reward.is_none()));
+    assert!(out.candidates[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("this prompt has none"));
 }

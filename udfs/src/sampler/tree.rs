@@ -147,6 +147,7 @@ async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> 
             tree.find_answer(row)?;
         }
         tree.make_unique(&ask, &mut rows).await?;
+        tree.verify_layer(&mut rows).await?;
         tree.score_layer(&mut rows).await?;
         tree.candidates.extend(rows);
         // the prompt's place in the window goes to the next prompt
@@ -408,9 +409,63 @@ impl<'a> Tree<'a> {
         Ok(())
     }
 
+    /// Check each answer of the layer against the prompt's reference (`prs.verifier`), off
+    /// the async workers. A check that cannot decide (out of time, a number too large) makes
+    /// its candidate an error row: never a made-up verdict.
+    async fn verify_layer(&mut self, rows: &mut [Candidate]) -> Result<()> {
+        let (Some(check), Some(reference)) = (&self.s.check, &self.input.reference) else {
+            return Ok(());
+        };
+        let which: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].error.is_none())
+            .collect();
+        let items = which
+            .iter()
+            .map(|&i| (rows[i].response.clone(), Some(reference.clone())))
+            .collect();
+        let verdicts = crate::verify::verdicts(check.clone(), items).await;
+        for (&i, verdict) in which.iter().zip(verdicts) {
+            match verdict {
+                Ok(v) => rows[i].verified = v,
+                Err(e) => {
+                    let e = PrsError::Unverifiable(e.to_string());
+                    let failure = self.s.absorb("verify", e)?;
+                    rows[i].error = Some(failure.message);
+                    self.error_kinds.push(failure.kind);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `reward_protocol = verify`: each checked candidate's reward is its verdict, 1.0 or
+    /// 0.0. A prompt without a reference has no verdicts: its candidates are error rows.
+    fn reward_verdicts(&mut self, rows: &mut [Candidate]) -> Result<()> {
+        for row in rows.iter_mut().filter(|r| r.error.is_none()) {
+            match row.verified {
+                Some(v) => row.reward = Some(if v { 1.0 } else { 0.0 }),
+                None => {
+                    let e = PrsError::Unverifiable(
+                        "reward_protocol = verify rewards answers by their reference, and this \
+                         prompt has none (a null or empty value in the reference column, \
+                         prs.reference_column)"
+                            .into(),
+                    );
+                    let failure = self.s.absorb("reward", e)?;
+                    row.error = Some(failure.message);
+                    self.error_kinds.push(failure.kind);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Score what the layer generated, against the original prompt. Rows whose scoring failed
     /// keep their text, get no reward and carry the error.
     async fn score_layer(&mut self, rows: &mut [Candidate]) -> Result<()> {
+        if self.s.reward_from_verdict {
+            return self.reward_verdicts(rows);
+        }
         let scored: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].error.is_none())
             .collect();

@@ -160,6 +160,8 @@ struct ColumnsWire {
     prompt: String,
     id: Option<String>,
     preference: Option<String>,
+    #[serde(default)]
+    reference: Option<String>,
     id_type: String,
 }
 
@@ -169,6 +171,7 @@ impl ColumnsWire {
             prompt: c.prompt.clone(),
             id: c.id.clone(),
             preference: c.preference.clone(),
+            reference: c.reference.clone(),
             id_type: c.id_type.to_string(),
         }
     }
@@ -180,6 +183,7 @@ impl ColumnsWire {
             prompt: self.prompt,
             id: self.id,
             preference: self.preference,
+            reference: self.reference,
             id_type,
         })
     }

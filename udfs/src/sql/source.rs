@@ -24,6 +24,8 @@ pub struct InputColumns {
     pub id: Option<String>,
     /// `None`: every row gets the default preference.
     pub preference: Option<String>,
+    /// The reference answers (`None`: the table has none).
+    pub reference: Option<String>,
     /// Type of the output `prompt_id`.
     pub id_type: DataType,
 }
@@ -195,6 +197,7 @@ pub(crate) struct ColumnSettings {
     pub id: String,
     pub preference: String,
     pub response: String,
+    pub reference: String,
 }
 
 impl ColumnSettings {
@@ -205,6 +208,7 @@ impl ColumnSettings {
             id: cfg.id_column.clone(),
             preference: cfg.preference_column.clone(),
             response: cfg.response_column.clone(),
+            reference: cfg.reference_column.clone(),
         }
     }
 }
@@ -315,6 +319,36 @@ pub fn columns(source: &str, schema: &SchemaRef, cfg: &ColumnSettings) -> Result
         prompt,
         id,
         preference,
+        reference: reference_column(source, schema, &cfg.reference)?,
         id_type,
     })
+}
+
+/// The reference-answer column: `prs.reference_column`, else `reference` if present. Any
+/// type that reads as text (numbers too: a reference is often `579`).
+fn reference_column(source: &str, schema: &SchemaRef, configured: &str) -> Result<Option<String>> {
+    let name = match configured.trim() {
+        "" if schema.field_with_name("reference").is_ok() => "reference",
+        "" => return Ok(None),
+        c => c,
+    };
+    let field = schema.field_with_name(name).map_err(|_| {
+        err(
+            source,
+            format!(
+                "reference column {name:?} (prs.reference_column) not found; columns found: {}",
+                found(schema)
+            ),
+        )
+    })?;
+    if !datafusion::arrow::compute::can_cast_types(field.data_type(), &DataType::Utf8) {
+        return Err(err(
+            source,
+            format!(
+                "reference column {name:?} is {}, which does not read as text",
+                field.data_type()
+            ),
+        ));
+    }
+    Ok(Some(name.to_string()))
 }

@@ -62,6 +62,7 @@ impl SampleTable {
         let mut wanted = vec![cols.prompt.as_str()];
         wanted.extend(cols.id.as_deref());
         wanted.extend(cols.preference.as_deref());
+        wanted.extend(cols.reference.as_deref());
         let mut indices = Vec::new();
         for name in wanted {
             let i = in_schema.index_of(name)?;

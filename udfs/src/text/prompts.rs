@@ -29,6 +29,10 @@ pub fn prompts_of(
         Some(p) => Some(text_column(batch, p)?),
         None => None,
     };
+    let references = match &columns.reference {
+        Some(r) => Some(text_column(batch, r)?),
+        None => None,
+    };
     // (a dictionary-encoded id is output as its values)
     let ids = match &columns.id {
         Some(name) => Some(cast(column(batch, name)?, &columns.id_type)?),
@@ -46,6 +50,10 @@ pub fn prompts_of(
         });
         let preference_per_row = row_pref.is_some();
         let preference = row_pref.or_else(|| default_preference.map(str::to_string));
+        let reference = references.as_ref().and_then(|r| {
+            let r = r.as_string::<i32>();
+            r.is_valid(row).then(|| r.value(row).to_string())
+        });
         out.push((
             id,
             PromptInput {
@@ -53,6 +61,7 @@ pub fn prompts_of(
                 prompt,
                 preference,
                 preference_per_row,
+                reference,
             },
         ));
     }

@@ -149,6 +149,13 @@ impl RewardItem {
                     }
                     RewardProtocol::OpenRlhf => json!({ "query": texts }),
                     RewardProtocol::Tei => json!({ "inputs": texts, "raw_scores": true }),
+                    RewardProtocol::Verify => {
+                        return Err(PrsError::setting(
+                            "reward_protocol",
+                            "verify",
+                            "no reward server is sent texts with verify",
+                        ))
+                    }
                 }
             }
         };
