@@ -7,7 +7,9 @@
 //! preference columns are found as the samplers find theirs (`prs.prompt_column`,
 //! `prs.preference_column`); the response is `response` (`prs.response_column`). The output
 //! is the input's columns and then `reward` (Float64, null where the prompt or response is
-//! null); an input column named `reward` is replaced.
+//! null); an input column named `reward` is replaced. With `prs.verifier` and a reference
+//! column (`prs.reference_column`, else `reference`), `verified` follows (Boolean, as
+//! `verify()` gives it), replacing an input column of that name.
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,14 +38,17 @@ use futures::TryStreamExt;
 use super::reward_udf::RowScorer;
 use super::source::{self, ColumnSettings};
 use super::table_function::{call_settings, source_arg};
-use crate::config::PrsConfig;
+use crate::config::{PrsConfig, Verifier};
 use crate::error::{PrsError, Result};
 use crate::run::JobStats;
+use crate::verify::{verdict_column, Check};
 
 /// The function's SQL name.
 pub const NAME: &str = "prs_score";
 /// The column it adds.
 pub const REWARD: &str = "reward";
+/// The column it adds with a verifier and a reference column.
+const VERIFIED: &str = "verified";
 
 /// The `prs_score` table function.
 #[derive(Debug, Default)]
@@ -114,6 +119,8 @@ struct Scorer {
     prompt: usize,
     response: usize,
     preference: Option<usize>,
+    /// With a verifier and a reference column: the check and the reference column.
+    check: Option<(Arc<Check>, usize)>,
     /// The input columns the output keeps, in order (all but an old `reward`).
     keep: Vec<usize>,
     /// The output: the kept columns, then `reward`.
@@ -145,16 +152,32 @@ impl Scorer {
                 reason: format!("column {name:?} vanished from the schema"),
             })
         };
+        let check = match (cfg.verifier, &columns.reference) {
+            (Verifier::None, _) | (_, None) => None,
+            (_, Some(reference)) => Some((
+                Arc::new(Check::from_config(cfg, Verifier::None)?),
+                index(reference)?,
+            )),
+        };
+        let added: &[&str] = if check.is_some() {
+            &[REWARD, VERIFIED]
+        } else {
+            &[REWARD]
+        };
         let keep: Vec<usize> = (0..input.fields().len())
-            .filter(|i| input.field(*i).name() != REWARD)
+            .filter(|i| !added.contains(&input.field(*i).name().as_str()))
             .collect();
         let mut fields: Vec<Field> = keep.iter().map(|i| input.field(*i).clone()).collect();
         fields.push(Field::new(REWARD, DataType::Float64, true));
+        if check.is_some() {
+            fields.push(Field::new(VERIFIED, DataType::Boolean, true));
+        }
         Ok(Scorer {
             rows: RowScorer::new(cfg, stats)?,
             prompt: index(&columns.prompt)?,
             response: index(&response)?,
             preference: columns.preference.as_deref().map(index).transpose()?,
+            check,
             keep,
             schema: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
         })
@@ -177,6 +200,17 @@ impl Scorer {
         let mut columns: Vec<ArrayRef> =
             self.keep.iter().map(|i| batch.column(*i).clone()).collect();
         columns.push(Arc::new(Float64Array::from(rewards)));
+        if let Some((check, reference)) = &self.check {
+            let reference = text(*reference)?;
+            let verified = verdict_column(
+                check.clone(),
+                response.as_string::<i32>(),
+                reference.as_string::<i32>(),
+                NAME,
+            )
+            .await;
+            columns.push(Arc::new(verified));
+        }
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }

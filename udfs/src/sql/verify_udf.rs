@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, BooleanArray};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::internal_err;
@@ -21,7 +21,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::config::{PrsConfig, Verifier};
-use crate::verify::{verdicts, Check};
+use crate::verify::{verdict_column, Check};
 
 /// The `verify` function, ready to register.
 pub fn verify_udf() -> ScalarUDF {
@@ -66,34 +66,7 @@ impl AsyncScalarUDFImpl for VerifyUdf {
             .map(|a| Ok(cast(&a.to_array(rows)?, &DataType::Utf8)?))
             .collect::<DfResult<Vec<_>>>()?;
         let (response, reference) = (texts[0].as_string::<i32>(), texts[1].as_string::<i32>());
-        let text = |a: &datafusion::arrow::array::StringArray, row| {
-            (!a.is_null(row)).then(|| a.value(row).to_string())
-        };
-        let items: Vec<_> = (0..rows)
-            .map(|row| (text(response, row), text(reference, row)))
-            .collect();
-        let nulls: Vec<bool> = items
-            .iter()
-            .map(|(a, r)| a.is_none() || r.is_none())
-            .collect();
-        let out = verdicts(check, items).await;
-        let mut undecided = 0usize;
-        let values: BooleanArray = out
-            .into_iter()
-            .zip(nulls)
-            .map(|(verdict, null)| match verdict {
-                _ if null => None,
-                Ok(v) => v,
-                Err(e) => {
-                    undecided += 1;
-                    tracing::debug!("verify(): {e}");
-                    None
-                }
-            })
-            .collect();
-        if undecided > 0 {
-            tracing::warn!("verify(): {undecided} of {rows} checks could not decide and gave null");
-        }
+        let values = verdict_column(check, response, reference, "verify()").await;
         Ok(ColumnarValue::Array(Arc::new(values)))
     }
 }

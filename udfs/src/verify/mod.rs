@@ -5,6 +5,7 @@
 //! * [`exact`]: exact evaluation (big rationals) and when two answers are the same;
 //! * [`bounded`]: checks run off the async runtime, each under `prs.verify_timeout_ms`;
 //! * [`check`]: [`Check`], each verifier's rule;
+//! * [`column`]: verdicts for SQL columns (`verify()`, `prs_score`);
 //! * [`error`]: [`VerifyError`], why a check could not decide.
 //!
 //! A check is exact, bounded and visible: it gives true, false or an error that says why it
@@ -13,6 +14,7 @@
 
 mod bounded;
 mod check;
+mod column;
 mod error;
 mod exact;
 mod extract;
@@ -21,3 +23,4 @@ mod math;
 // The face: the check, and running checks off the runtime.
 pub(crate) use bounded::verdicts;
 pub(crate) use check::Check;
+pub(crate) use column::verdict_column;
