@@ -194,6 +194,7 @@ impl Simulator {
         let style = prs_sim::TextStyle {
             repeat_share,
             think,
+            ..Default::default()
         };
         let handle = py
             .detach(|| rt.block_on(prs_sim::start_with(([127, 0, 0, 1], 0).into(), None, style)))

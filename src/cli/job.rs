@@ -141,7 +141,13 @@ fn read_stdin() -> std::io::Result<String> {
 
 /// Start the built-in simulator on a free local port and point `cfg` at it.
 async fn start_sim(cfg: &mut PrsConfig) -> Result<sim::SimHandle, CliError> {
-    let handle = sim::start(([127, 0, 0, 1], 0).into())
+    // maths mode: questions like data/math/prompts.parquet's get right and wrong answers;
+    // every other prompt is answered as before
+    let style = sim::TextStyle {
+        math: true,
+        ..sim::TextStyle::default()
+    };
+    let handle = sim::start_with(([127, 0, 0, 1], 0).into(), None, style)
         .await
         .map_err(CliError::SimStart)?;
     cfg.policy_url = handle.policy_url();

@@ -191,6 +191,7 @@ async fn the_simulator_repeats_itself_and_thinks_when_asked() {
     let style = prs_sim::TextStyle {
         repeat_share: 0.5,
         think: true,
+        ..Default::default()
     };
     let sim = prs_sim::start_with(([127, 0, 0, 1], 0).into(), None, style)
         .await

@@ -1,7 +1,10 @@
 //! `prs sim`: a SIMULATOR of a policy server and a reward server, for demos, tests and
 //! benchmarks. It is not a language model: the "responses" are deterministic word salad built
 //! from the request text, and the "rewards" measure how many words of the question a response
-//! reuses plus seeded noise. It speaks the real wire formats over real HTTP:
+//! reuses plus seeded noise. In maths mode (`--math`, [`math_question`]) a prompt asking
+//! `What is A op B?` gets a final answer, right at the question's [`solve_rate`] or off by a
+//! little, and the reward is its truth ([`sim_truth`]) plus noise. It speaks the real wire
+//! formats over real HTTP:
 //!
 //! * policy (OpenAI-compatible, under `/v1`): `GET /v1/models`, `POST /v1/chat/completions`,
 //!   `POST /v1/completions` (honours `n`, `seed`, `max_tokens`; same request, same text);
@@ -9,6 +12,10 @@
 //!   (OpenRLHF), `POST /predict` (TEI).
 
 pub mod engine;
+mod hash;
+mod math;
+
+pub use math::{math_question, question, sim_truth, Question};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -19,6 +26,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use hash::{fnv, Rng};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -56,7 +64,7 @@ impl Requests {
 }
 
 /// How the simulated policy writes, beyond its word salad; `prs sim` takes each as a flag.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct TextStyle {
     /// Share of samples (0 to 1) that are the prompt's one favourite answer, whatever the
@@ -67,27 +75,139 @@ pub struct TextStyle {
     /// max_tokens never closes it), for `prs.answer_pattern = think`
     #[cfg_attr(feature = "clap", arg(long))]
     pub think: bool,
+    /// Maths mode: prompts asking `What is A op B?` get a final answer, right or wrong, in one
+    /// of several formats, and the reward is its truth plus noise (other prompts: word salad)
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub math: bool,
+    /// With --math: share of questions always solved (solve rate 1, less --edge-miss)
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.45))]
+    pub always_share: f64,
+    /// With --math: share of questions never solved (solve rate 0, plus --edge-miss); the rest
+    /// have a rate between 0.1 and 0.9
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.35))]
+    pub never_share: f64,
+    /// With --math: how often an always-solved question is missed and a never-solved one is
+    /// hit (0.03: nearly always, nearly never)
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub edge_miss: f64,
+    /// With --math: share of samples whose final answer is built to hurt a checker (a tower of
+    /// powers, a 200 KB sum, unbalanced braces, deep parentheses)
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub hostile_share: f64,
+}
+
+impl Default for TextStyle {
+    /// The flags' defaults: word salad, no repeats, no think block.
+    fn default() -> Self {
+        TextStyle {
+            repeat_share: 0.0,
+            think: false,
+            math: false,
+            always_share: 0.45,
+            never_share: 0.35,
+            edge_miss: 0.0,
+            hostile_share: 0.0,
+        }
+    }
 }
 
 impl TextStyle {
-    /// Choice `i`'s text for (prompt, seed): the favourite answer for a `repeat_share` of
-    /// them, then the think block around it when `think`.
-    fn write(&self, prompt: &str, seed: i64, i: u64, text: (String, usize, bool)) -> String {
-        let u = (fnv(prompt) ^ (seed as u64).rotate_left(29) ^ i.wrapping_mul(0x51_7cc1)) % 10_000;
-        let (answer, _, truncated) = if (u as f64) < self.repeat_share * 10_000.0 {
-            sim_text(prompt, 0, 0, usize::MAX, Some(24))
-        } else {
-            text
+    /// Choice `i` of a request with `seed`: (text, words, truncated by max_tokens).
+    fn sample(
+        &self,
+        prompt: &str,
+        (seed, i): (i64, u64),
+        max_tokens: usize,
+        length: Option<usize>,
+    ) -> (String, usize, bool) {
+        let w = self.written(prompt, (seed, i), max_tokens, length);
+        (w.text, w.words, w.truncated)
+    }
+
+    /// Choice `i` of a request with `seed` and, in maths mode, whether its answer is right:
+    /// the favourite answer for a `repeat_share` of them, then the think block around it when
+    /// `think`.
+    fn written(
+        &self,
+        prompt: &str,
+        (seed, i): (i64, u64),
+        max_tokens: usize,
+        length: Option<usize>,
+    ) -> math::Written {
+        let question = self.math.then(|| math::question(prompt)).flatten();
+        let draw = |seed: i64, i: u64, max_tokens: usize, length: Option<usize>| match &question {
+            Some(q) => math::write(q, prompt, (seed, i), max_tokens, length, self.mix()),
+            None => {
+                let (text, words, truncated) = sim_text(prompt, seed, i, max_tokens, length);
+                math::Written {
+                    text,
+                    words,
+                    truncated,
+                    right: None,
+                }
+            }
         };
-        if !self.think {
-            return answer;
-        }
-        let (thought, _, _) = sim_text(prompt, seed ^ 0x7b1c, i, usize::MAX, Some(16));
-        match truncated {
-            true => format!("<think>Let me see. {thought} {answer}"),
-            false => format!("<think>Let me see. {thought}</think>\n\n{answer}"),
+        let drawn = draw(seed, i, max_tokens, length);
+        let u = (fnv(prompt) ^ (seed as u64).rotate_left(29) ^ i.wrapping_mul(0x51_7cc1)) % 10_000;
+        let (answer, truncated, right) = if (u as f64) < self.repeat_share * 10_000.0 {
+            let favourite = draw(0, 0, usize::MAX, Some(24));
+            (favourite.text, favourite.truncated, favourite.right)
+        } else {
+            (drawn.text, drawn.truncated, drawn.right)
+        };
+        let text = match (self.think, truncated) {
+            (false, _) => answer,
+            (true, true) => format!(
+                "<think>Let me see. {} {answer}",
+                self.thought(prompt, seed, i)
+            ),
+            (true, false) => {
+                format!(
+                    "<think>Let me see. {}</think>\n\n{answer}",
+                    self.thought(prompt, seed, i)
+                )
+            }
+        };
+        math::Written {
+            text,
+            right,
+            ..drawn
         }
     }
+
+    /// The think block's words for choice `i`.
+    fn thought(&self, prompt: &str, seed: i64, i: u64) -> String {
+        sim_text(prompt, seed ^ 0x7b1c, i, usize::MAX, Some(16)).0
+    }
+
+    fn mix(&self) -> math::Mix {
+        math::Mix {
+            always: self.always_share,
+            never: self.never_share,
+            edge: self.edge_miss,
+            hostile: self.hostile_share,
+        }
+    }
+
+    /// The simulated reward of a text `Human: {prompt}\nAssistant: {response}`: in maths mode,
+    /// for a prompt asking a question, the answer's truth plus noise in [-0.3, 0.3]; else
+    /// [`sim_score`].
+    pub fn score(&self, text: &str) -> f64 {
+        match self.math {
+            true => math::score(text).unwrap_or_else(|| sim_score(text)),
+            false => sim_score(text),
+        }
+    }
+}
+
+/// The solve rate of the question a prompt asks (the last `What is A op B?` in it) in maths
+/// mode: 1, 0 (each `edge_miss` off) or in [0.1, 0.9] as `style`'s shares and a hash of the question's words
+/// say; 0 when the prompt asks none. Choice `i` of a request with `seed` is right when a hash
+/// of (prompt, seed, i) falls below it.
+pub fn solve_rate(prompt: &str, style: &TextStyle) -> f64 {
+    math::question(prompt).map_or(0.0, |q| {
+        math::rate(&q, style.always_share, style.never_share, style.edge_miss)
+    })
 }
 
 /// The simulator's routes; `engine` adds a continuous-batching time model (else instant).
@@ -298,9 +418,9 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
     let mut completion_tokens = 0;
     let choices: Vec<Value> = (0..n)
         .map(|i| {
-            let written = sim_text(prompt, seed, i, max_tokens, lengths[i as usize]);
-            let (words, truncated) = (written.1, written.2);
-            let text = sim.style.write(prompt, seed, i, written);
+            let (text, words, truncated) =
+                sim.style
+                    .sample(prompt, (seed, i), max_tokens, lengths[i as usize]);
             completion_tokens += words;
             let finish = if truncated { "length" } else { "stop" };
             if chat {
@@ -319,28 +439,6 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
                   "total_tokens": prompt_tokens + completion_tokens}
     }))
     .into_response()
-}
-
-/// SplitMix64: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 const FILLER: &[&str] = &[
@@ -489,7 +587,7 @@ async fn pooling(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
     match scored_texts(&sim, &body, "input").await {
         Ok(t) => Json(json!({
             "object": "list",
-            "data": t.iter().enumerate().map(|(i, x)| json!({"index": i, "object": "pooling", "data": [sim_score(x)]})).collect::<Vec<_>>()
+            "data": t.iter().enumerate().map(|(i, x)| json!({"index": i, "object": "pooling", "data": [sim.style.score(x)]})).collect::<Vec<_>>()
         }))
         .into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
@@ -501,7 +599,7 @@ async fn classify(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
         Ok(t) => Json(json!({
             "object": "list",
             "data": t.iter().enumerate().map(|(i, x)| {
-                let p = 1.0 / (1.0 + (-sim_score(x)).exp());
+                let p = 1.0 / (1.0 + (-sim.style.score(x)).exp());
                 json!({"index": i, "label": "LABEL_0", "probs": [p, 1.0 - p], "num_classes": 2})
             }).collect::<Vec<_>>()
         }))
@@ -512,7 +610,7 @@ async fn classify(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
 
 async fn get_reward(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
     match scored_texts(&sim, &body, "query").await {
-        Ok(t) => Json(json!({"rewards": t.iter().map(|x| sim_score(x)).collect::<Vec<_>>()}))
+        Ok(t) => Json(json!({"rewards": t.iter().map(|x| sim.style.score(x)).collect::<Vec<_>>()}))
             .into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
@@ -522,7 +620,7 @@ async fn predict(State(sim): State<Sim>, Json(body): Json<Value>) -> Response {
     match scored_texts(&sim, &body, "inputs").await {
         Ok(t) => Json(json!(t
             .iter()
-            .map(|x| json!([{"score": sim_score(x), "label": "LABEL_0"}]))
+            .map(|x| json!([{"score": sim.style.score(x), "label": "LABEL_0"}]))
             .collect::<Vec<_>>()))
         .into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
@@ -543,6 +641,69 @@ mod tests {
         assert_eq!(sim_text(q, 1, 1, 256, Some(100)).1, 100);
         let short = sim_text("x", 1, 0, 3, None);
         assert_eq!(short.1, 3);
+    }
+
+    /// What the simulator wrote before maths mode, for these requests (captured from the
+    /// code before it): without `math`, and in maths mode for prompts that ask no question, it
+    /// writes the same bytes.
+    #[test]
+    fn without_math_the_text_is_as_before() {
+        let prompts = [
+            "Tell me about rivers and mountains",
+            "Question 17: What is 348 + 231?",
+            "x",
+        ];
+        let plain = TextStyle::default();
+        let styles = [
+            plain,
+            TextStyle {
+                repeat_share: 0.5,
+                think: true,
+                ..plain
+            },
+        ];
+        let all = |math: bool, prompts: &[&str]| {
+            let mut all = String::new();
+            for p in prompts {
+                for style in &styles {
+                    let style = TextStyle { math, ..*style };
+                    for seed in [0i64, 7, -3] {
+                        for i in 0..4u64 {
+                            for (max, len) in [(256usize, None), (5, None), (256, Some(30))] {
+                                let (s, n, t) = style.sample(p, (seed, i), max, len);
+                                all.push_str(&format!("{s}|{n}|{t}\n"));
+                            }
+                        }
+                    }
+                }
+            }
+            all
+        };
+        assert_eq!(fnv(&all(false, &prompts)), 14048697960958600558);
+        let salad = [prompts[0], prompts[2]];
+        assert_eq!(all(true, &salad), all(false, &salad));
+        let think = TextStyle {
+            think: true,
+            ..plain
+        };
+        assert_eq!(
+            think.sample(prompts[1], (3, 1), 256, None).0,
+            "<think>Let me see. Step Question useful several several What first points the \
+             Question What Question consider Question can we.</think>\n\nQuestion What What \
+             Question overall What What Question is the step What Question What Question \
+             Question which points What Question answer What What means Question Question \
+             because Question consider Question Question useful Question."
+        );
+        let text = "Human: Question 17: What is 348 + 231?\nAssistant: \\boxed{579}";
+        assert_eq!(plain.score(text), 0.764);
+        let text =
+            "Human: explain photosynthesis in plants\nAssistant: photosynthesis explain plants";
+        assert_eq!(plain.score(text), 2.257);
+        let math = TextStyle {
+            math: true,
+            ..plain
+        };
+        assert_eq!(math.score(text), 2.257);
     }
 
     #[test]
