@@ -23,7 +23,8 @@ from conftest import PROMPTS, ROOT
 COLUMNS = [
     "prompt_id", "prompt", "preference", "method", "layer", "sample_index", "parent_index",
     "feedback", "response", "answer", "reward", "is_best", "duplicate_of", "finish_reason",
-    "seed", "policy_model", "reward_model", "error", "reference", "verified",
+    "seed", "policy_model", "reward_model", "error", "reference", "verified", "group_size",
+    "stopped",
 ]
 
 

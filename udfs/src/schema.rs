@@ -1,5 +1,6 @@
 //! The output schema of `prs_sample` / `random_sample`, and turning candidates into Arrow.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -10,10 +11,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 
 use crate::error::Result;
-use crate::sampler::{Candidate, Method};
+use crate::sampler::{Candidate, Method, Stopped};
 
 /// Output column names, in order.
-pub const COLUMNS: [&str; 20] = [
+pub const COLUMNS: [&str; 22] = [
     "prompt_id",
     "prompt",
     "preference",
@@ -34,6 +35,8 @@ pub const COLUMNS: [&str; 20] = [
     "error",
     "reference",
     "verified",
+    "group_size",
+    "stopped",
 ];
 
 /// One row per candidate. `prompt_id` keeps the type of the input's id column (Utf8 when the
@@ -61,6 +64,8 @@ pub fn output_schema(id_type: &DataType) -> SchemaRef {
         utf8("error", true),
         utf8("reference", true),
         Field::new("verified", DataType::Boolean, true),
+        Field::new("group_size", DataType::Int32, false),
+        utf8("stopped", true),
     ]))
 }
 
@@ -75,19 +80,15 @@ pub struct PromptResult {
     pub reward_model: Option<String>,
     /// The prompt's reference answer.
     pub reference: Option<String>,
+    /// Why it stopped getting samples (`None`: it was never sampled).
+    pub stopped: Option<Stopped>,
     pub candidates: Vec<Candidate>,
 }
 
 /// Build one batch (full schema) from finished prompts.
-pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
-    schema: &SchemaRef,
-    results: &[R],
-) -> Result<RecordBatch> {
+pub fn to_batch<R: Borrow<PromptResult>>(schema: &SchemaRef, results: &[R]) -> Result<RecordBatch> {
     let rows: usize = results.iter().map(|r| r.borrow().candidates.len()).sum();
     let mut ids = Vec::with_capacity(rows);
-    let mut prompt = StringBuilder::new();
-    let mut preference = StringBuilder::new();
-    let mut method = StringBuilder::new();
     let mut layer = Int32Builder::with_capacity(rows);
     let mut sample_index = Int32Builder::with_capacity(rows);
     let mut parent_index = Int32Builder::with_capacity(rows);
@@ -99,18 +100,13 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
     let mut duplicate_of = Int32Builder::with_capacity(rows);
     let mut finish_reason = StringBuilder::new();
     let mut seed = Int64Builder::with_capacity(rows);
-    let mut policy_model = StringBuilder::new();
-    let mut reward_model = StringBuilder::new();
     let mut error = StringBuilder::new();
-    let mut reference = StringBuilder::new();
     let mut verified = BooleanBuilder::with_capacity(rows);
+    let mut group_size = Int32Builder::with_capacity(rows);
     for r in results {
         let r = r.borrow();
         for c in &r.candidates {
             ids.push(r.id.clone());
-            prompt.append_option(r.prompt.as_deref());
-            preference.append_option(r.preference.as_deref());
-            method.append_value(r.method.as_str());
             layer.append_value(c.layer);
             sample_index.append_value(c.sample_index);
             parent_index.append_option(c.parent_index);
@@ -122,24 +118,21 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
             duplicate_of.append_option(c.duplicate_of);
             finish_reason.append_option(c.finish_reason.as_deref());
             seed.append_option(c.seed);
-            policy_model.append_option(r.policy_model.as_deref());
-            reward_model.append_option(r.reward_model.as_deref());
             error.append_option(c.error.as_deref());
-            reference.append_option(r.reference.as_deref());
             verified.append_option(c.verified);
+            group_size.append_value(i32::try_from(r.candidates.len()).unwrap_or(i32::MAX));
         }
     }
-    let id_type = schema.field(0).data_type();
-    let ids = if ids.is_empty() {
-        datafusion::arrow::array::new_empty_array(id_type)
-    } else {
-        ScalarValue::iter_to_array(ids)?
+    let ids = match ids.is_empty() {
+        true => datafusion::arrow::array::new_empty_array(schema.field(0).data_type()),
+        false => ScalarValue::iter_to_array(ids)?,
     };
+    let text = |value: fn(&PromptResult) -> Option<&str>| per_prompt(results, value);
     let columns: Vec<ArrayRef> = vec![
         ids,
-        Arc::new(prompt.finish()),
-        Arc::new(preference.finish()),
-        Arc::new(method.finish()),
+        text(|r| r.prompt.as_deref()),
+        text(|r| r.preference.as_deref()),
+        text(|r| Some(r.method.as_str())),
         Arc::new(layer.finish()),
         Arc::new(sample_index.finish()),
         Arc::new(parent_index.finish()),
@@ -151,13 +144,30 @@ pub fn to_batch<R: std::borrow::Borrow<PromptResult>>(
         Arc::new(duplicate_of.finish()),
         Arc::new(finish_reason.finish()),
         Arc::new(seed.finish()),
-        Arc::new(policy_model.finish()),
-        Arc::new(reward_model.finish()),
+        text(|r| r.policy_model.as_deref()),
+        text(|r| r.reward_model.as_deref()),
         Arc::new(error.finish()),
-        Arc::new(reference.finish()),
+        text(|r| r.reference.as_deref()),
         Arc::new(verified.finish()),
+        Arc::new(group_size.finish()),
+        text(|r| r.stopped.map(|s| s.as_str())),
     ];
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A text column of one value per prompt, repeated for each of its candidates.
+fn per_prompt<R: Borrow<PromptResult>>(
+    results: &[R],
+    value: fn(&PromptResult) -> Option<&str>,
+) -> ArrayRef {
+    let mut column = StringBuilder::new();
+    for r in results {
+        let r = r.borrow();
+        for _ in &r.candidates {
+            column.append_option(value(r));
+        }
+    }
+    Arc::new(column.finish())
 }
 
 /// Read back one prompt's rows (full schema) written by [`to_batch`].
@@ -196,6 +206,9 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
     let (policy_model, reward_model, error) = (text(15)?, text(16)?, text(17)?);
     let reference = text(18)?;
     let verified = col(19).as_boolean_opt().ok_or_else(|| bad("verified"))?;
+    let stopped = opt_text(text(21)?, 0)
+        .map(|s| s.parse::<Stopped>().map_err(|_| bad("stopped")))
+        .transpose()?;
     let method: Method = method.value(0).parse().map_err(|_| bad("method"))?;
     let candidates = (0..batch.num_rows())
         .map(|r| Candidate {
@@ -222,6 +235,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
         policy_model: opt_text(policy_model, 0),
         reward_model: opt_text(reward_model, 0),
         reference: opt_text(reference, 0),
+        stopped,
         candidates,
     })
 }
@@ -248,6 +262,7 @@ mod tests {
             policy_model: Some("m".into()),
             reward_model: Some("r".into()),
             reference: Some("42".into()),
+            stopped: Some(Stopped::Uniform),
             candidates: vec![
                 Candidate {
                     sample_index: 0,
@@ -273,6 +288,7 @@ mod tests {
         assert_eq!(back.candidates, r.candidates);
         assert_eq!(back.policy_model, r.policy_model);
         assert_eq!(back.reference, r.reference);
+        assert_eq!(back.stopped, r.stopped);
         assert_eq!(b.column(0).data_type(), &DataType::Int64);
         assert_eq!(to_batch::<PromptResult>(&s, &[]).unwrap().num_rows(), 0);
     }

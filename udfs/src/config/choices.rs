@@ -120,6 +120,20 @@ choice! {
 }
 
 choice! {
+    /// Whether a prompt's samples come in rounds that stop early (`prs.adaptive`).
+    Adaptive, setting = "adaptive" {
+        /// Every prompt gets `n` samples.
+        Off = "off" | "none",
+        /// For GRPO groups: a prompt with both outcomes is filled to `n`, one whose outcomes
+        /// agree stops early.
+        Groups = "groups",
+        /// For DPO pairs: a prompt stops at its first right-and-wrong pair, or early when its
+        /// outcomes agree.
+        Pairs = "pairs",
+    }
+}
+
+choice! {
     /// Which OpenAI-compatible API the policy client calls (`prs.policy_api`).
     PolicyApi, setting = "policy_api" {
         /// `POST {url}/chat/completions` with the text as the user message.

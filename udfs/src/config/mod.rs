@@ -20,7 +20,8 @@ use crate::error::{PrsError, Result};
 mod choices;
 
 pub use choices::{
-    MaxExtra, OnError, PolicyApi, PolicyN, RewardInput, RewardPreference, RewardProtocol, Verifier,
+    Adaptive, MaxExtra, OnError, PolicyApi, PolicyN, RewardInput, RewardPreference, RewardProtocol,
+    Verifier,
 };
 
 /// The default preference used when the input table has no preference column.
@@ -153,6 +154,16 @@ extensions_options! {
         pub verifier: Verifier, default = Verifier::None
         /// Milliseconds one answer check may take; past it the check is an error (verify() gives null), never a guess
         pub verify_timeout_ms: u64, default = 1000
+        /// Samples in rounds that stop early (random_sample): `off`, `groups` (a prompt with both outcomes is filled to n, one whose outcomes agree stops) or `pairs` (a prompt stops at its first right-and-wrong pair); outcomes are `verified`, else rewards
+        pub adaptive: Adaptive, default = Adaptive::Off
+        /// With adaptive: samples per round, the first included
+        pub explore: usize, default = 3
+        /// With adaptive: a prompt whose outcomes all agree stops when the posterior chance (Jeffreys prior) that its remaining samples would show the other outcome is below this
+        pub adaptive_threshold: f64, default = 0.4
+        /// With adaptive and no verdicts: rewards whose spread (best - worst) is below this count as one outcome
+        pub min_reward_spread: f64, default = 0.5
+        /// With adaptive = pairs and no verdicts: a best-worst reward gap above this is a pair
+        pub pair_margin: f64, default = 1.0
         /// File replacing the built-in feedback template ({question} {answer} {preference})
         pub feedback_template_file: String, default = String::new()
         /// File replacing the built-in revise template ({question} {answer} {preference} {feedback})
@@ -333,6 +344,7 @@ const INTEGER_BOUNDS: &[(&str, u64, u64)] = &[
     ("reward_batch_wait_ms", 0, 60_000),
     ("reward_max_in_flight", 1, MANY),
     ("verify_timeout_ms", 1, 3_600_000),
+    ("explore", 1, MANY),
 ];
 
 /// Bounds of floating-point settings, inclusive.
@@ -341,6 +353,9 @@ const FLOAT_BOUNDS: &[(&str, f64, f64)] = &[
     ("top_p", 0.0, 1.0),
     ("presence_penalty", -100.0, 100.0),
     ("max_failed_share", 0.0, 1.0),
+    ("adaptive_threshold", 0.0, 1.0),
+    ("min_reward_spread", 0.0, 1e12),
+    ("pair_margin", 0.0, 1e12),
 ];
 
 /// Why `value` (already parsed by its field) is out of `key`'s bounds, if it is.

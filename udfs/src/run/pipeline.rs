@@ -165,6 +165,7 @@ impl PromptPipeline {
             policy_model,
             reward_model: called.then(|| rt.sampler.reward.model_label()),
             reference: input.reference,
+            stopped: sampled.stopped,
             candidates: sampled.candidates,
         };
         // only complete prompts are kept: a re-run retries the failed ones

@@ -10,10 +10,10 @@ use super::cost::{CostSettings, PromptCost};
 use super::single_flight::{flight_for, Flight};
 use super::stats::{Budget, JobStats};
 use crate::client::{PolicyClient, PolicySettings, RewardClient, RewardSettings};
-use crate::config::{PrsConfig, RewardProtocol, Verifier};
+use crate::config::{Adaptive, PrsConfig, RewardProtocol, Verifier};
 use crate::durability::{hash_parts, Checkpoint, Journal, JournaledPolicy, JournaledReward};
 use crate::error::{PrsError, Result};
-use crate::sampler::{Sampler, Verdicts};
+use crate::sampler::{AdaptivePlan, Sampler, Verdicts};
 use crate::schema::output_schema;
 use crate::sql::{InputColumns, SampleCall};
 use crate::text::RewardFormat;
@@ -75,6 +75,7 @@ impl CallRuntime {
             unique_max_extra: cfg.unique.then(|| cfg.unique_max_extra.of(call.n)),
             answer_pattern: parts.answer_pattern.clone(),
             reward_from_verdict: reward.is_none(),
+            adaptive: adaptive_plan(cfg),
             check: check.clone(),
             templates: parts.templates.clone(),
             policy: policy.clone(),
@@ -197,6 +198,17 @@ impl CallRuntime {
 }
 
 /// How the call checks answers against references; `None` with `prs.verifier = none`.
+/// `prs.adaptive` and its rule's settings; `None` when off.
+fn adaptive_plan(cfg: &PrsConfig) -> Option<AdaptivePlan> {
+    (cfg.adaptive != Adaptive::Off).then(|| AdaptivePlan {
+        pairs: cfg.adaptive == Adaptive::Pairs,
+        explore: cfg.explore.max(1),
+        threshold: cfg.adaptive_threshold,
+        min_spread: cfg.min_reward_spread,
+        pair_margin: cfg.pair_margin,
+    })
+}
+
 /// `reward_protocol = verify` checks with `math` unless a verifier is set.
 fn answer_check(cfg: &PrsConfig) -> Result<Option<Arc<Check>>> {
     match (cfg.verifier, cfg.reward_protocol) {
@@ -271,6 +283,15 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
     }
     if let Some(pattern) = &s.answer_pattern {
         description["answer_pattern"] = pattern.source().into();
+    }
+    if let Some(plan) = &s.adaptive {
+        description["adaptive"] = serde_json::json!({
+            "pairs": plan.pairs,
+            "explore": plan.explore,
+            "threshold": plan.threshold,
+            "min_reward_spread": plan.min_spread,
+            "pair_margin": plan.pair_margin,
+        });
     }
     if let Some(check) = &s.check {
         description["verifier"] = check.verifier.to_string().into();

@@ -266,6 +266,7 @@ mod tests {
             policy_model: None,
             reward_model: None,
             reference: None,
+            stopped: None,
             candidates: vec![Candidate::default(); 4],
         })
     }

@@ -4,6 +4,7 @@
 //! [`Reward`] traits, so the algorithms are tested without HTTP and the execution node can run
 //! many prompts at once.
 
+mod adaptive;
 mod seed;
 mod tree;
 mod unique;
@@ -19,6 +20,7 @@ use crate::text::{AnswerPattern, RewardItem, Templates};
 use crate::verify::Check;
 
 pub use crate::config::{OnError, RewardPreference};
+pub use adaptive::{Plan as AdaptivePlan, Stopped};
 pub use seed::derive_seed;
 pub use tree::default_widths;
 
@@ -219,6 +221,8 @@ pub struct Sampled {
     pub reward_texts: u64,
     /// What the data checks did (duplicates resampled and kept, all candidates truncated).
     pub checks: DataChecks,
+    /// Why the prompt stopped getting samples; `None` when it was never sampled.
+    pub stopped: Option<Stopped>,
 }
 
 /// Everything a sampling call needs, shared by all prompts of a query.
@@ -242,6 +246,8 @@ pub struct Sampler {
     pub check: Option<Arc<Check>>,
     /// `prs.reward_protocol = verify`: the reward is the verdict (1.0 or 0.0), no model scores.
     pub reward_from_verdict: bool,
+    /// `prs.adaptive` (random sampling only): samples in rounds, stopping early.
+    pub adaptive: Option<AdaptivePlan>,
     pub templates: Templates,
     pub policy: Arc<dyn Policy>,
     pub reward: Arc<dyn Reward>,
@@ -268,6 +274,7 @@ impl Sampled {
             error_kinds: vec![kind.to_string()],
             reward_texts: 0,
             checks: DataChecks::default(),
+            stopped: (kind == "budget").then_some(Stopped::Budget),
         }
     }
 }

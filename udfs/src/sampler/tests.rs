@@ -126,6 +126,7 @@ fn sampler(
         answer_pattern: None,
         check: None,
         reward_from_verdict: false,
+        adaptive: None,
         templates: Templates::from_config(&PrsConfig::default()).unwrap(),
         policy: policy.clone(),
         reward: reward.clone(),
@@ -629,4 +630,65 @@ async fn with_reward_protocol_verify_the_verdict_is_the_reward() {
         .as_deref()
         .unwrap()
         .contains("this prompt has none"));
+}
+
+fn adaptive(pairs: bool) -> Option<super::AdaptivePlan> {
+    Some(super::AdaptivePlan {
+        pairs,
+        explore: 3,
+        threshold: 0.4,
+        min_spread: 0.5,
+        pair_margin: 1.0,
+    })
+}
+
+#[tokio::test]
+async fn adaptive_groups_fill_mixed_prompts_and_stop_uniform_ones() {
+    let (mut s, policy, _) = sampler(Method::Random, vec![8], true, 100);
+    s.check = checking(crate::config::Verifier::Regex);
+    s.adaptive = adaptive(false);
+    // the first answer of each request is right: mixed after the first round, filled to 8
+    let mixed = PromptInput {
+        reference: Some("-0$".into()),
+        ..input()
+    };
+    let out = s.sample(&mixed).await.unwrap();
+    assert_eq!(out.candidates.len(), 8);
+    assert_eq!(out.stopped, Some(super::Stopped::Full));
+    let indices: Vec<i32> = out.candidates.iter().map(|c| c.sample_index).collect();
+    assert_eq!(indices, (0..8).collect::<Vec<_>>());
+    // rounds of 3, then the rest (5, as 4 + 1 at most 4 per request)
+    let ns: Vec<usize> = policy.calls.lock().unwrap().iter().map(|c| c.1).collect();
+    assert_eq!(ns, [3, 4, 1]);
+    // every answer right: three agreeing verdicts stop the prompt
+    let uniform = PromptInput {
+        reference: Some("answer".into()),
+        ..input()
+    };
+    let out = s.sample(&uniform).await.unwrap();
+    assert_eq!(out.candidates.len(), 3);
+    assert_eq!(out.stopped, Some(super::Stopped::Uniform));
+    assert!(out.candidates.iter().all(|c| c.verified == Some(true)));
+}
+
+#[tokio::test]
+async fn adaptive_pairs_stop_at_the_first_pair() {
+    let (mut s, _, _) = sampler(Method::Random, vec![8], true, 100);
+    s.check = checking(crate::config::Verifier::Regex);
+    s.adaptive = adaptive(true);
+    let mixed = PromptInput {
+        reference: Some("-0$".into()),
+        ..input()
+    };
+    let out = s.sample(&mixed).await.unwrap();
+    assert_eq!(out.candidates.len(), 3);
+    assert_eq!(out.stopped, Some(super::Stopped::Pair));
+    assert_eq!(out.candidates.iter().filter(|c| c.is_best).count(), 1);
+    // adaptive off: n samples, stopped full
+    s.adaptive = None;
+    let out = s.sample(&mixed).await.unwrap();
+    assert_eq!(
+        (out.candidates.len(), out.stopped),
+        (8, Some(super::Stopped::Full))
+    );
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
+use super::adaptive::{Next, Plan as AdaptivePlan, Stopped};
 use super::unique::{Extra, Seen};
 use super::{derive_seed, Candidate, OnError, PromptInput, RewardPreference, Sampled, Sampler};
 use crate::client::{all_failed, Choice};
@@ -124,10 +125,16 @@ struct Tree<'a> {
     /// The extra samples left for duplicates (`None`: `prs.unique` is off).
     extra: Option<Extra>,
     checks: DataChecks,
+    stopped: Stopped,
 }
 
 async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> {
     let mut tree = Tree::new(s, input, prompt);
+    if let (Some(plan), [_]) = (&s.adaptive, s.widths.as_slice()) {
+        tree.rounds(plan).await?;
+        crate::run::first_layer_done();
+        return Ok(tree.finish());
+    }
     let mut first = 0;
     for (layer, &width) in s.widths.iter().enumerate() {
         let slots = Slots {
@@ -181,6 +188,7 @@ impl<'a> Tree<'a> {
             seen: Seen::default(),
             extra: s.unique_max_extra.map(|max| Extra::new(s.n(), max)),
             checks: DataChecks::default(),
+            stopped: Stopped::Full,
         }
     }
 
@@ -409,6 +417,45 @@ impl<'a> Tree<'a> {
         Ok(())
     }
 
+    /// `prs.adaptive`: one layer, sampled in rounds until the plan says stop.
+    async fn rounds(&mut self, plan: &AdaptivePlan) -> Result<()> {
+        let n = self.s.n();
+        let verdicts = self.s.check.is_some() && self.input.reference.is_some();
+        let ask = Ask {
+            text: self.question.clone(),
+            parent: None,
+            feedback: None,
+        };
+        loop {
+            let count = match plan.next(&self.candidates, n, verdicts) {
+                Next::Stop(why) => {
+                    self.stopped = why;
+                    return Ok(());
+                }
+                Next::Sample(count) => count,
+            };
+            let slots = Slots {
+                layer: 0,
+                first: self.candidates.len(),
+                count,
+                parent: None,
+                feedback: None,
+                seed: None,
+            };
+            let mut rows = self.generate_layer(&ask, &slots).await?;
+            if rows.is_empty() {
+                return Ok(()); // never happens: a failed request gives error rows
+            }
+            for row in &mut rows {
+                self.find_answer(row)?;
+            }
+            self.make_unique(&ask, &mut rows).await?;
+            self.verify_layer(&mut rows).await?;
+            self.score_layer(&mut rows).await?;
+            self.candidates.extend(rows);
+        }
+    }
+
     /// Check each answer of the layer against the prompt's reference (`prs.verifier`), off
     /// the async workers. A check that cannot decide (out of time, a number too large) makes
     /// its candidate an error row: never a made-up verdict.
@@ -530,6 +577,7 @@ impl<'a> Tree<'a> {
             error_kinds: self.error_kinds,
             reward_texts: self.reward_texts,
             checks: self.checks,
+            stopped: Some(self.stopped),
         }
     }
 }

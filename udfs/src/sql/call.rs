@@ -89,6 +89,14 @@ impl SampleCall {
     /// Check `n` against the settings, read the templates and check them.
     pub fn new(method: Method, source: String, n: usize, cfg: PrsConfig) -> Result<Self> {
         let widths = widths_of(method, n, cfg.max_n, &cfg.widths)?;
+        if cfg.adaptive != crate::config::Adaptive::Off && widths.len() > 1 {
+            return Err(PrsError::setting(
+                "adaptive",
+                cfg.adaptive.as_str(),
+                "adaptive sampling works on one layer of samples (random_sample); PRS's layers \
+                 revise the best so far and are not sampled in rounds yet",
+            ));
+        }
         let templates = TemplateTexts::from_config(&cfg)?;
         let parts = CallParts::parse(widths, &templates, &cfg.answer_pattern)?;
         Ok(SampleCall {
