@@ -21,3 +21,4 @@ mod reward_input;
 mod secrets;
 mod shape;
 mod shell;
+mod verified;
