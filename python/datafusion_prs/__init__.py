@@ -77,7 +77,13 @@ def register(ctx: SessionContext, *, env: bool = True, **values: Any) -> None:
 
 
 @contextmanager
-def simulator(*, repeat_share: float = 0.0, think: bool = False) -> Iterator[Simulator]:
+def simulator(
+    *,
+    repeat_share: float = 0.0,
+    think: bool = False,
+    math: bool = False,
+    hostile_share: float = 0.0,
+) -> Iterator[Simulator]:
     """The built-in simulator on 127.0.0.1 (NOT a model: word salad and a toy reward).
 
         with datafusion_prs.simulator() as sim:
@@ -85,9 +91,13 @@ def simulator(*, repeat_share: float = 0.0, think: bool = False) -> Iterator[Sim
 
     ``repeat_share`` makes that share of samples the prompt's one favourite answer (try
     ``unique=True``); ``think`` makes it write like a reasoning model (try
-    ``answer_pattern="think"``).
+    ``answer_pattern="think"``); ``math`` answers questions like those of
+    ``data/math/prompts.parquet`` right or wrong (try ``verifier="math"``), and
+    ``hostile_share`` makes that share of its answers hard on a checker.
     """
-    sim = Simulator(repeat_share=repeat_share, think=think)
+    sim = Simulator(
+        repeat_share=repeat_share, think=think, math=math, hostile_share=hostile_share
+    )
     try:
         yield sim
     finally:

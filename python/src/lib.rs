@@ -188,12 +188,20 @@ struct Simulator {
 #[pymethods]
 impl Simulator {
     #[new]
-    #[pyo3(signature = (repeat_share = 0.0, think = false))]
-    fn new(py: Python<'_>, repeat_share: f64, think: bool) -> PyResult<Self> {
+    #[pyo3(signature = (repeat_share = 0.0, think = false, math = false, hostile_share = 0.0))]
+    fn new(
+        py: Python<'_>,
+        repeat_share: f64,
+        think: bool,
+        math: bool,
+        hostile_share: f64,
+    ) -> PyResult<Self> {
         let rt = runtime()?;
         let style = prs_sim::TextStyle {
             repeat_share,
             think,
+            math,
+            hostile_share,
             ..Default::default()
         };
         let handle = py

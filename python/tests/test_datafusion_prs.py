@@ -341,3 +341,31 @@ def test_a_huge_retry_after_is_an_error_and_never_aborts_the_interpreter(tmp_pat
     for outcome in (rows, failed):
         assert 1.5 <= outcome["seconds"] < 15, outcome
     assert server.requests == ["POST /v1/chat/completions"] * 4, server.requests
+
+
+def test_verified_rewards_and_adaptive_groups_from_python(tmp_path):
+    questions = str(ROOT / "data" / "math" / "prompts.parquet")
+    out = tmp_path / "answers.parquet"
+    with datafusion_prs.simulator(math=True) as sim:
+        ctx = SessionContext().enable_url_table()
+        settings = sim.settings()
+        settings.update(verifier="math", reward_protocol="verify", adaptive="groups")
+        datafusion_prs.register(ctx, env=False, **settings)
+        rows = ctx.sql(
+            f"SELECT prompt_id, reward, verified, group_size, stopped, reference "
+            f"FROM random_sample('{questions}', 8)"
+        ).to_arrow_table().to_pylist()
+        # prs_score checks a table of answers (the FFI carries no verify()); it needs a model
+        ctx.sql(
+            f"COPY (SELECT prompt, '\\boxed{{' || reference || '}}' AS response, reference "
+            f"FROM '{questions}') TO '{out}'"
+        ).collect()
+        scored = ctx.sql(
+            f"SELECT verified FROM prs_score('{out}', 'reward_protocol=vllm-pooling')"
+        ).to_arrow_table().to_pylist()
+    assert {r["reward"] for r in rows} <= {0.0, 1.0}
+    assert all(r["reward"] == (1.0 if r["verified"] else 0.0) for r in rows)
+    assert {r["stopped"] for r in rows} == {"uniform", "full"}
+    assert len({r["prompt_id"] for r in rows}) == 200 and len(rows) < 200 * 8
+    assert all(r["reference"] for r in rows)
+    assert len(scored) == 200 and all(r["verified"] for r in scored)
