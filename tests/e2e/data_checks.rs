@@ -193,15 +193,7 @@ async fn the_simulator_repeats_itself_and_thinks_when_asked() {
         think: true,
         ..Default::default()
     };
-    let sim = prs_sim::start_with(([127, 0, 0, 1], 0).into(), None, style)
-        .await
-        .unwrap();
-    let ctx = context(
-        sim.policy_url().trim_end_matches("/v1"),
-        &sim.reward_url(),
-        &[("policy_model", prs_sim::SIM_MODEL)],
-    )
-    .await;
+    let (_sim, ctx) = sim_context(style, &[]).await;
     let sql = |options: &str| {
         format!("SELECT prompt_id, response, answer FROM random_sample('p', 8, '{options}')")
     };

@@ -16,16 +16,7 @@ async fn math_sim(hostile_share: f64) -> (prs_sim::SimHandle, SessionContext) {
         hostile_share,
         ..Default::default()
     };
-    let sim = prs_sim::start_with(([127, 0, 0, 1], 0).into(), None, style)
-        .await
-        .unwrap();
-    let ctx = context(
-        sim.policy_url().trim_end_matches("/v1"),
-        &sim.reward_url(),
-        &[("verifier", "math")],
-    )
-    .await;
-    (sim, ctx)
+    sim_context(style, &[("verifier", "math")]).await
 }
 
 /// A row's prompt, response, verified and error.

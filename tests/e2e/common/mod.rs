@@ -354,6 +354,22 @@ pub fn requests(f: &Fake, suffix: &str) -> Vec<Req> {
         .collect()
 }
 
+/// The built-in simulator writing in `style`, and a [`context`] pointed at it (`extra`
+/// settings too). Keep the handle: the simulator stops when it is dropped.
+pub async fn sim_context(
+    style: prs_sim::TextStyle,
+    extra: &[(&str, &str)],
+) -> (prs_sim::SimHandle, SessionContext) {
+    let sim = prs_sim::start_with(([127, 0, 0, 1], 0).into(), None, style)
+        .await
+        .unwrap();
+    let mut settings = vec![("policy_model", prs_sim::SIM_MODEL)];
+    settings.extend_from_slice(extra);
+    let policy = sim.policy_url();
+    let ctx = context(policy.trim_end_matches("/v1"), &sim.reward_url(), &settings).await;
+    (sim, ctx)
+}
+
 /// A context pointed at the fakes, with a two-prompt table `p`.
 pub async fn context(policy: &str, reward: &str, extra: &[(&str, &str)]) -> SessionContext {
     set_key();
