@@ -209,15 +209,19 @@ fn adaptive_plan(cfg: &PrsConfig) -> Option<AdaptivePlan> {
     })
 }
 
-/// `reward_protocol = verify` checks with `math` unless a verifier is set.
+/// `reward_protocol = verify` checks with `math` unless a verifier is set. The sampler hands
+/// the check each candidate's answer, already found by `answer_pattern`, so the check does not
+/// look for it again.
 fn answer_check(cfg: &PrsConfig) -> Result<Option<Arc<Check>>> {
-    match (cfg.verifier, cfg.reward_protocol) {
-        (Verifier::None, RewardProtocol::Verify) => {
-            Ok(Some(Arc::new(Check::from_config(cfg, Verifier::Math)?)))
-        }
-        (Verifier::None, _) => Ok(None),
-        _ => Ok(Some(Arc::new(Check::from_config(cfg, Verifier::None)?))),
-    }
+    let verifier = match (cfg.verifier, cfg.reward_protocol) {
+        (Verifier::None, RewardProtocol::Verify) => Verifier::Math,
+        (Verifier::None, _) => return Ok(None),
+        (v, _) => v,
+    };
+    Ok(Some(Arc::new(Check {
+        answer_pattern: None,
+        ..Check::from_config(cfg, verifier)?
+    })))
 }
 
 /// What calls must share to share their work: the fingerprint and every setting, also those

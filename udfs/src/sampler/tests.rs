@@ -692,3 +692,18 @@ async fn adaptive_pairs_stop_at_the_first_pair() {
         (8, Some(super::Stopped::Full))
     );
 }
+
+#[tokio::test]
+async fn the_check_reads_the_answer_the_pattern_found() {
+    let (mut s, _, _) = sampler(Method::Random, vec![3], true, 100);
+    // `answer-{request}-{i}`: the answer is i
+    s.answer_pattern = crate::text::AnswerPattern::from_setting(r"answer-\d+-(\d+)").unwrap();
+    s.check = checking(crate::config::Verifier::Math);
+    let zero = PromptInput {
+        reference: Some("0".into()),
+        ..input()
+    };
+    let out = s.sample(&zero).await.unwrap();
+    let verified: Vec<_> = out.candidates.iter().map(|c| c.verified).collect();
+    assert_eq!(verified, [Some(true), Some(false), Some(false)]);
+}

@@ -468,7 +468,11 @@ impl<'a> Tree<'a> {
             .collect();
         let items = which
             .iter()
-            .map(|&i| (rows[i].response.clone(), Some(reference.clone())))
+            // the answer `answer_pattern` found (the check is built without the pattern)
+            .map(|&i| {
+                let answer = rows[i].answer.as_ref().or(rows[i].response.as_ref());
+                (answer.cloned(), Some(reference.clone()))
+            })
             .collect();
         let verdicts = crate::verify::verdicts(check.clone(), items).await;
         for (&i, verdict) in which.iter().zip(verdicts) {
