@@ -55,8 +55,10 @@ pub struct EngineConfig {
     /// llama.cpp and Ollama do
     #[cfg_attr(feature = "clap", arg(long))]
     pub ignore_n: bool,
-    /// Prefill a prompt only the first time it is seen, as vLLM's automatic prefix caching
-    /// does (the cache is unbounded and a prompt counts as cached from its first arrival)
+    /// Prefill only the part of a prompt not seen before, as vLLM's automatic prefix caching
+    /// does: prompts are cached in blocks of 16 words, a block counts when it and every block
+    /// before it match a cached prompt (the cache is unbounded and a prompt counts as cached
+    /// from its first arrival)
     #[cfg_attr(feature = "clap", arg(long))]
     pub prefix_cache: bool,
 }
@@ -130,6 +132,10 @@ pub struct EngineStats {
     pub sequences: u64,
     /// Longest queue seen after a step's admissions (sequences still waiting for a slot).
     pub max_queue: usize,
+    /// Sequences running in the last step.
+    pub running: usize,
+    /// Sequences waiting for a slot after the last step's admissions.
+    pub waiting: usize,
 }
 
 /// vLLM's `--scheduling-policy`.
@@ -184,9 +190,13 @@ pub struct Engine {
     reward_gpu: mpsc::UnboundedSender<(usize, oneshot::Sender<()>)>,
     stats: Arc<std::sync::Mutex<EngineStats>>,
     log: Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
-    /// Prompts prefilled so far (with `prefix_cache`), by hash.
+    /// Blocks of prompts prefilled so far (with `prefix_cache`), by the hash of the block and
+    /// every block before it.
     cached: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
+
+/// Words per block of the prefix cache (vLLM's default block is 16 tokens).
+const PREFIX_BLOCK: usize = 16;
 
 /// Most sequences the engine remembers for [`Engine::all_queued_since`] (16 bytes each).
 const LOG_CAP: usize = 4_000_000;
@@ -210,18 +220,35 @@ impl Engine {
         }
     }
 
-    /// Prompt tokens a request for the prompt with hash `prompt` must prefill: all of them, or
-    /// none when the prefix cache already holds it.
-    pub fn prefill_tokens(&self, prompt: u64, tokens: usize) -> usize {
+    /// Prompt tokens (words) a request for `prompt` must prefill: all of them, or with the
+    /// prefix cache only those after the longest run of cached blocks from its start; the
+    /// prompt's blocks are cached from then on.
+    pub fn prefill_tokens(&self, prompt: &str) -> usize {
+        let words: Vec<&str> = prompt.split_whitespace().collect();
         if !self.cfg.prefix_cache {
-            return tokens;
+            return words.len();
         }
-        let fresh = self.cached.lock().map(|mut c| c.insert(prompt));
-        if fresh.unwrap_or(true) {
-            tokens
-        } else {
-            0
+        let Ok(mut cached) = self.cached.lock() else {
+            return words.len();
+        };
+        let mut chain = 0xcbf2_9ce4_8422_2325u64;
+        let mut hit = 0;
+        let mut missed = false;
+        for block in words.chunks(PREFIX_BLOCK) {
+            // a partial last block is cached too (vLLM caches full blocks only; at 16 words
+            // the difference is a few tokens a prompt)
+            chain = block.iter().fold(chain.rotate_left(5), |h, w| {
+                w.bytes()
+                    .chain([b' '])
+                    .fold(h, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+            });
+            if !cached.insert(chain) && !missed {
+                hit += block.len();
+            } else {
+                missed = true;
+            }
         }
+        words.len() - hit
     }
 
     /// [`EngineConfig::all_queued_makespan_ms`] of the sequences admitted since the
@@ -330,6 +357,9 @@ async fn run(
     let mut clock = tokio::time::Instant::now();
     loop {
         if running.is_empty() && queue.is_empty() {
+            if let Ok(mut s) = stats.lock() {
+                (s.running, s.waiting) = (0, 0);
+            }
             match rx.recv().await {
                 Some(job) => enqueue(&mut queue, job),
                 None => return,
@@ -365,6 +395,8 @@ async fn run(
             s.underfull_ms += cfg.step_ms * (1.0 - running.len() as f64 / max_seqs as f64);
             s.sequences += admitted;
             s.max_queue = s.max_queue.max(queue.len());
+            s.running = running.len();
+            s.waiting = queue.len();
         }
         clock += Duration::from_secs_f64(step_ms / 1000.0);
         tokio::time::sleep_until(clock).await;
@@ -433,17 +465,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_prefix_cache_prefills_a_prompt_once() {
+    async fn the_prefix_cache_prefills_only_what_it_has_not_seen() {
         let cached = Engine::start(EngineConfig {
             prefix_cache: true,
             ..model(1.0, 0.0, 1.0, 4)
         });
-        assert_eq!(cached.prefill_tokens(7, 100), 100);
-        assert_eq!(cached.prefill_tokens(7, 100), 0);
-        assert_eq!(cached.prefill_tokens(8, 50), 50);
+        let words = |from: usize, n: usize| {
+            (from..from + n)
+                .map(|i| format!("w{i}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let question = words(0, 40);
+        assert_eq!(cached.prefill_tokens(&question), 40);
+        // the same prompt again: nothing to prefill
+        assert_eq!(cached.prefill_tokens(&question), 0);
+        // the question followed by more: its two full blocks (32 words) are cached, the partial
+        // third block differs from the cached one (it now holds other words after w39)
+        let longer = format!("{question} {}", words(100, 30));
+        assert_eq!(cached.prefill_tokens(&longer), 70 - 32);
+        // a prompt that differs in its first word shares nothing, even with the same rest
+        let other = format!("x {}", words(1, 39));
+        assert_eq!(cached.prefill_tokens(&other), 40);
+        // without the cache, every request prefills all of it
         let plain = Engine::start(model(1.0, 0.0, 1.0, 4));
-        assert_eq!(plain.prefill_tokens(7, 100), 100);
-        assert_eq!(plain.prefill_tokens(7, 100), 100);
+        assert_eq!(plain.prefill_tokens(&question), 40);
+        assert_eq!(plain.prefill_tokens(&question), 40);
     }
 
     #[test]

@@ -229,6 +229,7 @@ fn router_counting(
         .route("/classify", post(classify))
         .route("/get_reward", post(get_reward))
         .route("/predict", post(predict))
+        .route("/metrics", get(metrics))
         .route("/sim/engine", get(engine_stats))
         .route("/sim/engine/all-queued/{from}", get(engine_all_queued))
         .with_state(Sim {
@@ -304,6 +305,29 @@ async fn models(State(sim): State<Sim>) -> Json<Value> {
         {"id": sim.model, "object": "model", "owned_by": "prs-sim"},
         {"id": SIM_REWARD_MODEL, "object": "model", "owned_by": "prs-sim"}
     ]}))
+}
+
+/// vLLM's load gauges in Prometheus text (`--engine` only): sequences running and waiting
+/// for a slot after the engine's last step; 0 when the engine has been idle since.
+async fn metrics(State(sim): State<Sim>) -> Response {
+    let Some(engine) = &sim.engine else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no engine model: start the simulator with --engine",
+        );
+    };
+    let s = engine.stats();
+    let model = &sim.model;
+    let body = format!(
+        "# HELP vllm:num_requests_running Number of requests in model execution batches.\n\
+         # TYPE vllm:num_requests_running gauge\n\
+         vllm:num_requests_running{{engine=\"0\",model_name=\"{model}\"}} {}\n\
+         # HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n\
+         # TYPE vllm:num_requests_waiting gauge\n\
+         vllm:num_requests_waiting{{engine=\"0\",model_name=\"{model}\"}} {}\n",
+        s.running as f64, s.waiting as f64
+    );
+    ([("content-type", "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// The engine model's counters (`--engine` only): steps, tokens, busy, prefill and under-full
@@ -406,9 +430,9 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
         })
         .collect();
     if let Some(engine) = &sim.engine {
-        // the n samples of a request share one prefill of the prompt (parallel sampling), and
-        // with a prefix cache, so do all requests for the same prompt
-        let first = engine.prefill_tokens(fnv(prompt), prompt_tokens);
+        // the n samples of a request share one prefill of the prompt (parallel sampling); with
+        // a prefix cache, a request prefills only what no earlier request had
+        let first = engine.prefill_tokens(prompt);
         let runs = lengths.iter().enumerate().map(|(i, l)| {
             let prefill = if i == 0 { first } else { 0 };
             engine.generate(l.unwrap_or(1).min(max_tokens.max(1)), prefill, priority)
