@@ -5,11 +5,13 @@
 //! folder, and everyone else uses its face (the `use` list below).
 
 mod keys;
+mod load;
 mod policy;
 mod reward;
 mod url;
 
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -47,6 +49,7 @@ impl RetryPolicy {
 use crate::redact::redact_urls;
 // The face. Public: the clients, what a completion returns, and binding keys to endpoints.
 pub use keys::bind_keys_to_own_endpoints;
+pub use load::ServerLoad;
 pub use policy::{Choice, PolicyClient, PolicySettings, Usage};
 pub use reward::{RewardClient, RewardProtocol, RewardSettings};
 // For the other wings (`sampler`, `durability`): a score or its error, for a whole batch.
@@ -135,6 +138,8 @@ pub(crate) struct Endpoint {
     replicas: Arc<Vec<Replica>>,
     /// Which replica `url()` names, for a single-replica view (preflight of each replica).
     only: Option<usize>,
+    /// Keep a prompt's requests on one replica ([`Endpoint::by_prompt`]).
+    by_prompt: bool,
     eject_after: u32,
     eject_for: Duration,
     pub http: reqwest::Client,
@@ -169,6 +174,10 @@ struct Replica {
     /// Milliseconds since [`EPOCH`] until which the replica gets no work (0 = healthy).
     ejected_until_ms: AtomicU64,
 }
+
+/// How far above the average load a replica may be before a prompt's requests leave it for
+/// another ([`Endpoint::by_prompt`]).
+const AFFINITY_SLACK: f64 = 0.25;
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -233,6 +242,7 @@ impl Endpoint {
             kind,
             replicas: Arc::new(replicas),
             only: None,
+            by_prompt: false,
             eject_after: settings.eject_after,
             eject_for: settings.eject_for,
             http,
@@ -280,13 +290,30 @@ impl Endpoint {
             .unwrap_or_default()
     }
 
-    /// The replica for the next request (its index): the healthy one with the fewest
+    /// Route the requests of one prompt (the prompt whose work runs in the task) to one
+    /// replica, whose prefix cache then holds the prompt's question and best-so-far, unless
+    /// that replica is loaded [`AFFINITY_SLACK`] above the average.
+    pub fn by_prompt(self, on: bool) -> Self {
+        Endpoint {
+            by_prompt: on,
+            ..self
+        }
+    }
+
+    /// The replica for the next request (its index): with [`Endpoint::by_prompt`], the
+    /// prompt's own replica unless it is overloaded; else the healthy one with the fewest
     /// outstanding requests; when every replica is ejected, the one that comes back first.
     pub fn next_replica(&self) -> usize {
         if let Some(i) = self.only {
             return i;
         }
         let now = now_ms();
+        if self.by_prompt && self.replicas.len() > 1 {
+            let key = crate::run::prompt_key_in_scope();
+            if let Some(i) = key.and_then(|k| self.prompt_replica(&k, now)) {
+                return i;
+            }
+        }
         let by = |pred: &dyn Fn(&Replica) -> bool, key: &dyn Fn(&Replica) -> u64| {
             self.replicas
                 .iter()
@@ -300,6 +327,27 @@ impl Endpoint {
         })
         .or_else(|| by(&|_| true, &|r| r.ejected_until_ms.load(Ordering::Relaxed)))
         .unwrap_or(0)
+    }
+
+    /// Consistent hashing with bounded loads: the healthy replicas in the order the prompt's
+    /// `key` gives them (rendezvous hashing on each replica's URL, so a prompt keeps its
+    /// replica when others are ejected or added), the first whose outstanding requests are
+    /// below `(1 + AFFINITY_SLACK)` × the average, counting this request. One always is (the
+    /// least loaded is at most the average); `None` when no replica is healthy.
+    fn prompt_replica(&self, key: &str, now: u64) -> Option<usize> {
+        let load = |i: usize| self.replicas[i].outstanding.load(Ordering::Relaxed);
+        let mut healthy: Vec<usize> = (0..self.replicas.len())
+            .filter(|&i| self.replicas[i].healthy(now))
+            .collect();
+        let total: usize = healthy.iter().map(|&i| load(i)).sum();
+        let average = (total + 1) as f64 / healthy.len().max(1) as f64;
+        let cap = (average * (1.0 + AFFINITY_SLACK)).ceil() as usize;
+        healthy.sort_by_cached_key(|&i| {
+            let mut h = std::hash::DefaultHasher::new();
+            (key, self.replicas[i].base.as_str()).hash(&mut h);
+            std::cmp::Reverse(h.finish())
+        });
+        healthy.into_iter().find(|&i| load(i) < cap)
     }
 
     fn pick(&self) -> (usize, &Replica) {
@@ -385,6 +433,28 @@ impl Endpoint {
             }
             other => other,
         }
+    }
+
+    /// The text each healthy replica serves at `path` from its root (`/metrics`), read under
+    /// the size cap with a short timeout, in replica order; `None` for one that did not answer
+    /// it with success. No retries: a caller polling the path asks again soon.
+    pub async fn get_text_from_each(&self, path: &str) -> Vec<Option<String>> {
+        let now = now_ms();
+        let gets = self.replicas.iter().map(|replica| async move {
+            if !replica.healthy(now) {
+                return None;
+            }
+            let url = replica.base.join(path).ok()?;
+            let req = self.authorize(replica, self.http.get(url.clone()));
+            let resp = req.timeout(Duration::from_secs(2)).send().await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            let shown = redact_urls(url.as_str());
+            let bytes = self.read_body(resp, &shown, false).await.ok()?;
+            String::from_utf8(bytes).ok()
+        });
+        futures::future::join_all(gets).await
     }
 
     /// One GET, no retry (wrap in [`Endpoint::with_retry`]).
@@ -720,6 +790,89 @@ mod tests {
             next_wait(Some(ms(10)), huge, cap, far, &mut waited),
             Some(cap)
         );
+    }
+
+    /// Three replicas behind one endpoint, requests routed by prompt or not.
+    fn three(by_prompt: bool) -> Endpoint {
+        let cfg = PrsConfig::default();
+        let servers = Servers::parse(
+            EndpointKind::Policy,
+            "http://a:1/v1,http://b:2/v1,http://c:3/v1",
+        );
+        let settings = EndpointSettings::from_config(&cfg);
+        Endpoint::new(&servers.unwrap(), &settings, Arc::default())
+            .unwrap()
+            .by_prompt(by_prompt)
+    }
+
+    fn load(e: &Endpoint, loads: [usize; 3]) {
+        for (r, l) in e.replicas.iter().zip(loads) {
+            r.outstanding.store(l, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_prompt_keeps_its_replica_unless_it_is_overloaded() {
+        use crate::run::PromptScope;
+        let e = three(true);
+        let in_scope = |key: &str| {
+            let e = e.clone();
+            PromptScope::new(key, None).run(async move { e.next_replica() })
+        };
+        // unloaded: every request of a prompt goes to the same replica, and prompts spread
+        let mut homes = std::collections::HashMap::new();
+        for p in 0..60 {
+            let key = format!("prompt-{p}");
+            let home = in_scope(&key).await;
+            for _ in 0..3 {
+                assert_eq!(in_scope(&key).await, home, "{key} moved");
+            }
+            homes.insert(key, home);
+        }
+        let used: std::collections::HashSet<_> = homes.values().collect();
+        assert_eq!(used.len(), 3, "60 prompts on {used:?}");
+        // a little busier than the others is still home (9 + 1 of 24 is under 1.25 × 8)
+        let (key, home) = homes.iter().next().map(|(k, h)| (k.clone(), *h)).unwrap();
+        let mut loads = [7, 7, 7];
+        loads[home] = 9;
+        load(&e, loads);
+        assert_eq!(in_scope(&key).await, home);
+        // a quarter above the average: the next replica in the prompt's order, never home
+        loads = [6, 6, 6];
+        loads[home] = 12;
+        load(&e, loads);
+        let away = in_scope(&key).await;
+        assert_ne!(away, home);
+        // an ejected home: the prompt goes elsewhere and comes back when it returns
+        load(&e, [0, 0, 0]);
+        e.replicas[home]
+            .ejected_until_ms
+            .store(now_ms() + 60_000, Ordering::Relaxed);
+        assert_ne!(in_scope(&key).await, home);
+        e.replicas[home]
+            .ejected_until_ms
+            .store(0, Ordering::Relaxed);
+        assert_eq!(in_scope(&key).await, home);
+        // outside a prompt (preflight), the least loaded
+        load(&e, [5, 1, 3]);
+        assert_eq!(e.next_replica(), 1);
+    }
+
+    #[tokio::test]
+    async fn least_loaded_routing_ignores_the_prompt() {
+        use crate::run::PromptScope;
+        let e = three(false);
+        for loads in [[5, 1, 3], [0, 4, 4], [2, 2, 1]] {
+            load(&e, loads);
+            let want = (0..3).min_by_key(|&i| loads[i]).unwrap();
+            for p in 0..10 {
+                let e = e.clone();
+                let got = PromptScope::new(&format!("prompt-{p}"), None)
+                    .run(async move { e.next_replica() })
+                    .await;
+                assert_eq!(got, want, "{loads:?}");
+            }
+        }
     }
 
     #[test]

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::load::ServerLoad;
 use super::{Endpoint, EndpointSettings, Servers};
-use crate::config::{PolicyApi, PolicyN, PrsConfig};
+use crate::config::{PolicyApi, PolicyN, PolicyRouting, PrsConfig};
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::run::JobStats;
 use crate::text::Template;
@@ -38,6 +39,8 @@ pub struct PolicySettings {
     shape: PolicyRequestShape,
     /// Most sequences being generated at once (`prs.max_in_flight`).
     max_in_flight: usize,
+    /// Which of several servers a request goes to (`prs.policy_routing`).
+    routing: PolicyRouting,
 }
 
 impl PolicySettings {
@@ -48,6 +51,7 @@ impl PolicySettings {
             endpoint: EndpointSettings::from_config(cfg),
             shape: PolicyRequestShape::from_config(cfg)?,
             max_in_flight: cfg.max_in_flight.max(1),
+            routing: cfg.policy_routing,
         })
     }
 }
@@ -293,6 +297,9 @@ pub struct PolicyClient {
     /// Per replica: set (under `policy_n = auto`) once that server answered with fewer choices
     /// than asked.
     ignores_n: Vec<AtomicBool>,
+    /// Set once a replica served no load gauges at `/metrics`: [`PolicyClient::server_load`]
+    /// asks no more.
+    no_load_gauges: AtomicBool,
 }
 
 impl PolicyClient {
@@ -303,7 +310,8 @@ impl PolicyClient {
         prompt_template: Template,
         stats: Arc<JobStats>,
     ) -> Result<Self> {
-        let endpoint = Endpoint::new(&settings.servers, &settings.endpoint, stats)?;
+        let endpoint = Endpoint::new(&settings.servers, &settings.endpoint, stats)?
+            .by_prompt(settings.routing == PolicyRouting::Prompt);
         let shape = settings.shape.clone();
         Ok(PolicyClient {
             api: shape.api,
@@ -318,8 +326,35 @@ impl PolicyClient {
             ignores_n: (0..endpoint.replica_count())
                 .map(|_| AtomicBool::new(false))
                 .collect(),
+            no_load_gauges: AtomicBool::new(false),
             endpoint,
         })
+    }
+
+    /// The load the policy servers report at `/metrics` (vLLM's and SGLang's gauges), summed
+    /// over the healthy replicas; `None` once a replica served none (a server without them,
+    /// or not reachable), and from then on.
+    pub async fn server_load(&self) -> Option<ServerLoad> {
+        if self.no_load_gauges.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut total = ServerLoad {
+            running: 0.0,
+            waiting: 0.0,
+        };
+        for text in self.endpoint.get_text_from_each("/metrics").await {
+            let Some(load) = text.as_deref().and_then(super::load::parse_metrics) else {
+                self.no_load_gauges.store(true, Ordering::Relaxed);
+                tracing::debug!(
+                    "the policy endpoint serves no load gauges at /metrics: the prompt window \
+                     keeps its size"
+                );
+                return None;
+            };
+            total.running += load.running;
+            total.waiting += load.waiting;
+        }
+        Some(total)
     }
 
     /// Whether the next samples go one per request: always under `policy_n = single`, and

@@ -157,6 +157,17 @@ choice! {
 }
 
 choice! {
+    /// Which of several policy servers a request goes to (`prs.policy_routing`).
+    PolicyRouting, setting = "policy_routing" {
+        /// A prompt's requests stay on one server (its prefix cache serves what they share),
+        /// unless that server has a quarter more outstanding requests than the average.
+        Prompt = "prompt",
+        /// Each request to the server with the fewest outstanding requests.
+        LeastLoaded = "least_loaded" | "least-loaded",
+    }
+}
+
+choice! {
     /// How to talk to the reward server (`prs.reward_protocol`).
     RewardProtocol, setting = "reward_protocol" {
         /// vLLM `POST {url}/pooling` with `input`; score = last value of each item's `data`.

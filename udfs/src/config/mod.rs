@@ -20,8 +20,8 @@ use crate::error::{PrsError, Result};
 mod choices;
 
 pub use choices::{
-    Adaptive, MaxExtra, OnError, PolicyApi, PolicyN, RewardInput, RewardPreference, RewardProtocol,
-    Verifier,
+    Adaptive, MaxExtra, OnError, PolicyApi, PolicyN, PolicyRouting, RewardInput, RewardPreference,
+    RewardProtocol, Verifier,
 };
 
 /// The default preference used when the input table has no preference column.
@@ -62,6 +62,8 @@ extensions_options! {
         pub seed: u64, default = 0
         /// How samples are asked for: `auto` (`n` per request until a server answers with fewer choices than asked, then one request per sample), `native` (always `n`) or `single` (one request per sample)
         pub policy_n: PolicyN, default = PolicyN::Auto
+        /// With several policy URLs: `prompt` sends a prompt's requests to one server, whose prefix cache then serves what they share, unless it has a quarter more requests outstanding than the average; `least_loaded` sends each request to the server with the fewest
+        pub policy_routing: PolicyRouting, default = PolicyRouting::Prompt
         /// Send vLLM's `priority` with each request so deeper PRS layers run before new prompts' first layer (for servers run with --scheduling-policy priority)
         pub policy_priority: bool, default = false
         /// Most samples asked for in one request (`n`); a layer wider than this is split
@@ -70,6 +72,8 @@ extensions_options! {
         pub max_in_flight: usize, default = 1024
         /// Prompt window per partition: prompts in their first layer at once, scaled by the first layer's share of n (128 for random sampling, 64 for PRS's two halves); a prompt past its first layer makes room for the next, and up to 4× this many are worked on in all
         pub prompt_concurrency: usize, default = 128
+        /// Start more prompts than `prompt_concurrency` lets while the policy servers report no waiting requests at /metrics (vLLM's and SGLang's gauges), up to 4 × `prompt_concurrency`; `false` keeps the window fixed
+        pub grow_window: bool, default = true
         /// Upper bound for n (candidates per prompt)
         pub max_n: usize, default = 1024
         /// Seconds allowed to connect to an endpoint

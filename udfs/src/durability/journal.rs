@@ -410,6 +410,9 @@ impl Policy for JournaledPolicy {
     fn one_per_request(&self) -> bool {
         self.inner.one_per_request()
     }
+    async fn server_load(&self) -> Option<crate::client::ServerLoad> {
+        self.inner.server_load().await
+    }
 }
 
 /// A reward model whose scores are journaled and replayed.

@@ -105,7 +105,8 @@ impl SampleExec {
         let s = &self.runtime.sampler;
         let n = s.n();
         let first_width = s.widths.first().copied().unwrap_or(n);
-        let window = Window::new(self.runtime.prompt_concurrency, first_width, n);
+        let window = Window::new(self.runtime.prompt_concurrency, first_width, n)
+            .growing(self.runtime.grow_window);
         match self.limit {
             Some(rows) => window.at_most(rows.div_ceil(n.max(1))),
             None => window,

@@ -93,6 +93,7 @@ impl PromptPipeline {
         window: Window,
     ) -> impl Stream<Item = Result<Arc<PromptResult>>> + Send + 'static {
         let places = window.places();
+        admission::grow(&places, window, self.runtime.sampler.policy.clone());
         prompts
             .map_ok(move |(id, input)| {
                 let key = prompt_key(&self.runtime.fingerprint, &input);

@@ -27,6 +27,8 @@ pub struct CallRuntime {
     pub columns: InputColumns,
     pub default_preference: Option<String>,
     pub prompt_concurrency: usize,
+    /// `prs.grow_window`: the prompt window grows while the policy servers have no queue.
+    pub grow_window: bool,
     pub sampler: Arc<Sampler>,
     pub policy: Arc<PolicyClient>,
     /// The reward model's client; `None` with `reward_protocol = verify` (no reward model).
@@ -93,22 +95,14 @@ impl CallRuntime {
         let fingerprint = hash_parts(&[&description.to_string()]);
         let checkpoint = (!cfg.checkpoint_dir.trim().is_empty())
             .then(|| Checkpoint::new(cfg.checkpoint_dir.trim(), &fingerprint, description));
-        // answers are journaled as they arrive, so a re-run sends only what was in flight
         if let Some(c) = &checkpoint {
-            let journal = Arc::new(Journal::new(c.dir()));
-            sampler.policy = Arc::new(JournaledPolicy {
-                inner: sampler.policy,
-                journal: journal.clone(),
-            });
-            sampler.reward = Arc::new(JournaledReward {
-                inner: sampler.reward,
-                journal,
-            });
+            journal_answers(&mut sampler, c);
         }
         Ok(CallRuntime {
             default_preference: Some(cfg.default_preference.clone())
                 .filter(|p| !p.trim().is_empty()),
             prompt_concurrency: cfg.prompt_concurrency.max(1),
+            grow_window: cfg.grow_window,
             sampler: Arc::new(sampler),
             schema: output_schema(&columns.id_type),
             columns,
@@ -306,4 +300,18 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
         description["policy_extra_body"] = serde_json::Value::from(extra_body);
     }
     description
+}
+
+/// Journal the sampler's answers in the checkpoint's folder as they arrive, so that a re-run
+/// sends only what was in flight.
+fn journal_answers(sampler: &mut Sampler, checkpoint: &Checkpoint) {
+    let journal = Arc::new(Journal::new(checkpoint.dir()));
+    sampler.policy = Arc::new(JournaledPolicy {
+        inner: sampler.policy.clone(),
+        journal: journal.clone(),
+    });
+    sampler.reward = Arc::new(JournaledReward {
+        inner: sampler.reward.clone(),
+        journal,
+    });
 }

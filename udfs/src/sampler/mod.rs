@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::client::{all_failed, Choice, PolicyClient, RewardClient, Scored, Usage};
+use crate::client::{all_failed, Choice, PolicyClient, RewardClient, Scored, ServerLoad, Usage};
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::run::DataChecks;
 use crate::text::{AnswerPattern, RewardItem, Templates};
@@ -92,6 +92,10 @@ pub trait Policy: Send + Sync {
     fn one_per_request(&self) -> bool {
         false
     }
+    /// The load the policy servers report (requests running and waiting), if they do.
+    async fn server_load(&self) -> Option<ServerLoad> {
+        None
+    }
 }
 
 /// The "reward model" of `prs.reward_protocol = verify`: rewards come from the verdicts, so it
@@ -158,6 +162,9 @@ impl Policy for PolicyClient {
     }
     fn one_per_request(&self) -> bool {
         PolicyClient::one_per_request(self)
+    }
+    async fn server_load(&self) -> Option<ServerLoad> {
+        PolicyClient::server_load(self).await
     }
 }
 
