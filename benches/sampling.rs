@@ -147,7 +147,15 @@ struct Run {
     tokens: u64,
     /// The engine's counters over the run (engine simulator only).
     engine: Option<EngineDelta>,
+    /// (seconds into the run, tokens the engine generated so far) every [`PROFILE_EVERY`].
+    profile: Vec<(f64, u64)>,
 }
+
+/// (seconds into a run, tokens the engine generated so far), filled while the run goes on.
+type Profile = std::sync::Mutex<Vec<(f64, u64)>>;
+
+/// How often the engine's token counter is read during a run, for the tail profile.
+const PROFILE_EVERY: Duration = Duration::from_millis(50);
 
 /// Where a run's makespan went, from the simulator's `/sim/engine` counters.
 #[derive(Clone, Copy)]
@@ -192,6 +200,66 @@ fn trace_engine(port: u16) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
+/// Read the engine's token counter every [`PROFILE_EVERY`] until aborted; the samples, taken
+/// from the returned handle's vector, show how full the engine ran over time.
+fn profile_engine(port: u16) -> (tokio::task::JoinHandle<()>, Arc<Profile>) {
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = samples.clone();
+    let task = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut tick = tokio::time::interval(PROFILE_EVERY);
+        loop {
+            tick.tick().await;
+            let at = t0.elapsed().as_secs_f64();
+            if let Some(tokens) = engine_counters(port)
+                .await
+                .and_then(|c| c["tokens"].as_u64())
+            {
+                out.lock().unwrap().push((at, tokens));
+            }
+        }
+    });
+    (task, samples)
+}
+
+/// The engine's output over a run as shares of its peak rate: per tenth of the makespan, and
+/// when the tail starts (the end of the last [`PROFILE_EVERY`] interval at 90 % of the peak or
+/// more).
+struct Tail {
+    tenths: Vec<f64>,
+    full_until: f64,
+}
+
+fn tail(profile: &[(f64, u64)], peak: f64, secs: f64) -> Option<Tail> {
+    let (&(t0, k0), _) = profile.split_first()?;
+    let tokens_at = |t: f64| -> f64 {
+        // linear between samples; the counter before the first sample is the first's
+        let i = profile.partition_point(|&(at, _)| at <= t);
+        match (i.checked_sub(1).map(|j| profile[j]), profile.get(i)) {
+            (Some((a, ka)), Some(&(b, kb))) => {
+                ka as f64 + (kb as f64 - ka as f64) * (t - a) / (b - a).max(1e-9)
+            }
+            (Some((_, ka)), None) => ka as f64,
+            (None, _) => k0 as f64,
+        }
+    };
+    let share = |a: f64, b: f64| (tokens_at(b) - tokens_at(a)) / (peak * (b - a).max(1e-9));
+    let tenths = (0..10)
+        .map(|i| {
+            share(
+                t0 + secs * i as f64 / 10.0,
+                t0 + secs * (i + 1) as f64 / 10.0,
+            )
+        })
+        .collect();
+    let full_until = profile
+        .windows(2)
+        .filter(|w| (w[1].1 - w[0].1) as f64 >= 0.9 * peak * (w[1].0 - w[0].0))
+        .map(|w| w[1].0 - t0)
+        .fold(0.0, f64::max);
+    Some(Tail { tenths, full_until })
+}
+
 fn engine_delta(
     before: &Option<serde_json::Value>,
     after: &Option<serde_json::Value>,
@@ -221,17 +289,20 @@ async fn run_delta(
     Some(delta)
 }
 
-async fn run_sql(sim: &Sim, cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
+async fn run_sql(sim: &Sim, cfg: PrsConfig, prompts: usize, sql: impl AsRef<str>) -> Run {
+    let sql = sql.as_ref();
     let ctx = datafusion_prs::session_context(cfg);
     make_prompts(&ctx, prompts).await;
     let before = engine_counters(sim.port).await;
     let trace = trace_engine(sim.port);
+    let (profiler, profile) = profile_engine(sim.port);
     let (t0, c0) = (Instant::now(), cpu_secs());
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    profiler.abort();
     if let Some(t) = trace {
         t.abort();
     }
-    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
     let engine = run_delta(sim.port, &before, &engine_counters(sim.port).await).await;
     let candidates = batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64;
     let stats = ctx
@@ -248,7 +319,12 @@ async fn run_sql(sim: &Sim, cfg: PrsConfig, prompts: usize, sql: &str) -> Run {
         candidates,
         tokens: stats.completion_tokens,
         engine,
+        profile: taken(&profile),
     }
+}
+
+fn taken(profile: &Profile) -> Vec<(f64, u64)> {
+    std::mem::take(&mut *profile.lock().unwrap())
 }
 
 async fn make_prompts(ctx: &SessionContext, n: usize) {
@@ -264,9 +340,15 @@ async fn make_prompts(ctx: &SessionContext, n: usize) {
     .unwrap();
 }
 
-/// The reference implementation's schedule: each stage over the whole dataset, with a barrier
-/// between stages. Same requests, seeds and templates as `prs_sample(.., 16)`.
-async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
+/// The clients a hand-written schedule sends with, counting into `stats`.
+struct Clients {
+    stats: Arc<JobStats>,
+    templates: Templates,
+    policy: Arc<PolicyClient>,
+    reward: Arc<RewardClient>,
+}
+
+fn clients(cfg: &PrsConfig) -> Clients {
     let stats = Arc::new(JobStats::default());
     let templates = Templates::from_config(cfg).unwrap();
     let policy = PolicySettings::from_config(cfg).unwrap();
@@ -274,8 +356,26 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
         Arc::new(PolicyClient::new(&policy, templates.prompt.clone(), stats.clone()).unwrap());
     let reward = RewardSettings::from_config(cfg).unwrap();
     let reward = Arc::new(RewardClient::new(&reward, stats.clone()).unwrap());
+    Clients {
+        stats,
+        templates,
+        policy,
+        reward,
+    }
+}
+
+/// The reference implementation's schedule: each stage over the whole dataset, with a barrier
+/// between stages. Same requests, seeds and templates as `prs_sample(.., n)` (n even).
+async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize, n: usize) -> Run {
+    let half = n / 2;
+    let Clients {
+        stats,
+        templates,
+        policy,
+        reward,
+    } = clients(cfg);
     let pref = datafusion_prs::config::DEFAULT_PREFERENCE;
-    let inflight = cfg.max_in_flight;
+    let (inflight, run_seed) = (cfg.max_in_flight, cfg.seed);
     let questions: Vec<(String, String)> = (1..=prompts)
         .map(|i| {
             let x = format!(
@@ -285,6 +385,7 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
         })
         .collect();
     let before = engine_counters(sim.port).await;
+    let (profiler, profile) = profile_engine(sim.port);
     let (t0, c0) = (Instant::now(), cpu_secs());
     let generate = |jobs: Vec<(String, i32, i32, String, usize)>| {
         let policy = policy.clone();
@@ -293,7 +394,7 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
                 .map(|(id, layer, first, text, n)| {
                     let policy = policy.clone();
                     async move {
-                        let seed = derive_seed(0, &id, layer, first);
+                        let seed = derive_seed(run_seed, &id, layer, first);
                         let (choices, _) = policy.complete(&text, n, seed, 0).await.unwrap();
                         choices.into_iter().map(|c| c.text).collect::<Vec<_>>()
                     }
@@ -333,7 +434,7 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
     let layer0 = generate(
         questions
             .iter()
-            .map(|(id, q)| (id.clone(), 0, 0, q.clone(), 8))
+            .map(|(id, q)| (id.clone(), 0, 0, q.clone(), half))
             .collect(),
     )
     .await;
@@ -384,7 +485,7 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
                     ("preference", pref),
                     ("feedback", &f[0]),
                 ]);
-                (id.clone(), 1, 8, t, 8)
+                (id.clone(), 1, half as i32, t, half)
             })
             .collect(),
     )
@@ -398,15 +499,17 @@ async fn reference_prs(sim: &Sim, cfg: &PrsConfig, prompts: usize) -> Run {
     )
     .await;
     let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    profiler.abort();
     let engine = run_delta(sim.port, &before, &engine_counters(sim.port).await).await;
     let s = stats.snapshot();
     Run {
         peak: peak_tokens_per_sec(sim.max_seqs),
         secs,
         cpu,
-        candidates: (prompts * 16) as u64,
+        candidates: (prompts * 2 * half) as u64,
         tokens: s.completion_tokens,
         engine,
+        profile: taken(&profile),
     }
 }
 
@@ -456,6 +559,21 @@ fn report(name: &str, r: &Run) {
         e.all_queued / lower,
         r.secs / e.all_queued
     );
+    if let Some(t) = tail(&r.profile, r.peak, r.secs) {
+        let tenths: Vec<String> = t
+            .tenths
+            .iter()
+            .map(|s| format!("{:.0}", s * 100.0))
+            .collect();
+        println!(
+            "{:<34} % of peak by tenth of the run: {}; full (>= 90 %) until {:.2}s, tail {:.2}s ({:.0} % of the run)",
+            "",
+            tenths.join(" "),
+            t.full_until,
+            r.secs - t.full_until,
+            (r.secs - t.full_until) / r.secs * 100.0
+        );
+    }
 }
 
 #[tokio::main]
@@ -470,6 +588,10 @@ async fn main() {
     );
     if std::env::var("PRS_BENCH_ONLY").is_ok_and(|v| v == "small") {
         small_jobs().await;
+        return;
+    }
+    if std::env::var("PRS_BENCH_ONLY").is_ok_and(|v| v == "replicas") {
+        replica_runs().await;
         return;
     }
     // `PRS_BENCH_ONLY=main`: only the two runs below, with `PRS_BENCH_N` samples (16)
@@ -492,7 +614,7 @@ async fn main() {
     .await;
     report(&format!("prs_sample n={n} (pipelined)"), &prs);
     if !only_main {
-        let reference = reference_prs(&sim, &cfg, prompts).await;
+        let reference = reference_prs(&sim, &cfg, prompts, 16).await;
         report("PRS n=16, stage-by-stage reference", &reference);
         println!(
             "speedup of prs_sample over the stage-by-stage schedule: {:.2}x",
@@ -611,6 +733,7 @@ async fn main() {
     drop(merging);
 
     small_jobs().await;
+    replica_runs().await;
 
     let instant = start_sim(false, &[]).await;
     let cfg = config(&instant);
@@ -634,27 +757,190 @@ async fn main() {
     }
 }
 
-/// Small jobs: `PRS_BENCH_SMALL_PROMPTS` (200) prompts, PRS n = 8, on a 64-slot engine, where a
-/// fixed prompt window starts the last prompts late and ends in a long drain.
+/// Small jobs (issue 27): PRS n = 8 over 100 to 300 prompts against 64 and 256 running
+/// sequences, with a reward model that merges concurrent requests (as vLLM and TEI do), a
+/// server that honours `n` and one that ignores it; the stage-by-stage reference at 200 prompts
+/// and 64 sequences; and random sampling on the server that ignores `n` against a plain client
+/// that sends every sample as its own request. `PRS_BENCH_SHAPES="200x64,300x256i"` picks
+/// shapes (prompts x sequences, `i`: the server ignores `n`).
 async fn small_jobs() {
-    let prompts: usize = std::env::var("PRS_BENCH_SMALL_PROMPTS")
+    let shapes = std::env::var("PRS_BENCH_SHAPES").unwrap_or_else(|_| {
+        "100x64,200x64,300x64,100x256,200x256,300x256,200x64i,300x256i".to_string()
+    });
+    let n = 8;
+    for shape in shapes.split(',').filter(|s| !s.trim().is_empty()) {
+        let shape = shape.trim();
+        let ignore_n = shape.ends_with('i');
+        let (prompts, seqs) = shape
+            .trim_end_matches('i')
+            .split_once('x')
+            .and_then(|(p, s)| Some((p.parse::<usize>().ok()?, s.parse::<usize>().ok()?)))
+            .expect("PRS_BENCH_SHAPES: PROMPTSxSEQUENCES[i],...");
+        let extra = std::env::var("PRS_BENCH_SIM_ARGS").unwrap_or_default();
+        let mut args = vec!["--reward-merge-requests"];
+        if ignore_n {
+            args.push("--ignore-n");
+        }
+        args.extend(extra.split_whitespace());
+        let sim = start_sim_with(true, seqs, &args).await;
+        let server = if ignore_n { ", ignores n" } else { "" };
+        let sample = |method: &str| {
+            let sql = format!("SELECT count(*) FROM {method}('prompts', {n})");
+            run_sql(&sim, config(&sim), prompts, sql)
+        };
+        let prs = sample("prs_sample").await;
+        report(&format!("prs n={n}, {prompts}x{seqs}{server}"), &prs);
+        if !ignore_n && (prompts, seqs) == (200, 64) {
+            let reference = reference_prs(&sim, &config(&sim), prompts, n).await;
+            report(&format!("stage-by-stage, {prompts}x{seqs}"), &reference);
+            println!(
+                "{:<34} speedup of prs_sample over the stage-by-stage schedule: {:.2}x",
+                "",
+                reference.secs / prs.secs
+            );
+        }
+        if ignore_n && (prompts, seqs) == (300, 256) {
+            let random = sample("random_sample").await;
+            report(&format!("random n={n}, {prompts}x{seqs}{server}"), &random);
+            let plain = plain_client(&sim, &config(&sim), prompts, n).await;
+            report(
+                &format!("plain n=1 client, {prompts}x{seqs}{server}"),
+                &plain,
+            );
+            println!(
+                "{:<34} random_sample / plain n = 1 client: {:.3}x",
+                "",
+                random.secs / plain.secs
+            );
+        }
+    }
+}
+
+/// Prefix reuse across replicas (issue 27): PRS n = 8 over `PRS_BENCH_REPLICA_PROMPTS` (300)
+/// prompts against two simulator replicas of 128 sequences, each with its own prefix cache,
+/// routed by prompt (`policy_routing = prompt`) or to the least loaded replica, with `n`
+/// honoured and ignored. Reports the makespan and the prefill the replicas did.
+async fn replica_runs() {
+    let prompts: usize = std::env::var("PRS_BENCH_REPLICA_PROMPTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let sql = "SELECT count(*) FROM prs_sample('prompts', 8)";
-    let sim = start_sim_with(true, 64, &[]).await;
-    let run = run_sql(&sim, config(&sim), prompts, sql).await;
-    report(
-        &format!("prs_sample n=8, {prompts} prompts, 64 slots"),
-        &run,
-    );
-    drop(sim);
-    // deeper layers first at the server too (vLLM --scheduling-policy priority)
-    let sim = start_sim_with(true, 64, &["--scheduling-policy", "priority"]).await;
-    let mut cfg = config(&sim);
-    cfg.set_checked("policy_priority", "true", "bench").unwrap();
-    let run = run_sql(&sim, cfg, prompts, sql).await;
-    report("the same, policy_priority = true", &run);
+        .unwrap_or(300);
+    for ignore_n in [false, true] {
+        let mut args = vec!["--reward-merge-requests", "--prefix-cache"];
+        if ignore_n {
+            args.push("--ignore-n");
+        }
+        let mut secs_by = vec![];
+        for routing in ["least_loaded", "prompt"] {
+            // fresh replicas: empty prefix caches
+            let sims = [
+                start_sim_with(true, 128, &args).await,
+                start_sim_with(true, 128, &args).await,
+            ];
+            let urls = |suffix: &str| {
+                sims.iter()
+                    .map(|s| format!("http://127.0.0.1:{}{suffix}", s.port))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let mut cfg = config(&sims[0]);
+            cfg.set_checked("policy_url", &urls("/v1"), "bench")
+                .unwrap();
+            cfg.set_checked("reward_url", &urls(""), "bench").unwrap();
+            cfg.set_checked("policy_routing", routing, "bench").unwrap();
+            let ctx = datafusion_prs::session_context(cfg);
+            make_prompts(&ctx, prompts).await;
+            let mut before = vec![];
+            for s in &sims {
+                before.push(engine_counters(s.port).await);
+            }
+            let t0 = Instant::now();
+            ctx.sql("SELECT count(*) FROM prs_sample('prompts', 8)")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let secs = t0.elapsed().as_secs_f64();
+            let (mut prefill, mut tokens) = (0.0, 0.0);
+            for (s, b) in sims.iter().zip(&before) {
+                let after = engine_counters(s.port).await;
+                if let Some(d) = engine_delta(b, &after) {
+                    prefill += d.prefill;
+                }
+                let t = |v: &Option<serde_json::Value>| {
+                    v.as_ref().and_then(|v| v["tokens"].as_f64()).unwrap_or(0.0)
+                };
+                tokens += t(&after) - t(b);
+            }
+            let lower = tokens / (2.0 * peak_tokens_per_sec(128));
+            let server = if ignore_n {
+                "server ignores n"
+            } else {
+                "n honoured"
+            };
+            println!(
+                "prs n=8, {prompts} prompts, 2 replicas x 128, {server}, routing {routing:<12} makespan {secs:>6.2}s  ratio {:>5.3}  prefill {prefill:>5.2}s (both replicas)",
+                secs / lower
+            );
+            secs_by.push(secs);
+        }
+        println!(
+            "{:<34} routing by prompt / least loaded: {:.3}x",
+            "",
+            secs_by[1] / secs_by[0]
+        );
+    }
+}
+
+/// A plain client for random sampling against a server that ignores `n`: every sample its own
+/// request (as many at once as `max_in_flight`), each response scored as it arrives. Same
+/// texts and seeds as `random_sample(.., n)`, so the same sequences.
+async fn plain_client(sim: &Sim, cfg: &PrsConfig, prompts: usize, n: usize) -> Run {
+    let Clients {
+        stats,
+        policy,
+        reward,
+        ..
+    } = clients(cfg);
+    let pref = datafusion_prs::config::DEFAULT_PREFERENCE;
+    let run_seed = cfg.seed;
+    let jobs: Vec<(String, String, usize)> = (1..=prompts)
+        .flat_map(|i| {
+            let q = format!(
+                "Explain topic number {i} clearly, with an example about rivers, markets or music.\n\n{pref}"
+            );
+            (0..n).map(move |k| (i.to_string(), q.clone(), k))
+        })
+        .collect();
+    let before = engine_counters(sim.port).await;
+    let (profiler, profile) = profile_engine(sim.port);
+    let (t0, c0) = (Instant::now(), cpu_secs());
+    futures::stream::iter(jobs)
+        .map(|(id, q, k)| {
+            let (policy, reward) = (policy.clone(), reward.clone());
+            async move {
+                let seed = derive_seed(run_seed, &id, 0, k as i32);
+                let (choices, _) = policy.complete(&q, 1, seed, 0).await.unwrap();
+                let text = format!("Human: {q}\nAssistant: {}", choices[0].text);
+                reward.score(&[RewardItem::text(text)]).await.unwrap();
+            }
+        })
+        .buffer_unordered(cfg.max_in_flight)
+        .collect::<Vec<()>>()
+        .await;
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
+    profiler.abort();
+    let engine = run_delta(sim.port, &before, &engine_counters(sim.port).await).await;
+    Run {
+        peak: peak_tokens_per_sec(sim.max_seqs),
+        secs,
+        cpu,
+        candidates: (prompts * n) as u64,
+        tokens: stats.snapshot().completion_tokens,
+        engine,
+        profile: taken(&profile),
+    }
 }
 
 async fn cli_peak_rss(sim: &Sim, prompts: usize) -> (f64, f64) {
