@@ -1,9 +1,12 @@
 //! Jobs that survive: retries of transient failures, per-row errors, never a fake reward.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::Float64Type;
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::prelude::SessionContext;
 use datafusion_prs::{JobStats, StatsSnapshot};
 use serde_json::{json, Value};
@@ -670,4 +673,75 @@ async fn a_dropped_query_stops_its_reward_retries() {
         "{} reward requests after the query was dropped",
         later - at_drop
     );
+}
+
+/// A policy server that takes 60 ms a request, counts the most requests it held at once, and
+/// reports `waiting` requests in vLLM's gauges at `/metrics` (404 when `None`).
+async fn gauged_policy(waiting: Option<u64>) -> (String, Arc<AtomicU64>) {
+    use axum::routing::{get, post};
+    let (active, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let seen = most.clone();
+    let complete = move || {
+        let (active, most) = (active.clone(), most.clone());
+        async move {
+            let now = active.fetch_add(1, SeqCst) + 1;
+            most.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            active.fetch_sub(1, SeqCst);
+            axum::Json(json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "An answer."},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2}
+            }))
+        }
+    };
+    let metrics = move || async move {
+        match waiting {
+            Some(w) => (
+                axum::http::StatusCode::OK,
+                format!("vllm:num_requests_running{{model_name=\"m\"}} 1\nvllm:num_requests_waiting{{model_name=\"m\"}} {w}\n"),
+            ),
+            None => (axum::http::StatusCode::NOT_FOUND, "no route".to_string()),
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/v1/models",
+            get(|| async { axum::Json(json!({"data": [{"id": "m"}]})) }),
+        )
+        .route("/v1/chat/completions", post(complete))
+        .route("/metrics", get(metrics));
+    (serve(app).await, seen)
+}
+
+#[tokio::test]
+async fn the_window_grows_only_while_the_server_reports_an_empty_queue() {
+    let (reward, _fake) = start(Mode::Normal).await;
+    // one place in the window (of 4 at most): without growth, one request at a time
+    for (waiting, grow, grows) in [
+        (Some(0), "true", true),
+        (Some(5), "true", false),
+        (None, "true", false),
+        (Some(0), "false", false),
+    ] {
+        let (policy, most) = gauged_policy(waiting).await;
+        let ctx = context(
+            &policy,
+            &reward,
+            &[("prompt_concurrency", "1"), ("grow_window", grow)],
+        )
+        .await;
+        // one partition: one window
+        ctx.sql("SET datafusion.execution.target_partitions = 1")
+            .await
+            .unwrap();
+        forty_prompts(&ctx).await;
+        let b = rows(&ctx, "SELECT count(*) FROM random_sample('many', 1)").await;
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 40);
+        let most = most.load(SeqCst);
+        match grows {
+            true => assert!(most > 1, "an idle server got {most} request(s) at once"),
+            false => assert_eq!(most, 1, "{waiting:?} waiting, grow_window = {grow}"),
+        }
+    }
 }

@@ -291,8 +291,8 @@ impl Endpoint {
     }
 
     /// Route the requests of one prompt (the prompt whose work runs in the task) to one
-    /// replica, whose prefix cache then holds the prompt's question and best-so-far, unless
-    /// that replica is loaded [`AFFINITY_SLACK`] above the average.
+    /// replica, whose prefix cache then serves what they share, unless that replica is loaded
+    /// [`AFFINITY_SLACK`] above the average.
     pub fn by_prompt(self, on: bool) -> Self {
         Endpoint {
             by_prompt: on,
@@ -436,14 +436,13 @@ impl Endpoint {
     }
 
     /// The text each healthy replica serves at `path` from its root (`/metrics`), read under
-    /// the size cap with a short timeout, in replica order; `None` for one that did not answer
-    /// it with success. No retries: a caller polling the path asks again soon.
+    /// the size cap with a short timeout, in replica order (ejected replicas are left out);
+    /// `None` for one that did not answer it with success. No retries: a caller polling the
+    /// path asks again soon.
     pub async fn get_text_from_each(&self, path: &str) -> Vec<Option<String>> {
         let now = now_ms();
-        let gets = self.replicas.iter().map(|replica| async move {
-            if !replica.healthy(now) {
-                return None;
-            }
+        let healthy = self.replicas.iter().filter(|r| r.healthy(now));
+        let gets = healthy.map(|replica| async move {
             let url = replica.base.join(path).ok()?;
             let req = self.authorize(replica, self.http.get(url.clone()));
             let resp = req.timeout(Duration::from_secs(2)).send().await.ok()?;

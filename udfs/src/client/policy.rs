@@ -300,7 +300,13 @@ pub struct PolicyClient {
     /// Set once a replica served no load gauges at `/metrics`: [`PolicyClient::server_load`]
     /// asks no more.
     no_load_gauges: AtomicBool,
+    /// The last load read and when: the windows of all partitions share one reading per
+    /// [`LOAD_FRESH_FOR`] (the lock makes concurrent askers wait for one request).
+    last_load: tokio::sync::Mutex<Option<(std::time::Instant, ServerLoad)>>,
 }
+
+/// How long a reading of the servers' load answers every asker.
+const LOAD_FRESH_FOR: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl PolicyClient {
     /// A client for the policy `settings` describe; `prompt_template` wraps the user text for
@@ -327,6 +333,7 @@ impl PolicyClient {
                 .map(|_| AtomicBool::new(false))
                 .collect(),
             no_load_gauges: AtomicBool::new(false),
+            last_load: tokio::sync::Mutex::new(None),
             endpoint,
         })
     }
@@ -337,6 +344,12 @@ impl PolicyClient {
     pub async fn server_load(&self) -> Option<ServerLoad> {
         if self.no_load_gauges.load(Ordering::Relaxed) {
             return None;
+        }
+        let mut last = self.last_load.lock().await;
+        if let Some((at, load)) = *last {
+            if at.elapsed() < LOAD_FRESH_FOR {
+                return Some(load);
+            }
         }
         let mut total = ServerLoad {
             running: 0.0,
@@ -354,6 +367,7 @@ impl PolicyClient {
             total.running += load.running;
             total.waiting += load.waiting;
         }
+        *last = Some((std::time::Instant::now(), total));
         Some(total)
     }
 
