@@ -22,7 +22,8 @@ from conftest import PROMPTS, ROOT
 # the CLI's output columns, in order
 COLUMNS = [
     "prompt_id", "prompt", "preference", "method", "layer", "sample_index", "parent_index",
-    "feedback", "response", "answer", "reward", "is_best", "duplicate_of", "finish_reason",
+    "feedback", "response", "answer", "reward", "rewards", "is_best", "judge_wins",
+    "judge_consistent", "duplicate_of", "finish_reason",
     "seed", "policy_model", "reward_model", "error", "reference", "verified", "group_size",
     "stopped",
 ]

@@ -38,6 +38,8 @@ pub struct Cost {
     /// Most extra samples for duplicates (`prs.unique`): each may add a policy request, a
     /// reward text and a sample's tokens to the figures above.
     pub max_extra_samples: u64,
+    /// Requests to the judge (`prs.judge_top_k`).
+    pub judge_requests: u64,
 }
 
 impl Cost {
@@ -57,8 +59,12 @@ impl Cost {
             // each extra sample may be a request, a text and a sample's tokens more
             e => format!(" (+ up to {e} extra samples for duplicates, prs.unique: as many more policy requests and texts)"),
         };
+        let judge = match self.judge_requests {
+            0 => String::new(),
+            j => format!(", {j} judge requests"),
+        };
         format!(
-            "{} policy requests, {reward} ({} texts scored), at most {} generated tokens{extra}",
+            "{} policy requests, {reward} ({} texts scored){judge}, at most {} generated tokens{extra}",
             self.policy_requests, self.reward_texts, self.max_generated_tokens
         )
     }
@@ -72,6 +78,7 @@ impl Cost {
         self.reward_texts += o.reward_texts;
         self.max_generated_tokens += o.max_generated_tokens;
         self.max_extra_samples += o.max_extra_samples;
+        self.judge_requests += o.judge_requests;
     }
 }
 
@@ -108,6 +115,7 @@ async fn cost_of(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Cost, DataF
             reward_texts: prompts * per.reward_texts,
             max_generated_tokens: prompts * per.max_generated_tokens,
             max_extra_samples: prompts * per.max_extra_samples,
+            judge_requests: prompts * per.judge_requests,
         });
     }
     Ok(total)

@@ -31,6 +31,8 @@ pub struct Summary {
     pub peak_rss_mb: f64,
     /// The scheduler the queries ran on (`--cluster`); the counters are then the executors'.
     pub cluster: Option<String>,
+    /// With a judge (`prs.judge_top_k`): the share of pairs whose two orders disagreed.
+    pub judge_position_bias: Option<f64>,
     #[serde(flatten)]
     pub stats: StatsSnapshot,
 }
@@ -70,6 +72,9 @@ impl Summary {
             max_failed_share,
             peak_rss_mb: peak_rss_mb(),
             cluster,
+            judge_position_bias: (stats.checks.judge_pairs > 0).then(|| {
+                stats.checks.judge_inconsistent_pairs as f64 / stats.checks.judge_pairs as f64
+            }),
             stats,
         }
     }
@@ -113,11 +118,26 @@ impl Summary {
             eprintln!("prs: failed candidates by kind: {}", kinds.join(", "));
         }
         let c = &s.checks;
-        if !c.is_empty() {
+        if c.extra_samples + c.duplicates_kept + c.all_truncated_prompts > 0 {
             eprintln!(
                 "prs: data checks: {} extra samples for duplicates, {} duplicates kept (extra \
                  samples ran out), {} prompts with only truncated candidates",
                 c.extra_samples, c.duplicates_kept, c.all_truncated_prompts
+            );
+        }
+        if let Some(bias) = self.judge_position_bias {
+            eprintln!(
+                "prs: judge: {} pairs compared in both orders ({} requests), {:.1}% inconsistent \
+                 (the judge's position bias: those pairs leave the choice to the reward)",
+                c.judge_pairs,
+                s.judge_requests,
+                100.0 * bias
+            );
+        }
+        if c.judge_failed_prompts > 0 {
+            eprintln!(
+                "prs: judge: failed for {} prompts, whose best the reward chose",
+                c.judge_failed_prompts
             );
         }
         if !s.refused_fields.is_empty() {

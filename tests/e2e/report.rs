@@ -65,6 +65,8 @@ fn a_report_of_several_runs_has_every_section_and_chart() {
             "no {section}"
         );
     }
+    // components appear only where the candidates have them
+    assert!(!html.contains("<h2>Reward components</h2>"));
     // the three series, the error rows by kind, the job summary
     assert!(
         html.contains("random / a") && html.contains("prs / a") && html.contains("random / think")
@@ -462,4 +464,28 @@ fn prompts_without_an_id_are_told_apart_by_their_text() {
         html.contains("<td>random</td><td>2</td><td>5.5000</td>"),
         "a pair per prompt"
     );
+}
+
+#[test]
+fn a_report_of_reward_components_shows_each_and_how_they_agree() {
+    let dir = workdir();
+    sample(
+        dir.path(),
+        r#"SET prs.reward_components = '[{"name":"plain","weight":0.5},{"name":"bare","template":"{response}","weight":0.5}]';
+           COPY (SELECT * FROM random_sample('data/prompts.parquet', 4))
+           TO 'out/candidates.parquet' STORED AS PARQUET"#,
+    );
+    let (out, html) = report(dir.path(), &["out/candidates.parquet"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let section = html
+        .split("<h2>Reward components</h2>")
+        .nth(1)
+        .expect("a section for the components");
+    let section = section.split("<h2>").next().unwrap();
+    // one row per component, each with its count, and a column per component and the reward
+    assert!(section.contains("<td>bare</td><td>96</td>"), "{section}");
+    assert!(section.contains("<td>plain</td><td>96</td>"), "{section}");
+    assert!(section.contains("<th>reward</th>"), "{section}");
+    let (figures, drawn) = charts_with_data(section);
+    assert_eq!((figures, drawn), (1, 1));
 }

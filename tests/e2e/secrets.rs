@@ -57,6 +57,9 @@ async fn credentials_in_urls_reach_their_server_and_nowhere_else() {
         SELECT DISTINCT reward_model, policy_model FROM 'out/c.parquet';";
     let broken = with_credentials(&down, "/v1");
     let bad_scheme = format!("ftp://alice:{SECRET}@host/v1");
+    let components = format!(
+        r#"[{{"name":"a","url":"{reward}","weight":0.5}},{{"name":"b","url":"{reward}","template":"{{response}}"}}]"#
+    );
     let runs: Vec<(Vec<String>, Overrides)> = vec![
         (
             [
@@ -100,6 +103,22 @@ async fn credentials_in_urls_reach_their_server_and_nowhere_else() {
             .to_vec(),
             vec![("PRS_REWARD_URL", bad_scheme.clone())],
         ),
+        // reward components: a credential inside the JSON setting
+        (
+            [
+                "sql",
+                "--max-width",
+                "0",
+                "SET prs.checkpoint_dir = 'ck2'; SHOW ALL;
+                 EXPLAIN SELECT * FROM random_sample('data/prompts.parquet', 2);
+                 COPY (SELECT * FROM random_sample('data/prompts.parquet', 2)) TO 'out/c2.parquet';
+                 SELECT DISTINCT reward_model FROM 'out/c2.parquet';
+                 SELECT * FROM prs_score('out/c2.parquet') LIMIT 1;",
+            ]
+            .map(String::from)
+            .to_vec(),
+            vec![("PRS_REWARD_COMPONENTS", components.clone())],
+        ),
     ];
     let mut outputs = Vec::new();
     for (args, overrides) in runs {
@@ -142,6 +161,9 @@ async fn credentials_in_urls_reach_their_server_and_nowhere_else() {
         "{}",
         text(&outputs[4])
     );
+    let components_out = text(&outputs[5]);
+    assert!(outputs[5].status.success(), "{components_out}");
+    assert!(components_out.contains("weighted(a="), "{components_out}");
     for out in &outputs {
         let all = text(out);
         assert!(!all.contains(SECRET), "a credential was shown:\n{all}");

@@ -665,7 +665,7 @@ fn the_checks_see_what_they_check() {
     );
     let tree = references("sampler::tree", &all["sampler::tree"], &all, &faces);
     assert!(
-        tree.contains("sampler") && tree.contains("error") && tree.contains("client::reward"),
+        tree.contains("sampler") && tree.contains("error") && tree.contains("sampler::components"),
         "{tree:?}"
     );
     // a `use` over lines, with groups, renames and `self`

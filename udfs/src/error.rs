@@ -10,6 +10,8 @@ pub enum EndpointKind {
     Policy,
     /// The server that scores candidates.
     Reward,
+    /// The OpenAI-compatible chat model that compares candidates (`prs.judge_top_k`).
+    Judge,
 }
 
 impl EndpointKind {
@@ -17,6 +19,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Policy => "policy",
             EndpointKind::Reward => "reward",
+            EndpointKind::Judge => "judge",
         }
     }
 
@@ -25,6 +28,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Policy => "policy_url",
             EndpointKind::Reward => "reward_url",
+            EndpointKind::Judge => "judge_url",
         }
     }
 
@@ -33,6 +37,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Policy => "PRS_POLICY_URL",
             EndpointKind::Reward => "PRS_REWARD_URL",
+            EndpointKind::Judge => "PRS_JUDGE_URL",
         }
     }
 
@@ -41,6 +46,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Policy => "policy-url",
             EndpointKind::Reward => "reward-url",
+            EndpointKind::Judge => "judge-url",
         }
     }
 
@@ -49,6 +55,7 @@ impl EndpointKind {
         match self {
             EndpointKind::Policy => "PRS_POLICY_API_KEY",
             EndpointKind::Reward => "PRS_REWARD_API_KEY",
+            EndpointKind::Judge => "PRS_JUDGE_API_KEY",
         }
     }
 }
@@ -165,6 +172,13 @@ pub enum PrsError {
     #[error(transparent)]
     Shared(std::sync::Arc<PrsError>),
 
+    /// A reward component (`prs.reward_components`) could not score.
+    #[error("reward component {name:?}: {source}")]
+    Component {
+        name: String,
+        source: std::sync::Arc<PrsError>,
+    },
+
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
 
@@ -179,7 +193,7 @@ impl PrsError {
         match self {
             PrsError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             PrsError::Unreachable { .. } | PrsError::BadResponse { .. } => true,
-            PrsError::Shared(e) => e.is_transient(),
+            PrsError::Shared(e) | PrsError::Component { source: e, .. } => e.is_transient(),
             _ => false,
         }
     }
@@ -188,7 +202,7 @@ impl PrsError {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             PrsError::Status { retry_after, .. } => *retry_after,
-            PrsError::Shared(e) => e.retry_after(),
+            PrsError::Shared(e) | PrsError::Component { source: e, .. } => e.retry_after(),
             _ => None,
         }
     }
@@ -204,7 +218,7 @@ impl PrsError {
             PrsError::ServerFault { endpoint, .. } => format!("{endpoint}_fault"),
             PrsError::ResponseTooLarge { endpoint, .. } => format!("{endpoint}_response_too_large"),
             PrsError::MissingEndpoint(_) | PrsError::InvalidSetting { .. } => "config".into(),
-            PrsError::Shared(e) => e.kind(),
+            PrsError::Shared(e) | PrsError::Component { source: e, .. } => e.kind(),
             PrsError::NoAnswer(_) => "no_answer".into(),
             PrsError::Unverifiable(_) => "verify".into(),
             _ => "other".into(),
@@ -216,10 +230,7 @@ impl PrsError {
         PrsError::InvalidSetting {
             key: key.to_string(),
             // a URL's credentials never travel in an error
-            value: match key.to_ascii_lowercase().contains("url") {
-                true => crate::redact::redact_urls(&value),
-                false => value,
-            },
+            value: crate::redact::shown_setting(key, &value),
             reason: reason.into(),
         }
     }

@@ -14,6 +14,43 @@ pub fn redact_urls(value: &str) -> String {
         .join(",")
 }
 
+/// A setting's value as it may be shown: URLs without their credentials, also the URLs inside
+/// a JSON setting (`reward_components`); other settings as they are.
+pub fn shown_setting(key: &str, value: &str) -> String {
+    let key = key.to_ascii_lowercase();
+    if key.contains("url") {
+        return redact_urls(value);
+    }
+    if !key.ends_with("components") {
+        return value.to_string();
+    }
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(mut json) => {
+            redact_json(&mut json);
+            json.to_string()
+        }
+        // not JSON (refused when it is set): shown with every URL-like piece redacted
+        Err(_) => redact_urls(value),
+    }
+}
+
+/// Every string in `v` that holds a URL, redacted.
+fn redact_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.contains("://") => *s = redact_urls(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(fields) => {
+            for (key, value) in fields.iter_mut() {
+                match value {
+                    serde_json::Value::String(s) if key.contains("url") => *s = redact_urls(s),
+                    other => redact_json(other),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn redact_one(url: &str) -> String {
     let authority_start = url.find("://").map(|i| i + 3).unwrap_or(0);
     let (head, rest) = url.split_at(authority_start);
@@ -65,5 +102,22 @@ mod tests {
             assert_eq!(redact_urls(url), shown, "{url}");
             assert!(!redact_urls(url).contains("s3cret"));
         }
+    }
+
+    #[test]
+    fn urls_inside_a_json_setting_are_never_shown() {
+        let components = r#"[{"name":"a","url":"user:s3cret@host:8000","model":"m"},
+            {"name":"b","protocol":"tei","url":"http://h:1/?key=s3cret"}]"#;
+        let shown = shown_setting("reward_components", components);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("***@host:8000") && shown.contains("\"model\":\"m\""));
+        assert_eq!(
+            shown_setting("reward_url", "http://u:s3cret@h/"),
+            "http://***@h/"
+        );
+        assert_eq!(shown_setting("temperature", "0.7"), "0.7");
+        assert!(
+            !shown_setting("reward_components", "[{\"url\": http://u:s3cret@h").contains("s3cret")
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::borrow::Borrow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, MapBuilder, RecordBatch,
     StringBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::sampler::{Candidate, Method, Stopped};
 
 /// Output column names, in order.
-pub const COLUMNS: [&str; 22] = [
+pub const COLUMNS: [&str; 25] = [
     "prompt_id",
     "prompt",
     "preference",
@@ -26,7 +26,10 @@ pub const COLUMNS: [&str; 22] = [
     "response",
     "answer",
     "reward",
+    "rewards",
     "is_best",
+    "judge_wins",
+    "judge_consistent",
     "duplicate_of",
     "finish_reason",
     "seed",
@@ -55,7 +58,10 @@ pub fn output_schema(id_type: &DataType) -> SchemaRef {
         utf8("response", true),
         utf8("answer", true),
         Field::new("reward", DataType::Float64, true),
+        Field::new("rewards", rewards_type(), true),
         Field::new("is_best", DataType::Boolean, false),
+        Field::new("judge_wins", DataType::Int32, true),
+        Field::new("judge_consistent", DataType::Float64, true),
         Field::new("duplicate_of", DataType::Int32, true),
         utf8("finish_reason", true),
         Field::new("seed", DataType::Int64, true),
@@ -67,6 +73,31 @@ pub fn output_schema(id_type: &DataType) -> SchemaRef {
         Field::new("group_size", DataType::Int32, false),
         utf8("stopped", true),
     ]))
+}
+
+/// The type of `rewards`: each reward component's score by its name (`rewards['safe']`).
+pub fn rewards_type() -> DataType {
+    use datafusion::arrow::array::Array;
+    rewards_builder().finish().data_type().clone()
+}
+
+fn rewards_builder() -> MapBuilder<StringBuilder, Float64Builder> {
+    MapBuilder::new(None, StringBuilder::new(), Float64Builder::new())
+}
+
+/// A `rewards` column of `rows`: each component's score by name, null where a row has none.
+pub fn rewards_column<'a>(
+    rows: impl Iterator<Item = Option<&'a std::collections::BTreeMap<String, f64>>>,
+) -> Result<ArrayRef> {
+    let mut column = rewards_builder();
+    for row in rows {
+        for (name, score) in row.into_iter().flatten() {
+            column.keys().append_value(name);
+            column.values().append_value(*score);
+        }
+        column.append(row.is_some())?;
+    }
+    Ok(Arc::new(column.finish()))
 }
 
 /// A finished prompt: its input and its candidates.
@@ -97,6 +128,8 @@ pub fn to_batch<R: Borrow<PromptResult>>(schema: &SchemaRef, results: &[R]) -> R
     let mut answer = StringBuilder::new();
     let mut reward = Float64Builder::with_capacity(rows);
     let mut is_best = BooleanBuilder::with_capacity(rows);
+    let mut judge_wins = Int32Builder::with_capacity(rows);
+    let mut judge_consistent = Float64Builder::with_capacity(rows);
     let mut duplicate_of = Int32Builder::with_capacity(rows);
     let mut finish_reason = StringBuilder::new();
     let mut seed = Int64Builder::with_capacity(rows);
@@ -115,6 +148,8 @@ pub fn to_batch<R: Borrow<PromptResult>>(schema: &SchemaRef, results: &[R]) -> R
             answer.append_option(c.answer.as_deref());
             reward.append_option(c.reward);
             is_best.append_value(c.is_best);
+            judge_wins.append_option(c.judge_wins);
+            judge_consistent.append_option(c.judge_consistent);
             duplicate_of.append_option(c.duplicate_of);
             finish_reason.append_option(c.finish_reason.as_deref());
             seed.append_option(c.seed);
@@ -140,7 +175,14 @@ pub fn to_batch<R: Borrow<PromptResult>>(schema: &SchemaRef, results: &[R]) -> R
         Arc::new(response.finish()),
         Arc::new(answer.finish()),
         Arc::new(reward.finish()),
+        rewards_column(
+            results
+                .iter()
+                .flat_map(|r| r.borrow().candidates.iter().map(|c| c.rewards.as_ref())),
+        )?,
         Arc::new(is_best.finish()),
+        Arc::new(judge_wins.finish()),
+        Arc::new(judge_consistent.finish()),
         Arc::new(duplicate_of.finish()),
         Arc::new(finish_reason.finish()),
         Arc::new(seed.finish()),
@@ -170,43 +212,67 @@ fn per_prompt<R: Borrow<PromptResult>>(
     Arc::new(column.finish())
 }
 
+/// A stored prompt's columns by name, each of the type [`output_schema`] gives it.
+struct Stored<'a>(&'a RecordBatch);
+
+fn bad(what: &str) -> crate::error::PrsError {
+    crate::error::PrsError::Input {
+        source_name: "checkpoint".into(),
+        reason: format!("column {what} has an unexpected type"),
+    }
+}
+
+impl<'a> Stored<'a> {
+    fn col(&self, name: &str) -> Result<&'a ArrayRef> {
+        let at = COLUMNS.iter().position(|c| *c == name);
+        at.and_then(|i| self.0.columns().get(i))
+            .ok_or_else(|| bad(name))
+    }
+    fn text(&self, name: &str) -> Result<&'a datafusion::arrow::array::StringArray> {
+        use datafusion::arrow::array::AsArray;
+        self.col(name)?.as_string_opt().ok_or_else(|| bad(name))
+    }
+    fn number<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
+        &self,
+        name: &str,
+    ) -> Result<&'a datafusion::arrow::array::PrimitiveArray<T>> {
+        use datafusion::arrow::array::AsArray;
+        self.col(name)?.as_primitive_opt().ok_or_else(|| bad(name))
+    }
+    fn boolean(&self, name: &str) -> Result<&'a datafusion::arrow::array::BooleanArray> {
+        use datafusion::arrow::array::AsArray;
+        self.col(name)?.as_boolean_opt().ok_or_else(|| bad(name))
+    }
+}
+
 /// Read back one prompt's rows (full schema) written by [`to_batch`].
 pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
-    let bad = |what: &str| crate::error::PrsError::Input {
-        source_name: "checkpoint".into(),
-        reason: format!("column {what} has an unexpected type"),
-    };
     if batch.num_rows() == 0 {
         return Err(bad("(no rows)"));
     }
-    let col = |i: usize| batch.column(i);
-    let text = |i: usize| col(i).as_string_opt::<i32>().ok_or_else(|| bad(COLUMNS[i]));
-    let int32 = |i: usize| {
-        col(i)
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| bad(COLUMNS[i]))
-    };
-    let opt_text = |a: &datafusion::arrow::array::StringArray, r: usize| {
-        a.is_valid(r).then(|| a.value(r).to_string())
-    };
-    let (prompt, preference, method) = (text(1)?, text(2)?, text(3)?);
-    let (layer, sample_index, parent_index) = (int32(4)?, int32(5)?, int32(6)?);
-    let (feedback, response, answer) = (text(7)?, text(8)?, text(9)?);
-    let reward = col(10)
-        .as_primitive_opt::<Float64Type>()
-        .ok_or_else(|| bad("reward"))?;
-    let is_best = col(11).as_boolean_opt().ok_or_else(|| bad("is_best"))?;
-    let duplicate_of = int32(12)?;
-    let finish_reason = text(13)?;
-    let seed = col(14)
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| bad("seed"))?;
-    let (policy_model, reward_model, error) = (text(15)?, text(16)?, text(17)?);
-    let reference = text(18)?;
-    let verified = col(19).as_boolean_opt().ok_or_else(|| bad("verified"))?;
-    let stopped = opt_text(text(21)?, 0)
+    let c = Stored(batch);
+    let (text, int32) = (|n| c.text(n), |n| c.number::<Int32Type>(n));
+    let (prompt, preference, method) = (text("prompt")?, text("preference")?, text("method")?);
+    let (layer, sample_index) = (int32("layer")?, int32("sample_index")?);
+    let parent_index = int32("parent_index")?;
+    let (feedback, response, answer) = (text("feedback")?, text("response")?, text("answer")?);
+    let reward = c.number::<Float64Type>("reward")?;
+    let rewards = c
+        .col("rewards")?
+        .as_map_opt()
+        .ok_or_else(|| bad("rewards"))?;
+    let is_best = c.boolean("is_best")?;
+    let judge_wins = int32("judge_wins")?;
+    let judge_consistent = c.number::<Float64Type>("judge_consistent")?;
+    let duplicate_of = int32("duplicate_of")?;
+    let finish_reason = text("finish_reason")?;
+    let seed = c.number::<Int64Type>("seed")?;
+    let (policy_model, reward_model) = (text("policy_model")?, text("reward_model")?);
+    let (error, reference) = (text("error")?, text("reference")?);
+    let verified = c.boolean("verified")?;
+    let stopped = opt_text(text("stopped")?, 0)
         .map(|s| s.parse::<Stopped>().map_err(|_| bad("stopped")))
         .transpose()?;
     let method: Method = method.value(0).parse().map_err(|_| bad("method"))?;
@@ -214,21 +280,24 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
         .map(|r| Candidate {
             layer: layer.value(r),
             sample_index: sample_index.value(r),
-            parent_index: parent_index.is_valid(r).then(|| parent_index.value(r)),
+            parent_index: nullable(parent_index, r),
             feedback: opt_text(feedback, r),
             response: opt_text(response, r),
             answer: opt_text(answer, r),
-            reward: reward.is_valid(r).then(|| reward.value(r)),
+            reward: nullable(reward, r),
+            rewards: component_scores(rewards, r),
             verified: verified.is_valid(r).then(|| verified.value(r)),
             is_best: is_best.value(r),
-            duplicate_of: duplicate_of.is_valid(r).then(|| duplicate_of.value(r)),
+            judge_wins: nullable(judge_wins, r),
+            judge_consistent: nullable(judge_consistent, r),
+            duplicate_of: nullable(duplicate_of, r),
             finish_reason: opt_text(finish_reason, r),
-            seed: seed.is_valid(r).then(|| seed.value(r)),
+            seed: nullable(seed, r),
             error: opt_text(error, r),
         })
         .collect();
     Ok(PromptResult {
-        id: ScalarValue::try_from_array(col(0), 0)?,
+        id: ScalarValue::try_from_array(c.col("prompt_id")?, 0)?,
         prompt: opt_text(prompt, 0),
         preference: opt_text(preference, 0),
         method,
@@ -238,6 +307,42 @@ pub fn from_batch(batch: &RecordBatch) -> Result<PromptResult> {
         stopped,
         candidates,
     })
+}
+
+/// Row `r` of a number column, `None` when null.
+fn nullable<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
+    a: &datafusion::arrow::array::PrimitiveArray<T>,
+    r: usize,
+) -> Option<T::Native> {
+    use datafusion::arrow::array::Array;
+    a.is_valid(r).then(|| a.value(r))
+}
+
+/// Row `r` of a text column, `None` when null.
+fn opt_text(a: &datafusion::arrow::array::StringArray, r: usize) -> Option<String> {
+    use datafusion::arrow::array::Array;
+    a.is_valid(r).then(|| a.value(r).to_string())
+}
+
+/// Row `r` of a `rewards` column: each component's score by name; `None` when null.
+fn component_scores(
+    rewards: &datafusion::arrow::array::MapArray,
+    r: usize,
+) -> Option<std::collections::BTreeMap<String, f64>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Float64Type;
+    if rewards.is_null(r) {
+        return None;
+    }
+    let entries = rewards.value(r);
+    let names = entries.column(0).as_string_opt::<i32>()?;
+    let scores = entries.column(1).as_primitive_opt::<Float64Type>()?;
+    Some(
+        (0..entries.len())
+            .filter(|&i| scores.is_valid(i))
+            .map(|i| (names.value(i).to_string(), scores.value(i)))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -274,8 +379,11 @@ mod tests {
                     response: Some("r <think>".into()),
                     answer: Some("r".into()),
                     reward: Some(2.0),
+                    rewards: Some([("helpful".to_string(), 3.0), ("safe".to_string(), 0.5)].into()),
                     verified: Some(true),
                     is_best: true,
+                    judge_wins: Some(2),
+                    judge_consistent: Some(0.5),
                     duplicate_of: Some(0),
                     ..Default::default()
                 },

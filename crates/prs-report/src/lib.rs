@@ -85,6 +85,9 @@ pub async fn build(ctx: &SessionContext, what: &What<'_>) -> Result<String> {
     let mut page = Page::new(what.candidates);
     run_section(ctx, what.summary, &mut page).await?;
     rewards_section(ctx, &mut page).await?;
+    if layout.rewards {
+        components_section(ctx, &mut page).await?;
+    }
     best_of_k_section(ctx, &mut page).await?;
     revisions_section(ctx, &mut page).await?;
     checks_section(ctx, &mut page).await?;
@@ -116,6 +119,7 @@ async fn register(ctx: &SessionContext, path: &Path) -> Result<stats::Layout> {
         run: has("run"),
         prompt: has("prompt"),
         preference: has("preference"),
+        rewards: has("rewards"),
     })
 }
 
@@ -247,6 +251,82 @@ async fn rewards_section(ctx: &SessionContext, page: &mut Page) -> Result<()> {
             })
             .collect::<Vec<_>>(),
     );
+    Ok(())
+}
+
+/// Section 2b, Reward components (`prs.reward_components`): each component's distribution, and
+/// how the components and the aggregate `reward` move together.
+async fn components_section(ctx: &SessionContext, page: &mut Page) -> Result<()> {
+    let names = texts(
+        &rows(
+            ctx,
+            "SELECT DISTINCT unnest(map_keys(rewards)) AS name FROM c              WHERE rewards IS NOT NULL ORDER BY name",
+        )
+        .await?,
+        0,
+    )?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    let quoted = |n: &str| format!("rewards['{}']", n.replace('\'', "''"));
+    let columns: Vec<String> = names.iter().map(|n| quoted(n)).collect();
+    let b = rows(
+        ctx,
+        &format!(
+            "SELECT {}, reward FROM c WHERE rewards IS NOT NULL AND error IS NULL",
+            columns.join(", ")
+        ),
+    )
+    .await?;
+    let values: Vec<Vec<f64>> = (0..=names.len())
+        .map(|i| stats::numbers(&b, i))
+        .collect::<Result<_>>()?;
+    page.section(
+        "Reward components",
+        "Each component's raw score (the rewards column) per scored candidate, with the \
+         vertical lines at the medians, and the correlation of every two components and of each \
+         with the aggregate reward: components that always agree add nothing, and one that \
+         disagrees with all the others is worth a look.",
+    );
+    let groups: Vec<(String, Vec<f64>)> = names
+        .iter()
+        .zip(&values)
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.iter().copied().filter(|x| x.is_finite()).collect(),
+            )
+        })
+        .collect();
+    distribution_chart(
+        page,
+        "Component scores",
+        ("score", "share of candidates"),
+        &groups,
+        24,
+    );
+    let mut head = vec!["component", "candidates", "median", "mean"];
+    head.extend(names.iter().map(String::as_str));
+    head.push("reward");
+    let table: Vec<Vec<String>> = groups
+        .iter()
+        .zip(&values)
+        .map(|((name, kept), mine)| {
+            let mut row = vec![
+                name.clone(),
+                kept.len().to_string(),
+                num(stats::median(kept)),
+                num(stats::mean(kept)),
+            ];
+            row.extend(
+                values
+                    .iter()
+                    .map(|other| num(stats::correlation(mine, other))),
+            );
+            row
+        })
+        .collect();
+    page.table(&head, &table);
     Ok(())
 }
 

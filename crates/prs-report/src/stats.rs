@@ -34,6 +34,8 @@ pub struct Layout {
     pub prompt: bool,
     /// A `preference` column.
     pub preference: bool,
+    /// A `rewards` column (reward components).
+    pub rewards: bool,
 }
 
 /// The table every query reads, `c`: the candidates with their `series` and their
@@ -104,6 +106,32 @@ pub fn numbers(batches: &[RecordBatch], i: usize) -> Result<Vec<f64>> {
         }));
     }
     Ok(out)
+}
+
+/// Pearson's correlation of the pairs of `a` and `b` where both are finite; NaN with fewer
+/// than two pairs or no spread.
+pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let pairs: Vec<(f64, f64)> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| (*x, *y))
+        .collect();
+    let n = pairs.len() as f64;
+    if pairs.len() < 2 {
+        return f64::NAN;
+    }
+    let (mx, my) = (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let cov: f64 = pairs.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let vx: f64 = pairs.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let vy: f64 = pairs.iter().map(|(_, y)| (y - my).powi(2)).sum();
+    match vx > 0.0 && vy > 0.0 {
+        true => cov / (vx * vy).sqrt(),
+        false => f64::NAN,
+    }
 }
 
 /// The one number of a one-row, one-column query.
@@ -367,6 +395,17 @@ mod tests {
             (curve[1].1 - 3.0).abs() < 1e-12,
             "only the first prompt has 2"
         );
+    }
+
+    #[test]
+    fn correlations() {
+        let a = [1.0, 2.0, 3.0, f64::NAN];
+        assert!((correlation(&a, &[2.0, 4.0, 6.0, 1.0]) - 1.0).abs() < 1e-12);
+        assert!((correlation(&a, &[3.0, 2.0, 1.0, 0.0]) + 1.0).abs() < 1e-12);
+        assert!(correlation(&a, &[5.0, 5.0, 5.0, 5.0]).is_nan());
+        assert!(correlation(&[1.0], &[1.0]).is_nan());
+        let r = correlation(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]);
+        assert!((r - 0.8).abs() < 1e-12, "{r}");
     }
 
     #[test]

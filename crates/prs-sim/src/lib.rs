@@ -94,6 +94,17 @@ pub struct TextStyle {
     /// powers, a 200 KB sum, unbalanced braces, deep parentheses)
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
     pub hostile_share: f64,
+    /// With --math: the reward model's noise, uniform in [-x, x] around the answer's truth
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.3))]
+    pub reward_noise: f64,
+    /// With --math: seeds the reward model's noise, so that reward models with different seeds
+    /// err independently
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
+    pub reward_seed: u64,
+    /// With --math: reward added per word of the response, a reward model that prefers long
+    /// answers whatever they say
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub reward_length_bias: f64,
 }
 
 impl Default for TextStyle {
@@ -107,6 +118,9 @@ impl Default for TextStyle {
             never_share: 0.35,
             edge_miss: 0.0,
             hostile_share: 0.0,
+            reward_noise: 0.3,
+            reward_seed: 0,
+            reward_length_bias: 0.0,
         }
     }
 }
@@ -180,6 +194,14 @@ impl TextStyle {
         sim_text(prompt, seed ^ 0x7b1c, i, usize::MAX, Some(16)).0
     }
 
+    fn judge(&self) -> math::Judge {
+        math::Judge {
+            noise: self.reward_noise,
+            seed: self.reward_seed,
+            length_bias: self.reward_length_bias,
+        }
+    }
+
     fn mix(&self) -> math::Mix {
         math::Mix {
             always: self.always_share,
@@ -194,7 +216,7 @@ impl TextStyle {
     /// [`sim_score`].
     pub fn score(&self, text: &str) -> f64 {
         match self.math {
-            true => math::score(text).unwrap_or_else(|| sim_score(text)),
+            true => math::score(text, self.judge()).unwrap_or_else(|| sim_score(text)),
             false => sim_score(text),
         }
     }

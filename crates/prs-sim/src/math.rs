@@ -342,18 +342,34 @@ fn integer(s: &str) -> Option<i128> {
     Some(if s.starts_with('-') { -n } else { n })
 }
 
+/// How the simulated reward model errs in maths mode.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Judge {
+    /// Noise uniform in [-noise, noise], a hash of the response (and `seed`).
+    pub noise: f64,
+    pub seed: u64,
+    /// Reward per word of the response.
+    pub length_bias: f64,
+}
+
 /// The maths reward of `Human: {prompt}\nAssistant: {response}`: 1 when the response's final
-/// answer is right, else 0, plus noise in [-0.3, 0.3] from the response; `None` when the text
-/// asks no question the sim reads.
-pub(crate) fn score(text: &str) -> Option<f64> {
+/// answer is right, else 0, plus the judge's noise and length bias; `None` when the text asks
+/// no question the sim reads.
+pub(crate) fn score(text: &str, judge: Judge) -> Option<f64> {
     let (prompt, response) = text.rsplit_once("\nAssistant:")?;
     question(prompt)?;
     let truth = match sim_truth(prompt, response) {
         Some(true) => 1.0,
         _ => 0.0,
     };
-    let noise = (fnv(response) % 601) as f64 / 1000.0 - 0.3;
-    Some(((truth + noise) * 1000.0).round() / 1000.0)
+    let hash = match judge.seed {
+        0 => fnv(response),
+        seed => fnv(&format!("{seed}:{response}")),
+    };
+    // 601 steps from -noise to noise (0.001 apart at the default 0.3)
+    let noise = judge.noise * ((hash % 601) as f64 / 300.0 - 1.0);
+    let length = judge.length_bias * response.split_whitespace().count() as f64;
+    Some(((truth + noise + length) * 1000.0).round() / 1000.0)
 }
 
 #[cfg(test)]

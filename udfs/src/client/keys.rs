@@ -25,6 +25,7 @@ type Origin = (String, String, u16);
 struct Bound {
     policy: Vec<Origin>,
     reward: Vec<Origin>,
+    judge: Vec<Origin>,
 }
 
 static BOUND: OnceLock<Bound> = OnceLock::new();
@@ -42,6 +43,7 @@ pub fn key_urls_env(kind: EndpointKind) -> &'static str {
     match kind {
         EndpointKind::Policy => "PRS_POLICY_API_KEY_URLS",
         EndpointKind::Reward => "PRS_REWARD_API_KEY_URLS",
+        EndpointKind::Judge => "PRS_JUDGE_API_KEY_URLS",
     }
 }
 
@@ -76,6 +78,7 @@ pub fn bind_keys_to_own_endpoints() -> Result<()> {
     let bound = Bound {
         policy: own_origins(EndpointKind::Policy)?,
         reward: own_origins(EndpointKind::Reward)?,
+        judge: own_origins(EndpointKind::Judge)?,
     };
     BOUND.set(bound).map_err(|_| {
         PrsError::BadPlan("API keys were already bound to this process's endpoints".into())
@@ -90,6 +93,7 @@ pub(crate) fn may_send_key(kind: EndpointKind, url: &Url) -> bool {
     let allowed = match kind {
         EndpointKind::Policy => &bound.policy,
         EndpointKind::Reward => &bound.reward,
+        EndpointKind::Judge => &bound.judge,
     };
     let ok = allowed.contains(&origin(url));
     if !ok {

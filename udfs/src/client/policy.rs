@@ -46,8 +46,32 @@ pub struct PolicySettings {
 impl PolicySettings {
     /// The policy settings of `cfg`: `policy_url` checked first, then the request's fields.
     pub fn from_config(cfg: &PrsConfig) -> Result<Self> {
+        Self::of_kind(EndpointKind::Policy, cfg)
+    }
+
+    /// The judge's settings (`prs.judge_*`): its own URL, model and key, the chat API, greedy
+    /// decoding (temperature 0) and `judge_max_tokens`; retries, timeouts and response limits
+    /// as the session's.
+    pub fn for_judge(cfg: &PrsConfig) -> Result<Self> {
+        let mut judge = cfg.clone();
+        judge.policy_url = cfg.judge_url.clone();
+        judge.policy_model = cfg.judge_model.clone();
+        judge.policy_api = PolicyApi::Chat;
+        judge.temperature = 0.0;
+        judge.top_p = 1.0;
+        judge.top_k = -1;
+        judge.presence_penalty = 0.0;
+        judge.max_tokens = cfg.judge_max_tokens;
+        judge.stop = String::new();
+        judge.policy_extra_body = String::new();
+        judge.policy_priority = false;
+        judge.policy_routing = PolicyRouting::LeastLoaded;
+        Self::of_kind(EndpointKind::Judge, &judge)
+    }
+
+    fn of_kind(kind: EndpointKind, cfg: &PrsConfig) -> Result<Self> {
         Ok(PolicySettings {
-            servers: Servers::parse(EndpointKind::Policy, &cfg.policy_url)?,
+            servers: Servers::parse(kind, &cfg.policy_url)?,
             endpoint: EndpointSettings::from_config(cfg),
             shape: PolicyRequestShape::from_config(cfg)?,
             max_in_flight: cfg.max_in_flight.max(1),
@@ -627,13 +651,20 @@ impl PolicyClient {
         body: &CompletionRequest<'_>,
         n: usize,
     ) -> Result<(Vec<Choice>, Usage)> {
-        self.endpoint.stats.record_policy_request();
+        // the judge's requests and tokens are its own: they are not the policy's generation
+        let judge = self.endpoint.kind == EndpointKind::Judge;
+        match judge {
+            true => self.endpoint.stats.record_judge_request(),
+            false => self.endpoint.stats.record_policy_request(),
+        }
         let (resp, replica): (CompletionResponse, usize) =
             self.endpoint.post_json_to_any(path, body).await?;
         let usage = resp.usage.unwrap_or_default();
-        self.endpoint
-            .stats
-            .record_tokens(usage.prompt_tokens, usage.completion_tokens);
+        if !judge {
+            self.endpoint
+                .stats
+                .record_tokens(usage.prompt_tokens, usage.completion_tokens);
+        }
         self.note_choices(resp.choices.len(), n, replica);
         if resp.choices.len() > n {
             return Err(self.endpoint.bad_response(

@@ -185,6 +185,19 @@ choice! {
 }
 
 choice! {
+    /// How the scores of several reward components make one reward (`prs.reward_aggregate`).
+    RewardAggregate, setting = "reward_aggregate" {
+        /// The sum of each component's score times its weight.
+        Weighted = "weighted",
+        /// The lowest score among the components that have a weight above 0.
+        Min = "min",
+        /// The weighted mean of the scores less `prs.reward_uncertainty_weight` times their
+        /// weighted standard deviation (for an ensemble of one reward model family).
+        MeanMinusStd = "mean_minus_std" | "mean-minus-std",
+    }
+}
+
+choice! {
     /// What the reward server is sent for each response (`prs.reward_input`).
     RewardInput, setting = "reward_input" {
         /// `chat` for vllm-pooling and vllm-classify, or wherever reward_chat_template_file is

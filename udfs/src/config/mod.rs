@@ -18,10 +18,11 @@ use datafusion::prelude::SessionConfig;
 use crate::error::{PrsError, Result};
 
 mod choices;
+mod components;
 
 pub use choices::{
-    Adaptive, MaxExtra, OnError, PolicyApi, PolicyN, PolicyRouting, RewardInput, RewardPreference,
-    RewardProtocol, Verifier,
+    Adaptive, MaxExtra, OnError, PolicyApi, PolicyN, PolicyRouting, RewardAggregate, RewardInput,
+    RewardPreference, RewardProtocol, Verifier,
 };
 
 /// The default preference used when the input table has no preference column.
@@ -128,6 +129,22 @@ extensions_options! {
         pub reward_batch_wait_ms: u64, default = 5
         /// Most reward texts being scored at once, shared by all partitions of a call
         pub reward_max_in_flight: usize, default = 1024
+        /// Named reward components, a JSON array such as [{"name":"helpful","url":"http://rm1:8001","weight":0.7},{"name":"correct","verifier":"math"}]: each takes the reward settings as fields without the `reward_` prefix (url, protocol, model, template, input, batch_size, ...) and inherits the others; empty = the one reward model of reward_url
+        pub reward_components: String, default = String::new()
+        /// How the components' scores make `reward`: `weighted` (sum of weight × score), `min` (the lowest score) or `mean_minus_std` (weighted mean less reward_uncertainty_weight × weighted standard deviation)
+        pub reward_aggregate: RewardAggregate, default = RewardAggregate::Weighted
+        /// With reward_aggregate = mean_minus_std: how many standard deviations of disagreement are taken off the mean (with two components of equal weight, 1 makes it their minimum)
+        pub reward_uncertainty_weight: f64, default = 0.5
+        /// Pairwise LLM judge: OpenAI-compatible base URL of a chat model, e.g. http://host:8002/v1, that compares each prompt's top candidates (judge_top_k); several, comma-separated, share the work
+        pub judge_url: String, default = String::new()
+        /// Judge model name; empty = the first id of GET {judge_url}/models
+        pub judge_model: String, default = String::new()
+        /// File replacing the built-in judge template ({question} {preference} {answer_a} {answer_b}); the judge ends with [[A]], [[B]] or [[C]] (tie)
+        pub judge_template_file: String, default = String::new()
+        /// Compare each prompt's top k candidates by reward with the judge, every pair in both orders (k(k-1) requests per prompt); is_best goes to the most wins on which both orders agree; 0 = off
+        pub judge_top_k: usize, default = 0
+        /// Most tokens the judge writes per comparison
+        pub judge_max_tokens: u32, default = 1024
         /// Prompt column; empty = `prompt` if present, else `instruction`
         pub prompt_column: String, default = String::new()
         /// Id column; if absent from the table, a stable id is derived from the prompt text
@@ -215,9 +232,7 @@ impl ExtensionOptions for PrsConfig {
             .into_iter()
             .map(|mut e| {
                 // what SHOW ALL, `prs settings` and Python show: never a URL's credentials
-                if is_url_setting(&e.key) {
-                    e.value = e.value.map(|v| crate::redact::redact_urls(&v));
-                }
+                e.value = e.value.map(|v| crate::redact::shown_setting(&e.key, &v));
                 e.key = format!("{}.{}", Self::PREFIX, e.key);
                 e
             })
@@ -271,6 +286,10 @@ impl PrsConfig {
                 other => other.to_string(),
             })
             .and_then(|()| check_bounds(key, value))
+            .and_then(|()| match key {
+                "reward_components" => PrsConfig(next.clone()).components_from(value).map(|_| ()),
+                _ => Ok(()),
+            })
             .map_err(|reason| PrsError::setting(key, value, format!("{reason} (from {origin})")))?;
         self.0 = next;
         Ok(())
@@ -313,9 +332,95 @@ impl PrsConfig {
     }
 }
 
-/// Whether a setting holds endpoint URLs (whose credentials are never shown).
-pub(crate) fn is_url_setting(key: &str) -> bool {
-    key.ends_with("_url")
+/// Reward settings that are about the set of components, not one of them.
+const OF_THE_SET: &[&str] = &[
+    "reward_components",
+    "reward_aggregate",
+    "reward_uncertainty_weight",
+];
+
+/// One named reward component (`prs.reward_components`).
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    /// Its name: the key of its score in the `rewards` column.
+    pub name: String,
+    /// Its weight in the aggregate (0: recorded, not counted).
+    pub weight: f64,
+    /// The call's settings with the component's fields applied.
+    pub cfg: PrsConfig,
+}
+
+impl ComponentSpec {
+    /// A verifier (`"verifier": "math"`, or `"protocol": "verify"`): its score is 1.0 when the
+    /// answer matches the prompt's reference, else 0.0; no server is asked.
+    pub fn verifier(&self) -> Option<Verifier> {
+        (self.cfg.reward_protocol == RewardProtocol::Verify).then(|| match self.cfg.verifier {
+            Verifier::None => Verifier::Math,
+            v => v,
+        })
+    }
+
+    /// A reward model's component needs a server: its own `url`, or `prs.reward_url`.
+    pub fn check_url(&self) -> Result<()> {
+        match self.verifier().is_none() && self.cfg.reward_url.trim().is_empty() {
+            true => Err(PrsError::setting(
+                "reward_components",
+                &self.name,
+                format!(
+                    "reward component {:?} has no \"url\" and prs.reward_url is empty: give it \
+                     a reward server's url, or a \"verifier\"",
+                    self.name
+                ),
+            )),
+            false => Ok(()),
+        }
+    }
+}
+
+/// The fields a reward component may set: each reward setting without its `reward_` prefix.
+pub fn component_fields() -> Vec<String> {
+    PrsConfig::keys()
+        .into_iter()
+        .filter(|k| !OF_THE_SET.contains(&k.as_str()))
+        .filter_map(|k| k.strip_prefix("reward_").map(str::to_string))
+        .collect()
+}
+
+/// The components `cfg.reward_components` lists, checked; none when it is empty.
+pub fn component_specs(cfg: &PrsConfig) -> Result<Vec<ComponentSpec>> {
+    let text = cfg.reward_components.trim();
+    cfg.components_from(text)
+        .map_err(|reason| PrsError::setting("reward_components", text, reason))
+}
+
+impl PrsConfig {
+    /// The components `text` lists, each with these settings and its own fields applied; the
+    /// error is the reason alone.
+    fn components_from(&self, text: &str) -> std::result::Result<Vec<ComponentSpec>, String> {
+        let written = components::parse(text, &component_fields())?;
+        let mut specs = Vec::with_capacity(written.len());
+        for w in written {
+            let mut cfg = self.clone();
+            cfg.reward_components = String::new();
+            let origin = format!("reward component {:?}", w.name);
+            for (key, value) in &w.settings {
+                cfg.set_checked(key, value, &origin)
+                    .map_err(|e| e.to_string())?;
+            }
+            if w.verifier {
+                if cfg.verifier == Verifier::None {
+                    return Err(format!("{origin}: verifier none checks nothing"));
+                }
+                cfg.reward_protocol = RewardProtocol::Verify;
+            }
+            specs.push(ComponentSpec {
+                name: w.name,
+                weight: w.weight,
+                cfg,
+            });
+        }
+        Ok(specs)
+    }
 }
 
 /// The most a count or size setting may be: far above any real job, far below what would
@@ -347,6 +452,8 @@ const INTEGER_BOUNDS: &[(&str, u64, u64)] = &[
     ("reward_batch_size", 1, MANY),
     ("reward_batch_wait_ms", 0, 60_000),
     ("reward_max_in_flight", 1, MANY),
+    ("judge_top_k", 0, 32),
+    ("judge_max_tokens", 1, MANY),
     ("verify_timeout_ms", 1, 3_600_000),
     ("explore", 1, MANY),
 ];
@@ -360,6 +467,7 @@ const FLOAT_BOUNDS: &[(&str, f64, f64)] = &[
     ("adaptive_threshold", 0.0, 1.0),
     ("min_reward_spread", 0.0, 1e12),
     ("pair_margin", 0.0, 1e12),
+    ("reward_uncertainty_weight", 0.0, 1e6),
 ];
 
 /// Why `value` (already parsed by its field) is out of `key`'s bounds, if it is.

@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use datafusion::arrow::array::{new_null_array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -207,6 +208,7 @@ fn read(path: &Path, key: &str, schema: &SchemaRef) -> std::result::Result<Promp
         return Err("no rows".into());
     }
     let batch = concat_batches(&batches[0].schema(), &batches).map_err(|e| e.to_string())?;
+    let batch = with_added_columns(batch, schema)?;
     if batch.schema().fields().len() != schema.fields().len() {
         return Err("its columns are not this version's output schema".into());
     }
@@ -218,6 +220,32 @@ fn read(path: &Path, key: &str, schema: &SchemaRef) -> std::result::Result<Promp
         return Err("checksum mismatch".into());
     }
     Ok(result)
+}
+
+/// Columns added to the output after checkpoints were first written: a prompt stored without
+/// them gets them null, so that an upgrade keeps the checkpoints of calls that do not use them.
+const ADDED_LATER: &[&str] = &["rewards", "judge_wins", "judge_consistent"];
+
+/// `batch` with the [`ADDED_LATER`] columns it lacks, null, where `schema` has them.
+fn with_added_columns(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, String> {
+    let stored = batch.schema();
+    if ADDED_LATER.iter().all(|n| stored.index_of(n).is_ok()) {
+        return Ok(batch);
+    }
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        match stored.index_of(field.name()) {
+            Ok(i) => columns.push(batch.column(i).clone()),
+            Err(_) if ADDED_LATER.contains(&field.name().as_str()) => {
+                columns.push(new_null_array(field.data_type(), batch.num_rows()))
+            }
+            Err(_) => return Err(format!("it has no column {}", field.name())),
+        }
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
 /// A checksum over every value of a stored prompt.
@@ -233,4 +261,50 @@ fn checksum(r: &PromptResult) -> String {
     ))
     .unwrap_or_default();
     hash_parts(&[&text])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::{Candidate, Method};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::ScalarValue;
+
+    #[test]
+    fn a_prompt_stored_before_the_newer_columns_is_still_read() {
+        let schema = crate::schema::output_schema(&DataType::Int64);
+        let stored = PromptResult {
+            id: ScalarValue::Int64(Some(3)),
+            prompt: Some("p".into()),
+            preference: None,
+            method: Method::Prs,
+            policy_model: Some("m".into()),
+            reward_model: Some("r".into()),
+            reference: None,
+            stopped: None,
+            candidates: vec![Candidate {
+                sample_index: 0,
+                reward: Some(1.5),
+                is_best: true,
+                ..Candidate::default()
+            }],
+        };
+        let batch = to_batch(&schema, std::slice::from_ref(&stored)).unwrap();
+        // the file an older version wrote: the same columns without the added ones
+        let keep: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| !ADDED_LATER.contains(&schema.field(i).name().as_str()))
+            .collect();
+        let old = batch.project(&keep).unwrap();
+        assert_eq!(old.num_columns() + ADDED_LATER.len(), schema.fields().len());
+        let read = from_batch(&with_added_columns(old, &schema).unwrap()).unwrap();
+        assert_eq!(read.candidates, stored.candidates);
+        assert_eq!(
+            checksum(&read),
+            checksum(&stored),
+            "its checksum still matches"
+        );
+        // a file missing another column is not this version's
+        let other = batch.project(&[0, 1, 2]).unwrap();
+        assert!(with_added_columns(other, &schema).is_err());
+    }
 }

@@ -419,6 +419,9 @@ impl Policy for JournaledPolicy {
 pub struct JournaledReward {
     pub inner: Arc<dyn Reward>,
     pub journal: Arc<Journal>,
+    /// The reward component whose scores these are (`None`: the one reward model), so that
+    /// two components' scores of the same text are told apart.
+    pub component: Option<String>,
 }
 
 #[async_trait]
@@ -434,7 +437,10 @@ impl Reward for JournaledReward {
             .iter()
             .map(|i| {
                 let form = if i.is_chat() { "chat" } else { "text" };
-                hash_parts(&["reward", form, &i.shown()])
+                match &self.component {
+                    None => hash_parts(&["reward", form, &i.shown()]),
+                    Some(name) => hash_parts(&["reward component", name, form, &i.shown()]),
+                }
             })
             .collect();
         let mut scores: Vec<Option<Scored>> = Vec::with_capacity(items.len());

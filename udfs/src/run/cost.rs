@@ -16,6 +16,8 @@ pub struct PromptCost {
     /// Most extra samples for duplicates (`prs.unique`): each may cost a policy request, a
     /// reward text and `max_tokens` more.
     pub max_extra_samples: u64,
+    /// Requests to the judge (`prs.judge_top_k`): every pair of the top k, both orders.
+    pub judge_requests: u64,
 }
 
 /// What a prompt's cost depends on besides its layer widths: the settings of the call's
@@ -60,6 +62,7 @@ impl PromptCost {
             reward_batch_size: batch as u64,
             max_generated_tokens: (samples + feedback_calls) * u64::from(cfg.max_tokens),
             max_extra_samples: 0,
+            judge_requests: 0,
         }
     }
 }

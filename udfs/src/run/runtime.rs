@@ -10,13 +10,13 @@ use super::cost::{CostSettings, PromptCost};
 use super::single_flight::{flight_for, Flight};
 use super::stats::{Budget, JobStats};
 use crate::client::{PolicyClient, PolicySettings, RewardClient, RewardSettings};
-use crate::config::{Adaptive, PrsConfig, RewardProtocol, Verifier};
+use crate::config::{Adaptive, PrsConfig, RewardAggregate, RewardProtocol, Verifier};
 use crate::durability::{hash_parts, Checkpoint, Journal, JournaledPolicy, JournaledReward};
 use crate::error::{PrsError, Result};
-use crate::sampler::{AdaptivePlan, Sampler, Verdicts};
+use crate::sampler::{AdaptivePlan, Components, Judge, NoModel, Reward, Sampler, Scorer};
 use crate::schema::output_schema;
 use crate::sql::{InputColumns, SampleCall};
-use crate::text::RewardFormat;
+use crate::text::{RewardFormat, Templates};
 use crate::verify::Check;
 
 /// A planned call with everything it needs to run. Building it calls nothing.
@@ -31,8 +31,13 @@ pub struct CallRuntime {
     pub grow_window: bool,
     pub sampler: Arc<Sampler>,
     pub policy: Arc<PolicyClient>,
-    /// The reward model's client; `None` with `reward_protocol = verify` (no reward model).
+    /// The reward model's client; `None` with `reward_protocol = verify` (no reward model)
+    /// or with `prs.reward_components`.
     pub reward: Option<Arc<RewardClient>>,
+    /// The clients of the reward models among `prs.reward_components`, by component name.
+    pub component_clients: Vec<(String, Arc<RewardClient>)>,
+    /// The judge's client (`prs.judge_top_k`).
+    pub judge_client: Option<Arc<PolicyClient>>,
     pub stats: Arc<JobStats>,
     /// Hash of everything that determines a prompt's output.
     pub fingerprint: String,
@@ -57,8 +62,17 @@ impl CallRuntime {
             stats.clone(),
         )?);
         let check = answer_check(cfg)?;
-        let reward = match cfg.reward_protocol {
-            RewardProtocol::Verify => None,
+        let built = Components::build(cfg, &parts.templates.components, &stats)?;
+        let (components, component_clients) = match built {
+            Some((c, clients)) => (Some(Arc::new(c)), clients),
+            None => (None, Vec::new()),
+        };
+        let (judge, judge_client) = match build_judge(cfg, &parts.templates, &stats)? {
+            Some((judge, client)) => (Some(judge), Some(client)),
+            None => (None, None),
+        };
+        let reward = match (cfg.reward_protocol, &components) {
+            (RewardProtocol::Verify, _) | (_, Some(_)) => None,
             _ => Some(Arc::new(RewardClient::new(
                 &RewardSettings::from_config(cfg)?,
                 stats.clone(),
@@ -76,20 +90,14 @@ impl CallRuntime {
             best_excludes_truncated: cfg.best_excludes_truncated,
             unique_max_extra: cfg.unique.then(|| cfg.unique_max_extra.of(call.n)),
             answer_pattern: parts.answer_pattern.clone(),
-            reward_from_verdict: reward.is_none(),
+            reward_from_verdict: reward.is_none() && components.is_none(),
             adaptive: adaptive_plan(cfg),
             check: check.clone(),
             templates: parts.templates.clone(),
             policy: policy.clone(),
-            reward: match &reward {
-                Some(client) => client.clone(),
-                None => Arc::new(Verdicts {
-                    label: format!(
-                        "verify:{}",
-                        check.as_ref().map_or(Verifier::Math, |c| c.verifier)
-                    ),
-                }),
-            },
+            reward: sampler_reward(&reward, &components, &check),
+            components,
+            judge,
         };
         let description = call_description(cfg, &sampler, &columns.id_type);
         let fingerprint = hash_parts(&[&description.to_string()]);
@@ -109,6 +117,8 @@ impl CallRuntime {
             stats,
             policy,
             reward,
+            component_clients,
+            judge_client,
             flight: flight_for(&flight_key(&fingerprint, cfg)),
             preflight: cfg.preflight.then(tokio::sync::OnceCell::new),
             budget: Budget {
@@ -156,13 +166,28 @@ impl CallRuntime {
         };
         let mut cost = PromptCost::of(&self.sampler.widths, &settings, conversations);
         if self.reward.is_none() {
-            // rewards come from the verdicts: nothing is sent to a reward model
+            // rewards come from the verdicts, or from the components' models (counted below)
             cost.reward_requests = 0;
             cost.reward_texts = 0;
+        }
+        for (name, client) in &self.component_clients {
+            let format = self.sampler.templates.components.get(name);
+            let settings = CostSettings {
+                reward_batch_size: client.batch_size(),
+                ..settings
+            };
+            let conversations = matches!(format, Some(RewardFormat::Messages));
+            let own = PromptCost::of(&self.sampler.widths, &settings, conversations);
+            cost.reward_requests += own.reward_requests;
+            cost.reward_texts += own.reward_texts;
         }
         // duplicates may cost extra samples, each at max_tokens
         cost.max_extra_samples = self.sampler.unique_max_extra.unwrap_or(0) as u64;
         cost.max_generated_tokens += cost.max_extra_samples * u64::from(settings.max_tokens);
+        if let Some(judge) = &self.sampler.judge {
+            let k = judge.top_k.min(self.sampler.n()) as u64;
+            cost.judge_requests = k * k.saturating_sub(1);
+        }
         cost
     }
 
@@ -180,14 +205,49 @@ impl CallRuntime {
             self.policy.preflight().await.map_err(inner)?;
             let probe = self.sampler.templates.reward.item("ping", "pong", "");
             let probe = probe.map_err(inner)?;
-            match &self.reward {
-                Some(reward) => reward.preflight(&probe).await.map_err(inner),
-                None => Ok(()),
+            if let Some(reward) = &self.reward {
+                reward.preflight(&probe).await.map_err(inner)?;
             }
+            if let Some(judge) = &self.judge_client {
+                let named = |e: PrsError| format!("the judge (prs.judge_url): {}", inner(e));
+                judge.preflight().await.map_err(named)?;
+            }
+            for (name, client) in &self.component_clients {
+                let Some(format) = self.sampler.templates.components.get(name) else {
+                    continue;
+                };
+                let probe = format.item("ping", "pong", "").map_err(inner)?;
+                let named = |e: PrsError| format!("reward component {name:?}: {}", inner(e));
+                client.preflight(&probe).await.map_err(named)?;
+            }
+            Ok(())
         })
         .await
         .clone()
         .map_err(PrsError::Preflight)
+    }
+}
+
+/// What the sampler's `reward` is: the reward model's client, or, where no one model scores,
+/// one that says why when asked.
+fn sampler_reward(
+    client: &Option<Arc<RewardClient>>,
+    components: &Option<Arc<Components>>,
+    check: &Option<Arc<Check>>,
+) -> Arc<dyn Reward> {
+    match (client, components) {
+        (Some(client), _) => client.clone(),
+        (None, Some(c)) => Arc::new(NoModel {
+            label: c.label(),
+            why: "the reward components score candidates, not one reward model",
+        }),
+        (None, None) => Arc::new(NoModel {
+            label: format!(
+                "verify:{}",
+                check.as_ref().map_or(Verifier::Math, |c| c.verifier)
+            ),
+            why: "reward_protocol = verify has no reward model",
+        }),
     }
 }
 
@@ -256,7 +316,7 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
         "max_tokens": cfg.max_tokens,
         "stop": cfg.stop,
         "reward_protocol": cfg.reward_protocol.to_string(),
-        "reward_model": s.reward.model_label(),
+        "reward_model": s.reward_label(),
         "templates": {
             "prompt": t.prompt.source(),
             "feedback": t.feedback.source(),
@@ -295,11 +355,40 @@ fn call_description(cfg: &PrsConfig, s: &Sampler, id_type: &DataType) -> serde_j
         description["verifier"] = check.verifier.to_string().into();
         description["verify_timeout_ms"] = cfg.verify_timeout_ms.into();
     }
+    describe_scoring(cfg, s, &mut description);
     let extra_body = cfg.policy_extra_body.trim();
     if !extra_body.is_empty() {
         description["policy_extra_body"] = serde_json::Value::from(extra_body);
     }
     description
+}
+
+/// The reward components and the judge in a call's description, when the call has them (so
+/// that calls without them keep their checkpoints).
+fn describe_scoring(cfg: &PrsConfig, s: &Sampler, description: &mut serde_json::Value) {
+    let t = &s.templates;
+    if let Some(components) = &s.components {
+        description["reward_components"] = describe_components(components, &t.components);
+        description["reward_aggregate"] = components.rule.to_string().into();
+        if components.rule == RewardAggregate::MeanMinusStd {
+            description["reward_uncertainty_weight"] = components.uncertainty_weight.into();
+        }
+    }
+    if let Some(judge) = &s.judge {
+        let model = match cfg.judge_model.trim() {
+            "" => format!(
+                "(first model of {})",
+                crate::redact::redact_urls(cfg.judge_url.trim())
+            ),
+            model => model.to_string(),
+        };
+        description["judge"] = serde_json::json!({
+            "model": model,
+            "top_k": judge.top_k,
+            "max_tokens": cfg.judge_max_tokens,
+            "template": judge.template.source(),
+        });
+    }
 }
 
 /// Journal the sampler's answers in the checkpoint's folder as they arrive, so that a re-run
@@ -312,6 +401,93 @@ fn journal_answers(sampler: &mut Sampler, checkpoint: &Checkpoint) {
     });
     sampler.reward = Arc::new(JournaledReward {
         inner: sampler.reward.clone(),
-        journal,
+        journal: journal.clone(),
+        component: None,
     });
+    // built a moment ago, so held here only
+    if let Some(judge) = sampler.judge.as_mut().and_then(Arc::get_mut) {
+        judge.policy = Arc::new(JournaledPolicy {
+            inner: judge.policy.clone(),
+            journal: journal.clone(),
+        });
+    }
+    let Some(components) = sampler.components.as_mut().and_then(Arc::get_mut) else {
+        return;
+    };
+    for c in &mut components.list {
+        if let Scorer::Model { reward, .. } = &mut c.scorer {
+            *reward = Arc::new(JournaledReward {
+                inner: reward.clone(),
+                journal: journal.clone(),
+                component: Some(c.name.clone()),
+            });
+        }
+    }
+}
+
+/// What each component contributes to a call's fingerprint: its name and weight, and its
+/// verifier, or its model, protocol and what the model is sent.
+fn describe_components(
+    components: &Components,
+    formats: &std::collections::BTreeMap<String, RewardFormat>,
+) -> serde_json::Value {
+    let each = components.list.iter().map(|c| {
+        let mut d = serde_json::json!({ "name": c.name, "weight": c.weight });
+        match &c.scorer {
+            Scorer::Verifier(check) => d["verifier"] = check.verifier.to_string().into(),
+            Scorer::Model {
+                reward, preference, ..
+            } => {
+                d["reward_model"] = reward.model_label().into();
+                d["reward_preference"] = preference.to_string().into();
+                if let Some(format) = formats.get(&c.name) {
+                    d["reward_input"] = format.describe();
+                }
+            }
+        }
+        d
+    });
+    serde_json::Value::Array(each.collect())
+}
+
+/// The judge of `prs.judge_top_k` and its client; `None` when it is 0 (off).
+fn build_judge(
+    cfg: &PrsConfig,
+    templates: &Templates,
+    stats: &Arc<JobStats>,
+) -> Result<Option<(Arc<Judge>, Arc<PolicyClient>)>> {
+    match cfg.judge_top_k {
+        0 => return Ok(None),
+        1 => {
+            return Err(PrsError::setting(
+                "judge_top_k",
+                "1",
+                "one candidate has no other to be compared with: set 0 (off), or 2 or more",
+            ))
+        }
+        _ => {}
+    }
+    if cfg.judge_url.trim().is_empty() {
+        return Err(PrsError::setting(
+            "judge_url",
+            "",
+            format!(
+                "judge_top_k = {} compares candidates with a judge: set prs.judge_url to an \
+                 OpenAI-compatible chat server (http://host:port/v1), or judge_top_k = 0",
+                cfg.judge_top_k
+            ),
+        ));
+    }
+    let settings = PolicySettings::for_judge(cfg)?;
+    let client = Arc::new(PolicyClient::new(
+        &settings,
+        templates.prompt.clone(),
+        stats.clone(),
+    )?);
+    let judge = Judge {
+        policy: client.clone(),
+        template: templates.judge.clone(),
+        top_k: cfg.judge_top_k,
+    };
+    Ok(Some((Arc::new(judge), client)))
 }

@@ -26,6 +26,8 @@ impl PromptTally {
             let wait = match endpoint {
                 EndpointKind::Policy => &t.policy_wait_ns,
                 EndpointKind::Reward => &t.reward_wait_ns,
+                // the judge's time is part of the prompt's, not of either endpoint's
+                EndpointKind::Judge => return,
             };
             wait.fetch_add(ns, Ordering::Relaxed);
         });
@@ -76,6 +78,15 @@ pub struct DataChecks {
     pub duplicates_kept: u64,
     /// Prompts whose scored candidates were all truncated, so the best is one of them.
     pub all_truncated_prompts: u64,
+    /// Pairs of candidates the judge compared (`prs.judge_top_k`), each in both orders.
+    #[serde(default)]
+    pub judge_pairs: u64,
+    /// Of them, the pairs whose two orders disagreed: the judge's position bias.
+    #[serde(default)]
+    pub judge_inconsistent_pairs: u64,
+    /// Prompts the judge could not compare (its requests failed): the reward decided.
+    #[serde(default)]
+    pub judge_failed_prompts: u64,
 }
 
 impl DataChecks {
@@ -83,6 +94,9 @@ impl DataChecks {
         self.extra_samples += o.extra_samples;
         self.duplicates_kept += o.duplicates_kept;
         self.all_truncated_prompts += o.all_truncated_prompts;
+        self.judge_pairs += o.judge_pairs;
+        self.judge_inconsistent_pairs += o.judge_inconsistent_pairs;
+        self.judge_failed_prompts += o.judge_failed_prompts;
     }
 
     /// Whether anything was counted.
@@ -104,7 +118,8 @@ impl Budget {
     /// Why no new prompt may start, if the budget is spent.
     pub fn exhausted(&self, stats: &JobStats) -> Option<String> {
         let requests = stats.policy_requests.load(Ordering::Relaxed)
-            + stats.reward_requests.load(Ordering::Relaxed);
+            + stats.reward_requests.load(Ordering::Relaxed)
+            + stats.judge_requests.load(Ordering::Relaxed);
         if self.max_requests > 0 && requests >= self.max_requests {
             return Some(format!(
                 "prs.max_requests = {} reached ({requests} requests made)",
@@ -132,6 +147,7 @@ pub struct JobStats {
     retries: AtomicU64,
     policy_requests: AtomicU64,
     reward_requests: AtomicU64,
+    judge_requests: AtomicU64,
     reward_texts: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
@@ -152,6 +168,8 @@ pub struct StatsSnapshot {
     pub retries: u64,
     pub policy_requests: u64,
     pub reward_requests: u64,
+    /// Requests to the judge (`prs.judge_top_k`).
+    pub judge_requests: u64,
     /// Texts scored by the reward model for the sampling functions.
     pub reward_texts: u64,
     pub prompt_tokens: u64,
@@ -217,6 +235,11 @@ impl JobStats {
         }
     }
 
+    /// A request to the judge (each attempt counts).
+    pub(crate) fn record_judge_request(&self) {
+        self.judge_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A reward request sent (each attempt counts). A batch may hold texts of many prompts,
     /// so it counts for the job only.
     pub(crate) fn record_reward_request(&self) {
@@ -259,6 +282,7 @@ impl JobStats {
         add(&self.retries, s.retries);
         add(&self.policy_requests, s.policy_requests);
         add(&self.reward_requests, s.reward_requests);
+        add(&self.judge_requests, s.judge_requests);
         add(&self.reward_texts, s.reward_texts);
         add(&self.prompt_tokens, s.prompt_tokens);
         add(&self.completion_tokens, s.completion_tokens);
@@ -288,6 +312,7 @@ impl JobStats {
             retries: g(&self.retries),
             policy_requests: g(&self.policy_requests),
             reward_requests: g(&self.reward_requests),
+            judge_requests: g(&self.judge_requests),
             reward_texts: g(&self.reward_texts),
             prompt_tokens: g(&self.prompt_tokens),
             completion_tokens: g(&self.completion_tokens),

@@ -5,22 +5,24 @@
 //! many prompts at once.
 
 mod adaptive;
+mod components;
+mod endpoints;
+mod judge;
 mod seed;
 mod tree;
 mod unique;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
-use crate::client::{all_failed, Choice, PolicyClient, RewardClient, Scored, ServerLoad, Usage};
-use crate::error::{EndpointKind, PrsError, Result};
 use crate::run::DataChecks;
-use crate::text::{AnswerPattern, RewardItem, Templates};
+use crate::text::{AnswerPattern, Templates};
 use crate::verify::Check;
 
 pub use crate::config::{OnError, RewardPreference};
 pub use adaptive::{Plan as AdaptivePlan, Stopped};
+pub use components::{Components, PromptView, Scorer};
+pub use endpoints::{NoModel, Policy, Reward};
+pub use judge::Judge;
 pub use seed::derive_seed;
 pub use tree::default_widths;
 
@@ -73,114 +75,6 @@ impl TryFrom<String> for Method {
     }
 }
 
-/// The policy as the samplers see it.
-#[async_trait]
-pub trait Policy: Send + Sync {
-    /// One request for up to `n` samples of `text` with `seed`; `depth` is how deep in the
-    /// sampling tree it is (deeper work may go first).
-    async fn complete(
-        &self,
-        text: &str,
-        n: usize,
-        seed: i64,
-        depth: u32,
-    ) -> Result<(Vec<Choice>, Usage)>;
-    /// The model name (may ask the server once).
-    async fn model(&self) -> Result<String>;
-    /// Whether samples should be asked for one per request (the server ignores `n`, or
-    /// `prs.policy_n = single`).
-    fn one_per_request(&self) -> bool {
-        false
-    }
-    /// The load the policy servers report (requests running and waiting), if they do.
-    async fn server_load(&self) -> Option<ServerLoad> {
-        None
-    }
-}
-
-/// The "reward model" of `prs.reward_protocol = verify`: rewards come from the verdicts, so it
-/// is never asked; if it were, it would say so rather than score.
-pub struct Verdicts {
-    /// The label in the `reward_model` column: `verify:<verifier>`.
-    pub label: String,
-}
-
-#[async_trait]
-impl Reward for Verdicts {
-    async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>> {
-        Err(PrsError::ServerFault {
-            endpoint: EndpointKind::Reward,
-            reason: format!(
-                "{} texts were sent to be scored, but reward_protocol = verify has no reward model",
-                texts.len()
-            ),
-        })
-    }
-
-    fn model_label(&self) -> String {
-        self.label.clone()
-    }
-}
-
-/// The reward model as the samplers see it.
-#[async_trait]
-pub trait Reward: Send + Sync {
-    /// One score per response, in order.
-    async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>>;
-    /// One outcome per response, in order: where the model can tell, a response it refuses
-    /// fails alone, not the responses scored with it. By default one failure fails all.
-    async fn score_each(&self, texts: &[RewardItem]) -> Vec<Scored> {
-        match self.score(texts).await {
-            Ok(scores) if scores.len() == texts.len() => scores.into_iter().map(Ok).collect(),
-            Ok(scores) => {
-                let reason = format!("expected {} scores, got {}", texts.len(), scores.len());
-                let e = PrsError::ServerFault {
-                    endpoint: EndpointKind::Reward,
-                    reason,
-                };
-                all_failed(texts.len(), e)
-            }
-            Err(e) => all_failed(texts.len(), e),
-        }
-    }
-    fn model_label(&self) -> String;
-}
-
-#[async_trait]
-impl Policy for PolicyClient {
-    async fn complete(
-        &self,
-        text: &str,
-        n: usize,
-        seed: i64,
-        depth: u32,
-    ) -> Result<(Vec<Choice>, Usage)> {
-        PolicyClient::complete(self, text, n, seed, depth).await
-    }
-    async fn model(&self) -> Result<String> {
-        PolicyClient::model(self).await
-    }
-    fn one_per_request(&self) -> bool {
-        PolicyClient::one_per_request(self)
-    }
-    async fn server_load(&self) -> Option<ServerLoad> {
-        PolicyClient::server_load(self).await
-    }
-}
-
-#[async_trait]
-impl Reward for RewardClient {
-    async fn score(&self, texts: &[RewardItem]) -> Result<Vec<f64>> {
-        RewardClient::score(self, texts).await
-    }
-    async fn score_each(&self, texts: &[RewardItem]) -> Vec<Scored> {
-        RewardClient::score_each(self, texts).await
-    }
-    fn model_label(&self) -> String {
-        RewardClient::model_label(self)
-    }
-}
-
 /// One prompt to sample for.
 #[derive(Debug, Clone)]
 pub struct PromptInput {
@@ -205,10 +99,20 @@ pub struct Candidate {
     /// What `prs.answer_pattern` found in the response (scored instead of it).
     pub answer: Option<String>,
     pub reward: Option<f64>,
+    /// With `prs.reward_components`: each component's score (`reward` is their aggregate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewards: Option<std::collections::BTreeMap<String, f64>>,
     /// Whether the answer matches the prompt's reference (`prs.verifier`); `None` without a
     /// verifier or a reference, or when the candidate failed.
     pub verified: Option<bool>,
     pub is_best: bool,
+    /// With `prs.judge_top_k`: the comparisons this candidate won with both orders agreeing;
+    /// `None` when the judge did not compare it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_wins: Option<i32>,
+    /// With `prs.judge_top_k`: the share of its comparisons whose two orders agreed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_consistent: Option<f64>,
     /// With `prs.unique`: the earlier candidate this one still repeats when the extra samples
     /// ran out.
     pub duplicate_of: Option<i32>,
@@ -258,6 +162,10 @@ pub struct Sampler {
     pub templates: Templates,
     pub policy: Arc<dyn Policy>,
     pub reward: Arc<dyn Reward>,
+    /// `prs.reward_components`: the named components that score instead of `reward`.
+    pub components: Option<Arc<Components>>,
+    /// `prs.judge_top_k`: the judge that compares each prompt's top candidates.
+    pub judge: Option<Arc<Judge>>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -291,6 +199,39 @@ impl Sampler {
     pub fn n(&self) -> usize {
         self.widths.iter().sum()
     }
+
+    /// What the `reward_model` column says.
+    pub fn reward_label(&self) -> String {
+        match &self.components {
+            Some(c) => c.label(),
+            None => self.reward.model_label(),
+        }
+    }
+}
+
+/// The highest reward among scored candidates; ties go to the lowest sample index. With
+/// `exclude_truncated`, among those not cut at `max_tokens`, unless all of them were.
+pub(crate) fn best_index(c: &[Candidate], exclude_truncated: bool) -> Option<usize> {
+    let best_where = |eligible: &dyn Fn(&Candidate) -> bool| {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, cand) in c.iter().enumerate() {
+            if let Some(r) = cand.reward.filter(|_| eligible(cand)) {
+                if best.is_none_or(|(_, b)| r > b) {
+                    best = Some((i, r));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    };
+    match exclude_truncated {
+        true => best_where(&|cand| !truncated(cand)).or_else(|| best_where(&|_| true)),
+        false => best_where(&|_| true),
+    }
+}
+
+/// Cut at `max_tokens`.
+fn truncated(c: &Candidate) -> bool {
+    c.finish_reason.as_deref() == Some("length")
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 use std::sync::Mutex;
 
 use super::*;
+use crate::client::{Choice, Usage};
 use crate::config::PrsConfig;
-use crate::error::PrsError;
+use crate::error::{PrsError, Result};
+use crate::text::RewardItem;
+use async_trait::async_trait;
 
 /// A policy that records every request and answers `min(n, cap)` choices.
 struct FakePolicy {
@@ -130,6 +133,8 @@ fn sampler(
         templates: Templates::from_config(&PrsConfig::default()).unwrap(),
         policy: policy.clone(),
         reward: reward.clone(),
+        components: None,
+        judge: None,
     };
     (s, policy, reward)
 }
@@ -387,11 +392,11 @@ fn truncated_candidates_are_best_only_when_all_are() {
         ..Candidate::default()
     };
     let mixed = [c(1.0, "stop"), c(3.0, "length"), c(2.0, "stop")];
-    assert_eq!(tree::best_index(&mixed, false), Some(1));
-    assert_eq!(tree::best_index(&mixed, true), Some(2));
+    assert_eq!(best_index(&mixed, false), Some(1));
+    assert_eq!(best_index(&mixed, true), Some(2));
     let all_cut = [c(1.0, "length"), c(3.0, "length")];
-    assert_eq!(tree::best_index(&all_cut, true), Some(1));
-    assert_eq!(tree::best_index(&[], true), None);
+    assert_eq!(best_index(&all_cut, true), Some(1));
+    assert_eq!(best_index(&[], true), None);
 }
 
 /// A policy whose choice `i` of a request is `answer(seed, i)`; it records (text, n, seed).

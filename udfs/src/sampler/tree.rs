@@ -8,14 +8,19 @@
 //! Failures that survive the clients' retries become rows with `error` set and a null reward
 //! (`on_error = row`), or fail the query (`on_error = fail`). A reward is never invented.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::join_all;
 
 use super::adaptive::{Next, Plan as AdaptivePlan, Stopped};
+use super::components::{reward_prompt, score_texts, with_preference, Components, PromptView};
+use super::judge::{apply, judge_seed, top_k};
 use super::unique::{Extra, Seen};
-use super::{derive_seed, Candidate, OnError, PromptInput, RewardPreference, Sampled, Sampler};
-use crate::client::{all_failed, Choice};
+use super::{
+    best_index, derive_seed, truncated, Candidate, OnError, PromptInput, Sampled, Sampler,
+};
+use crate::client::Choice;
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::run::DataChecks;
 use crate::text::AnswerPattern;
@@ -108,12 +113,18 @@ struct Ask {
     feedback: Option<String>,
 }
 
+/// A candidate's reward and, with components, each one's score; or the stage that failed it
+/// and why.
+type Outcome = std::result::Result<(f64, Option<BTreeMap<String, f64>>), (String, Arc<PrsError>)>;
+
 /// One prompt's tree as it grows.
 struct Tree<'a> {
     s: &'a Sampler,
     input: &'a PromptInput,
     /// The prompt as the policy sees it (with the preference when `preference_in_prompt`).
     question: String,
+    /// The prompt as given.
+    prompt: String,
     /// The prompt as the reward model sees it.
     reward_prompt: String,
     preference: Option<&'a str>,
@@ -133,7 +144,7 @@ async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> 
     if let (Some(plan), [_]) = (&s.adaptive, s.widths.as_slice()) {
         tree.rounds(plan).await?;
         crate::run::first_layer_done();
-        return Ok(tree.finish());
+        return tree.finish_judged().await;
     }
     let mut first = 0;
     for (layer, &width) in s.widths.iter().enumerate() {
@@ -160,26 +171,27 @@ async fn run(s: &Sampler, input: &PromptInput, prompt: &str) -> Result<Sampled> 
         // the prompt's place in the window goes to the next prompt
         crate::run::first_layer_done();
     }
-    Ok(tree.finish())
+    tree.finish_judged().await
 }
 
 impl<'a> Tree<'a> {
     fn new(s: &'a Sampler, input: &'a PromptInput, prompt: &str) -> Self {
         let preference = input.preference.as_deref().filter(|p| !p.trim().is_empty());
-        let with_preference = |z: &str| format!("{prompt}\n\n{z}");
         let question = match preference {
-            Some(z) if s.preference_in_prompt => with_preference(z),
+            Some(z) if s.preference_in_prompt => with_preference(prompt, z),
             _ => prompt.to_string(),
         };
-        let reward_prompt = match (s.reward_preference, preference) {
-            (RewardPreference::Always, Some(z)) => with_preference(z),
-            (RewardPreference::Auto, Some(z)) if input.preference_per_row => with_preference(z),
-            _ => prompt.to_string(),
-        };
+        let reward_prompt = reward_prompt(
+            s.reward_preference,
+            prompt,
+            preference,
+            input.preference_per_row,
+        );
         Tree {
             s,
             input,
             question,
+            prompt: prompt.to_string(),
             reward_prompt,
             preference,
             candidates: Vec::new(),
@@ -520,50 +532,111 @@ impl<'a> Tree<'a> {
         let scored: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].error.is_none())
             .collect();
-        let texts = scored
+        // the answer `answer_pattern` found, else the whole response
+        let texts: Vec<&str> = scored
             .iter()
             .map(|&i| {
-                let scored_text = rows[i].answer.as_deref().or(rows[i].response.as_deref());
-                self.s.templates.reward.item(
-                    &self.reward_prompt,
-                    scored_text.unwrap_or(""),
-                    self.preference.unwrap_or(""),
-                )
+                let text = rows[i].answer.as_deref().or(rows[i].response.as_deref());
+                text.unwrap_or("")
             })
-            .collect::<Result<Vec<_>>>();
-        self.reward_texts += scored.len() as u64;
-        // one outcome per candidate: a response the reward model refuses fails alone
-        let outcomes = match texts {
-            Ok(texts) => self.s.reward.score_each(&texts).await,
-            Err(e) => vec![Err(Arc::new(e))],
+            .collect();
+        if let Some(components) = &self.s.components {
+            let outcomes = self.score_components(components, &texts).await;
+            return self.keep_scores(rows, &scored, outcomes);
+        }
+        self.reward_texts += texts.len() as u64;
+        let preference = self.preference.unwrap_or("");
+        let format = &self.s.templates.reward;
+        let outcomes = score_texts(
+            self.s.reward.as_ref(),
+            format,
+            &self.reward_prompt,
+            preference,
+            &texts,
+        )
+        .await
+        .into_iter()
+        .map(|o| {
+            o.map(|score| (score, None))
+                .map_err(|e| ("reward".to_string(), e))
+        })
+        .collect();
+        self.keep_scores(rows, &scored, outcomes)
+    }
+
+    /// Every component's score of `texts`, and their aggregate.
+    async fn score_components(&mut self, components: &Components, texts: &[&str]) -> Vec<Outcome> {
+        self.reward_texts += (texts.len() * components.models()) as u64;
+        let view = PromptView {
+            prompt: &self.prompt,
+            preference: self.preference,
+            per_row: self.input.preference_per_row,
+            reference: self.input.reference.as_deref(),
         };
-        let outcomes = match outcomes.len() == scored.len() {
-            true => outcomes,
-            false => {
-                let e = outcomes
-                    .into_iter()
-                    .find_map(|o| o.err())
-                    .unwrap_or_else(|| {
-                        Arc::new(PrsError::ServerFault {
-                            endpoint: EndpointKind::Reward,
-                            reason: format!("expected {} scores", scored.len()),
-                        })
-                    });
-                all_failed(scored.len(), e)
-            }
-        };
+        let outcomes = components.score(&view, texts).await;
+        outcomes
+            .into_iter()
+            .map(|o| match o {
+                Ok(scores) => Ok((components.aggregate(&scores), Some(scores))),
+                Err((name, source)) => {
+                    let e = PrsError::Component { name, source };
+                    Err(("reward".to_string(), Arc::new(e)))
+                }
+            })
+            .collect()
+    }
+
+    /// Each scored row (`scored[k]` of `rows`) gets its outcome: a reward, or the error.
+    fn keep_scores(
+        &mut self,
+        rows: &mut [Candidate],
+        scored: &[usize],
+        outcomes: Vec<Outcome>,
+    ) -> Result<()> {
         for (&i, outcome) in scored.iter().zip(outcomes) {
             match outcome {
-                Ok(score) => rows[i].reward = Some(score),
-                Err(e) => {
+                Ok((reward, rewards)) => {
+                    rows[i].reward = Some(reward);
+                    rows[i].rewards = rewards;
+                }
+                Err((stage, e)) => {
                     let e = Arc::try_unwrap(e).unwrap_or_else(PrsError::Shared);
-                    let failure = self.s.absorb("reward", e)?;
+                    let failure = self.s.absorb(&stage, e)?;
                     rows[i].error = Some(failure.message);
                     self.error_kinds.push(failure.kind);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Candidates in sample order, the best marked, and with a judge, what it found.
+    async fn finish_judged(self) -> Result<Sampled> {
+        let (s, input) = (self.s, self.input);
+        let preference = self.preference.unwrap_or(NO_PREFERENCE).to_string();
+        let question = self.prompt.clone();
+        let mut sampled = self.finish();
+        let Some(judge) = &s.judge else {
+            return Ok(sampled);
+        };
+        let top = top_k(&sampled.candidates, judge.top_k, s.best_excludes_truncated);
+        if top.len() < 2 {
+            return Ok(sampled);
+        }
+        let seed_of = judge_seed(s.run_seed, &input.id_text);
+        let judged = judge
+            .judge(&question, &preference, &sampled.candidates, &top, &seed_of)
+            .await;
+        match judged {
+            Ok(judged) => apply(&judged, &mut sampled.candidates, &mut sampled.checks),
+            // the candidates stand as scored: the judge's columns stay null, the reward decides
+            Err(e) => {
+                let failure = s.absorb("judge", e)?;
+                tracing::warn!(prompt = %input.id_text, "the judge failed, the reward decides: {}", failure.message);
+                sampled.checks.judge_failed_prompts += 1;
+            }
+        }
+        Ok(sampled)
     }
 
     /// Candidates in sample order, the best marked.
@@ -584,31 +657,6 @@ impl<'a> Tree<'a> {
             stopped: Some(self.stopped),
         }
     }
-}
-
-/// The highest reward among scored candidates; ties go to the lowest sample index. With
-/// `exclude_truncated`, among those not cut at `max_tokens`, unless all of them were.
-pub(super) fn best_index(c: &[Candidate], exclude_truncated: bool) -> Option<usize> {
-    let best_where = |eligible: &dyn Fn(&Candidate) -> bool| {
-        let mut best: Option<(usize, f64)> = None;
-        for (i, cand) in c.iter().enumerate() {
-            if let Some(r) = cand.reward.filter(|_| eligible(cand)) {
-                if best.is_none_or(|(_, b)| r > b) {
-                    best = Some((i, r));
-                }
-            }
-        }
-        best.map(|(i, _)| i)
-    };
-    match exclude_truncated {
-        true => best_where(&|cand| !truncated(cand)).or_else(|| best_where(&|_| true)),
-        false => best_where(&|_| true),
-    }
-}
-
-/// Cut at `max_tokens`.
-fn truncated(c: &Candidate) -> bool {
-    c.finish_reason.as_deref() == Some("length")
 }
 
 /// How deep in the tree a layer's requests are (a feedback request is one less): deeper work

@@ -83,6 +83,7 @@ const LOCAL_FILE_SETTINGS: &[&str] = &[
     "revise_no_feedback_template_file",
     "reward_template_file",
     "reward_chat_template_file",
+    "judge_template_file",
 ];
 
 impl SampleCall {

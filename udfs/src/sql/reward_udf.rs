@@ -6,6 +6,7 @@
 //! `reward_input(prompt, response [, preference])`: what `reward` would send for each row under
 //! the current settings (the text, or the conversation as JSON `messages`), without sending it.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -22,8 +23,9 @@ use datafusion::logical_expr::{
 
 use crate::client::{RewardClient, RewardSettings};
 use crate::config::PrsConfig;
+use crate::error::PrsError;
 use crate::run::JobStats;
-use crate::sampler::RewardPreference;
+use crate::sampler::{Components, PromptView, RewardPreference};
 use crate::text::{RewardItem, Templates};
 
 /// The `reward` function, ready to register.
@@ -32,43 +34,133 @@ pub fn reward_udf() -> ScalarUDF {
 }
 
 /// What scores rows, behind both `reward()` and `prs_score`: the reward client, the reward
-/// text's format and how a row's preference goes in.
+/// text's format and how a row's preference goes in; or, with `prs.reward_components`, the
+/// components.
 #[derive(Debug)]
 pub(crate) struct RowScorer {
-    pub client: Arc<RewardClient>,
+    client: Option<Arc<RewardClient>>,
+    components: Option<Arc<Components>>,
     templates: Templates,
     mode: RewardPreference,
 }
 
+/// A row's reward and, with components, each one's score.
+pub(crate) type RowScore = (f64, Option<BTreeMap<String, f64>>);
+
 impl RowScorer {
     pub fn new(cfg: &PrsConfig, stats: Arc<JobStats>) -> crate::error::Result<Self> {
+        let templates = Templates::from_config(cfg)?;
+        let (client, components) = match Components::build(cfg, &templates.components, &stats)? {
+            Some((components, _)) => (None, Some(Arc::new(components))),
+            None => {
+                let settings = RewardSettings::from_config(cfg)?;
+                (Some(Arc::new(RewardClient::new(&settings, stats)?)), None)
+            }
+        };
         Ok(RowScorer {
-            client: Arc::new(RewardClient::new(
-                &RewardSettings::from_config(cfg)?,
-                stats,
-            )?),
-            templates: Templates::from_config(cfg)?,
+            client,
+            components,
+            templates,
             mode: cfg.reward_preference,
         })
     }
 
+    /// Whether the rows get each component's score too.
+    pub fn has_components(&self) -> bool {
+        self.components.is_some()
+    }
+
+    /// What scores, as EXPLAIN shows it: the reward server and protocol, or the components.
+    pub fn describe(&self) -> String {
+        match (&self.client, &self.components) {
+            (Some(c), _) => format!("reward={} protocol={}", c.base_url(), c.protocol().as_str()),
+            (None, Some(c)) => format!("reward={}", c.label()),
+            (None, None) => "reward=(none)".into(),
+        }
+    }
+
     /// The reward of each of the rows of prompt, response [, preference]: null where the
-    /// prompt or the response is null (no request for those).
+    /// prompt or the response is null (no request for those). `reference` is what verifier
+    /// components check against.
     pub async fn score(
         &self,
         prompt: &StringArray,
         response: &StringArray,
         preference: Option<&StringArray>,
-    ) -> DfResult<Vec<Option<f64>>> {
+        reference: Option<&StringArray>,
+    ) -> DfResult<Vec<Option<RowScore>>> {
+        let mut out = vec![None; prompt.len()];
+        let Some(client) = &self.client else {
+            let rows = RowsView {
+                prompt,
+                response,
+                preference,
+                reference,
+            };
+            return self.score_components(&rows, out).await;
+        };
         let (items, which) =
             reward_items(prompt, response, preference, &self.templates, self.mode)?;
-        let scores = self.client.score(&items).await?;
-        let mut out = vec![None; prompt.len()];
+        let scores = client.score(&items).await?;
         for (row, score) in which.into_iter().zip(scores) {
-            out[row] = Some(score);
+            out[row] = Some((score, None));
         }
         Ok(out)
     }
+
+    /// Each row scored by every component, all rows at once (each component's client batches
+    /// them); the first failure fails the call, naming its component.
+    async fn score_components(
+        &self,
+        rows: &RowsView<'_>,
+        mut out: Vec<Option<RowScore>>,
+    ) -> DfResult<Vec<Option<RowScore>>> {
+        let Some(components) = &self.components else {
+            return Ok(out);
+        };
+        let which: Vec<usize> = (0..rows.prompt.len())
+            .filter(|&r| rows.prompt.is_valid(r) && rows.response.is_valid(r))
+            .collect();
+        let scored = futures::future::join_all(which.iter().map(|&row| {
+            let view = PromptView {
+                prompt: rows.prompt.value(row),
+                preference: rows
+                    .preference
+                    .and_then(|p| value(p, row))
+                    .filter(|p| !p.trim().is_empty()),
+                // a preference given as an argument is a per-row preference
+                per_row: true,
+                reference: rows.reference.and_then(|r| value(r, row)),
+            };
+            let response = rows.response.value(row);
+            async move { components.score(&view, &[response]).await }
+        }))
+        .await;
+        for (row, mut outcome) in which.into_iter().zip(scored) {
+            match outcome.pop() {
+                Some(Ok(scores)) => out[row] = Some((components.aggregate(&scores), Some(scores))),
+                Some(Err((name, e))) => {
+                    let e = PrsError::Component { name, source: e };
+                    return Err(e.into());
+                }
+                None => return internal_err!("a row got no outcome from the reward components"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Row `row` of `a`, `None` when null.
+fn value(a: &StringArray, row: usize) -> Option<&str> {
+    a.is_valid(row).then(|| a.value(row))
+}
+
+/// The columns a batch of rows is scored from.
+struct RowsView<'a> {
+    prompt: &'a StringArray,
+    response: &'a StringArray,
+    preference: Option<&'a StringArray>,
+    reference: Option<&'a StringArray>,
 }
 
 type CachedScorer = Option<(String, Arc<RowScorer>)>;
@@ -154,9 +246,15 @@ impl AsyncScalarUDFImpl for RewardUdf {
         let arrays = string_args(&args)?;
         let preference = arrays.get(2).map(|a| a.as_string::<i32>());
         let scores = scorer
-            .score(arrays[0].as_string(), arrays[1].as_string(), preference)
+            .score(
+                arrays[0].as_string(),
+                arrays[1].as_string(),
+                preference,
+                None,
+            )
             .await?;
-        Ok(ColumnarValue::Array(Arc::new(Float64Array::from(scores))))
+        let rewards: Vec<Option<f64>> = scores.into_iter().map(|s| s.map(|(r, _)| r)).collect();
+        Ok(ColumnarValue::Array(Arc::new(Float64Array::from(rewards))))
     }
 }
 

@@ -41,12 +41,15 @@ use super::table_function::{call_settings, source_arg};
 use crate::config::{PrsConfig, Verifier};
 use crate::error::{PrsError, Result};
 use crate::run::JobStats;
+use crate::schema::{rewards_column, rewards_type};
 use crate::verify::{verdict_column, Check};
 
 /// The function's SQL name.
 pub const NAME: &str = "prs_score";
 /// The column it adds.
 pub const REWARD: &str = "reward";
+/// The column it adds with `prs.reward_components`: each component's score.
+const REWARDS: &str = "rewards";
 /// The column it adds with a verifier and a reference column.
 const VERIFIED: &str = "verified";
 
@@ -121,6 +124,8 @@ struct Scorer {
     preference: Option<usize>,
     /// With a verifier and a reference column: the check and the reference column.
     check: Option<(Arc<Check>, usize)>,
+    /// The reference column, for verifier components.
+    reference: Option<usize>,
     /// The input columns the output keeps, in order (all but an old `reward`).
     keep: Vec<usize>,
     /// The output: the kept columns, then `reward`.
@@ -130,7 +135,7 @@ struct Scorer {
 impl fmt::Debug for Scorer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scorer")
-            .field("reward", &self.rows.client.base_url())
+            .field("reward", &self.rows.describe())
             .field("schema", &self.schema)
             .finish_non_exhaustive()
     }
@@ -159,21 +164,22 @@ impl Scorer {
                 index(reference)?,
             )),
         };
-        let added: &[&str] = if check.is_some() {
-            &[REWARD, VERIFIED]
-        } else {
-            &[REWARD]
-        };
+        let rows = RowScorer::new(cfg, stats)?;
+        let mut added = vec![Field::new(REWARD, DataType::Float64, true)];
+        if rows.has_components() {
+            added.push(Field::new(REWARDS, rewards_type(), true));
+        }
+        if check.is_some() {
+            added.push(Field::new(VERIFIED, DataType::Boolean, true));
+        }
         let keep: Vec<usize> = (0..input.fields().len())
-            .filter(|i| !added.contains(&input.field(*i).name().as_str()))
+            .filter(|i| added.iter().all(|a| a.name() != input.field(*i).name()))
             .collect();
         let mut fields: Vec<Field> = keep.iter().map(|i| input.field(*i).clone()).collect();
-        fields.push(Field::new(REWARD, DataType::Float64, true));
-        if check.is_some() {
-            fields.push(Field::new(VERIFIED, DataType::Boolean, true));
-        }
+        fields.extend(added);
         Ok(Scorer {
-            rows: RowScorer::new(cfg, stats)?,
+            reference: columns.reference.as_deref().map(index).transpose()?,
+            rows,
             prompt: index(&columns.prompt)?,
             response: index(&response)?,
             preference: columns.preference.as_deref().map(index).transpose()?,
@@ -189,17 +195,26 @@ impl Scorer {
         let prompt = text(self.prompt)?;
         let response = text(self.response)?;
         let preference = self.preference.map(text).transpose()?;
-        let rewards = self
+        let reference = self.reference.map(text).transpose()?;
+        let scores = self
             .rows
             .score(
                 prompt.as_string::<i32>(),
                 response.as_string::<i32>(),
                 preference.as_ref().map(|p| p.as_string::<i32>()),
+                reference.as_ref().map(|r| r.as_string::<i32>()),
             )
             .await?;
         let mut columns: Vec<ArrayRef> =
             self.keep.iter().map(|i| batch.column(*i).clone()).collect();
-        columns.push(Arc::new(Float64Array::from(rewards)));
+        let reward = scores.iter().map(|s| s.as_ref().map(|(r, _)| *r));
+        columns.push(Arc::new(Float64Array::from_iter(reward)));
+        if self.rows.has_components() {
+            let each = scores
+                .iter()
+                .map(|s| s.as_ref().and_then(|(_, m)| m.as_ref()));
+            columns.push(rewards_column(each)?);
+        }
         if let Some((check, reference)) = &self.check {
             let reference = text(*reference)?;
             let verified = verdict_column(
@@ -301,12 +316,7 @@ impl ScoreExec {
 
 impl DisplayAs for ScoreExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "ScoreExec: reward={} protocol={}",
-            self.scorer.rows.client.base_url(),
-            self.scorer.rows.client.protocol().as_str()
-        )
+        write!(f, "ScoreExec: {}", self.scorer.rows.describe())
     }
 }
 

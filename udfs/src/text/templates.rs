@@ -4,6 +4,8 @@
 //! model wrote (a prompt holding `{answer}`, a response holding `{feedback}`) is inserted
 //! verbatim and never expanded again. Braces that do not name a known placeholder stay as is.
 
+use std::collections::BTreeMap;
+
 use super::chat_template::ChatTemplate;
 use super::reward_input::{RewardItem, RewardMode};
 use crate::config::PrsConfig;
@@ -63,6 +65,30 @@ improved answer only, without any remarks about the changes.
 {preference}
 
 ### Improved answer
+";
+
+/// Built-in judge template (`prs.judge_top_k`): two answers compared, the verdict last in the
+/// MT-Bench convention.
+pub const JUDGE_TEMPLATE: &str = "\
+You are judging two answers to a user's question. Decide which answer serves this user better, \
+given their preference. The order of the answers, their length and their style must not sway \
+you: judge what they say. Explain your judgement in a few sentences, then end with your verdict \
+on a line of its own, exactly one of: [[A]] if answer A is better, [[B]] if answer B is better, \
+[[C]] if they are equally good.
+
+### The user's preference
+{preference}
+
+### Question
+{question}
+
+### Answer A
+{answer_a}
+
+### Answer B
+{answer_b}
+
+### Judgement
 ";
 
 /// A parsed template: literal pieces and placeholders.
@@ -164,6 +190,10 @@ pub struct Templates {
     pub revise_no_feedback: Template,
     /// What the reward server is sent for each response.
     pub reward: RewardFormat,
+    /// What each reward model among the components is sent, by component name.
+    pub components: BTreeMap<String, RewardFormat>,
+    /// What the judge is asked about each pair of candidates.
+    pub judge: Template,
 }
 
 fn text_or_file(setting: &str, file: &str, inline: &str) -> Result<String> {
@@ -191,6 +221,47 @@ pub struct TemplateTexts {
     /// `prs.reward_input` resolved at planning, with the chat template it reads.
     #[serde(default)]
     pub reward_input: RewardMode,
+    /// The judge's template (`prs.judge_template_file`, else the built-in one).
+    #[serde(default = "judge_template")]
+    pub judge: String,
+    /// The reward texts of each reward model among `prs.reward_components`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentTexts>,
+}
+
+fn judge_template() -> String {
+    JUDGE_TEMPLATE.to_string()
+}
+
+/// What a reward component's model is sent: its own reward text and input, read where the
+/// call is planned (its files are on that machine).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ComponentTexts {
+    pub name: String,
+    pub reward: String,
+    pub reward_input: RewardMode,
+}
+
+impl ComponentTexts {
+    /// The texts of each reward model among the components of `cfg`.
+    fn from_config(cfg: &PrsConfig) -> Result<Vec<Self>> {
+        crate::config::component_specs(cfg)?
+            .into_iter()
+            .filter(|c| c.verifier().is_none())
+            .map(|c| {
+                let file = format!("reward_template_file of reward component {:?}", c.name);
+                Ok(ComponentTexts {
+                    reward: text_or_file(
+                        &file,
+                        &c.cfg.reward_template_file,
+                        &c.cfg.reward_template,
+                    )?,
+                    reward_input: RewardMode::resolve(&c.cfg)?,
+                    name: c.name,
+                })
+            })
+            .collect()
+    }
 }
 
 impl TemplateTexts {
@@ -223,6 +294,12 @@ impl TemplateTexts {
                 &cfg.reward_template,
             )?,
             reward_input: RewardMode::resolve(cfg)?,
+            judge: text_or_file(
+                "prs.judge_template_file",
+                &cfg.judge_template_file,
+                JUDGE_TEMPLATE,
+            )?,
+            components: ComponentTexts::from_config(cfg)?,
         })
     }
 }
@@ -245,6 +322,22 @@ impl Templates {
                 &["answer"],
             )?,
             reward: RewardFormat::parse(&t.reward, &t.reward_input)?,
+            judge: Template::parse(
+                "judge",
+                &t.judge,
+                &["question", "preference", "answer_a", "answer_b"],
+                &["answer_a", "answer_b"],
+            )?,
+            components: t
+                .components
+                .iter()
+                .map(|c| {
+                    Ok((
+                        c.name.clone(),
+                        RewardFormat::parse(&c.reward, &c.reward_input)?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
         })
     }
 }
