@@ -111,6 +111,12 @@ pub struct SettingArgs {
     /// prs.reward_protocol: vllm-pooling | vllm-classify | openrlhf | tei
     #[arg(long)]
     pub reward_protocol: Option<String>,
+    /// prs.judge_url: the pairwise judge's OpenAI-compatible base URL (with --set judge_top_k=3)
+    #[arg(long)]
+    pub judge_url: Option<String>,
+    /// prs.judge_model (default: first model listed by the judge's server)
+    #[arg(long)]
+    pub judge_model: Option<String>,
     /// Any setting, as NAME=VALUE (repeatable), e.g. --set temperature=0.7
     #[arg(short = 'c', long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
@@ -125,6 +131,8 @@ impl SettingArgs {
             ("reward_url", &self.reward_url),
             ("reward_model", &self.reward_model),
             ("reward_protocol", &self.reward_protocol),
+            ("judge_url", &self.judge_url),
+            ("judge_model", &self.judge_model),
         ];
         for (key, value) in named {
             if let Some(v) = value {

@@ -19,6 +19,13 @@ pub mod exit {
     pub const TOO_MANY_FAILURES: i32 = 3;
 }
 
+/// The share of the judge's pairs with two verdicts whose verdicts disagreed; `None` without
+/// such pairs.
+fn position_bias(c: &datafusion_prs::DataChecks) -> Option<f64> {
+    let decided = c.judge_pairs.saturating_sub(c.judge_no_verdict_pairs);
+    (decided > 0).then(|| c.judge_inconsistent_pairs as f64 / decided as f64)
+}
+
 /// The job summary printed to stderr and written by `--summary-json`.
 #[derive(Debug, serde::Serialize)]
 pub struct Summary {
@@ -72,9 +79,7 @@ impl Summary {
             max_failed_share,
             peak_rss_mb: peak_rss_mb(),
             cluster,
-            judge_position_bias: (stats.checks.judge_pairs > 0).then(|| {
-                stats.checks.judge_inconsistent_pairs as f64 / stats.checks.judge_pairs as f64
-            }),
+            judge_position_bias: position_bias(&stats.checks),
             stats,
         }
     }
@@ -125,13 +130,15 @@ impl Summary {
                 c.extra_samples, c.duplicates_kept, c.all_truncated_prompts
             );
         }
-        if let Some(bias) = self.judge_position_bias {
+        if c.judge_pairs > 0 {
+            let bias = self
+                .judge_position_bias
+                .map_or("–".to_string(), |b| format!("{:.1}%", 100.0 * b));
             eprintln!(
-                "prs: judge: {} pairs compared in both orders ({} requests), {:.1}% inconsistent \
-                 (the judge's position bias: those pairs leave the choice to the reward)",
-                c.judge_pairs,
-                s.judge_requests,
-                100.0 * bias
+                "prs: judge: {} pairs compared in both orders ({} requests); position bias {bias} \
+                 (pairs whose two verdicts disagreed); {} pairs without a verdict; those pairs \
+                 leave the choice to the reward",
+                c.judge_pairs, s.judge_requests, c.judge_no_verdict_pairs
             );
         }
         if c.judge_failed_prompts > 0 {

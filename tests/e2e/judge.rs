@@ -22,6 +22,8 @@ enum Taste {
     LowerScore,
     /// Always says the first answer is better.
     FirstPosition,
+    /// Never ends with a verdict (as a judge cut at judge_max_tokens).
+    Silent,
 }
 
 #[derive(Clone)]
@@ -44,6 +46,7 @@ async fn chat(State(j): State<FakeJudge>, Json(body): Json<Value>) -> Json<Value
         Taste::LowerScore if score_of(&a) < score_of(&b) => "A reads better. [[A]]",
         Taste::LowerScore => "B reads better. [[B]]",
         Taste::FirstPosition => "The first one. [[A]]",
+        Taste::Silent => "Both answers have merits, and on balance I would say that",
     };
     j.asked.lock().unwrap().push((a, b));
     Json(
@@ -94,7 +97,15 @@ async fn judged(taste: Taste) -> (Vec<Row>, FakeJudge, datafusion_prs::StatsSnap
         ],
     )
     .await;
-    let b = rows(&ctx, QUERY).await;
+    let (rows, stats) = run(&ctx).await;
+    (rows, judge, stats)
+}
+
+/// The candidates of [`QUERY`] and the job's counters so far.
+async fn run(
+    ctx: &datafusion::prelude::SessionContext,
+) -> (Vec<Row>, datafusion_prs::StatsSnapshot) {
+    let b = rows(ctx, QUERY).await;
     let ids = strings(&b, "prompt_id");
     let responses = strings(&b, "response");
     let reward = b
@@ -124,7 +135,7 @@ async fn judged(taste: Taste) -> (Vec<Row>, FakeJudge, datafusion_prs::StatsSnap
         })
         .collect();
     let stats = JobStats::of(ctx.state().config()).snapshot();
-    (out, judge, stats)
+    (out, stats)
 }
 
 /// Each prompt's candidates, highest reward first.
@@ -257,4 +268,87 @@ async fn a_judge_that_fails_leaves_the_choice_to_the_reward_and_says_so() {
     let ctx = context(&policy, &reward, &settings[..3]).await;
     let e = query_error(&ctx, QUERY).await;
     assert!(e.contains("the judge (prs.judge_url)"), "{e}");
+}
+
+#[tokio::test]
+async fn answers_without_a_verdict_are_counted_apart_from_position_bias() {
+    let (rows, _judge, stats) = judged(Taste::Silent).await;
+    let c = &stats.checks;
+    let counts = (
+        c.judge_pairs,
+        c.judge_inconsistent_pairs,
+        c.judge_no_verdict_pairs,
+    );
+    assert_eq!(counts, (6, 0, 6));
+    for prompt in by_prompt(&rows).values() {
+        assert!(prompt[0].is_best);
+        assert!(prompt[..3]
+            .iter()
+            .all(|r| r.wins == Some(0) && r.consistent == Some(0.0)));
+    }
+}
+
+#[tokio::test]
+async fn the_judges_answers_are_journaled_and_a_failed_judge_is_asked_again() {
+    let (policy, _p) = start(Mode::Normal).await;
+    let (reward, _r) = start(Mode::Normal).await;
+    let (judge_url, judge) = start_judge(Taste::LowerScore).await;
+    let dir = tempfile::tempdir().unwrap();
+    let judge_url = format!("{judge_url}/v1");
+    let settings = [
+        ("judge_url", judge_url.as_str()),
+        ("judge_top_k", "3"),
+        ("checkpoint_dir", dir.path().to_str().unwrap()),
+    ];
+    let ctx = context(&policy, &reward, &settings).await;
+    let explain = rows(&ctx, &format!("EXPLAIN {QUERY}")).await;
+    let plan: Vec<String> = strings(&explain, "plan").into_iter().flatten().collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains(&format!("judge={judge_url}")) && plan.contains("top_k=3"),
+        "{plan}"
+    );
+    let key = |r: &Row| {
+        let consistent = r.consistent.map(f64::to_bits);
+        (
+            r.prompt_id,
+            r.response.clone(),
+            r.is_best,
+            r.wins,
+            consistent,
+        )
+    };
+    let (first, _) = run(&ctx).await;
+    let asked = judge.asked.lock().unwrap().len();
+    assert_eq!(asked, 12);
+    let (again, _) = run(&ctx).await;
+    assert_eq!(
+        judge.asked.lock().unwrap().len(),
+        asked,
+        "served from the checkpoint"
+    );
+    let mut a: Vec<_> = first.iter().map(key).collect();
+    let mut b: Vec<_> = again.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+
+    // a judge that fails leaves its prompts out of the checkpoint: the next run asks again
+    let (down, down_fake) = start(Mode::Down).await;
+    let down_url = format!("{down}/v1");
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [
+        ("judge_url", down_url.as_str()),
+        ("judge_top_k", "3"),
+        ("retry_attempts", "1"),
+        ("preflight", "false"),
+        ("checkpoint_dir", dir.path().to_str().unwrap()),
+    ];
+    let ctx = context(&policy, &reward, &settings).await;
+    run(&ctx).await;
+    let failed = requests(&down_fake, "").len();
+    assert!(failed > 0);
+    let (_, stats) = run(&ctx).await;
+    assert!(requests(&down_fake, "").len() > failed, "asked again");
+    assert_eq!(stats.checks.judge_failed_prompts, 4, "two prompts, twice");
 }

@@ -94,6 +94,10 @@ async fn each_component_scores_in_its_own_format_and_the_reward_follows_the_rule
         &two_components(&helpful_url, &safe_url),
     )
     .await;
+    let explain = rows(&ctx, &format!("EXPLAIN {QUERY}")).await;
+    let plan: Vec<String> = strings(&explain, "plan").into_iter().flatten().collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("reward=weighted(helpful=openrlhf@"), "{plan}");
     for (rule, extra) in [("weighted", ""), ("min", ""), ("mean_minus_std", "0.5")] {
         set(&ctx, "reward_aggregate", rule).await;
         if !extra.is_empty() {

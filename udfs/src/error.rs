@@ -50,6 +50,15 @@ impl EndpointKind {
         }
     }
 
+    /// The setting naming its model.
+    pub fn model_setting(&self) -> &'static str {
+        match self {
+            EndpointKind::Policy => "policy_model",
+            EndpointKind::Reward => "reward_model",
+            EndpointKind::Judge => "judge_model",
+        }
+    }
+
     /// The environment variable holding its API key (never a setting).
     pub fn api_key_env(&self) -> &'static str {
         match self {

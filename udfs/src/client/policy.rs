@@ -451,10 +451,10 @@ impl PolicyClient {
                     .with_retry(|| self.endpoint.get_json("models"))
                     .await?;
                 list.data.into_iter().next().map(|m| m.id).ok_or_else(|| {
-                    self.endpoint.bad_response(
-                        "models",
-                        "the server lists no models; set prs.policy_model / PRS_POLICY_MODEL",
-                    )
+                    let setting = self.endpoint.kind.model_setting();
+                    let env = PrsConfig::env_name(setting);
+                    let reason = format!("the server lists no models; set prs.{setting} / {env}");
+                    self.endpoint.bad_response("models", reason)
                 })
             })
             .await
@@ -467,6 +467,7 @@ impl PolicyClient {
     }
 
     async fn preflight_one(&self, ep: super::Endpoint) -> Result<()> {
+        let (kind, setting) = (ep.kind, ep.kind.model_setting());
         let list: ModelList = ep.twice(|| ep.get_json("models")).await?;
         let ids: Vec<String> = list.data.into_iter().map(|m| m.id).collect();
         match &self.configured_model {
@@ -474,13 +475,13 @@ impl PolicyClient {
             Some(m) if ids.is_empty() => self.probe(&ep, m).await,
             Some(m) if !ids.contains(m) => {
                 Err(PrsError::Preflight(format!(
-                "policy endpoint {}: model {m:?} (prs.policy_model) not found; the server lists {}",
+                "{kind} endpoint {}: model {m:?} (prs.{setting}) not found; the server lists {}",
                 ep.url("models"),
                 if ids.is_empty() { "no models".to_string() } else { ids.join(", ") }
             )))
             }
             None if ids.is_empty() => Err(PrsError::Preflight(format!(
-                "policy endpoint {} lists no models; set prs.policy_model",
+                "{kind} endpoint {} lists no models; set prs.{setting}",
                 ep.url("models")
             ))),
             _ => Ok(()),
@@ -501,9 +502,11 @@ impl PolicyClient {
                 Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
                     return Err(PrsError::Preflight(format!(
-                        "policy endpoint {} lists no models, and a one-token request for model \
-                         {model:?} (prs.policy_model) failed: {e}",
-                        ep.url("models")
+                        "{} endpoint {} lists no models, and a one-token request for model \
+                         {model:?} (prs.{}) failed: {e}",
+                        ep.kind,
+                        ep.url("models"),
+                        ep.kind.model_setting()
                     )))
                 }
             }
@@ -633,13 +636,14 @@ impl PolicyClient {
         for field in refused {
             if current.remove(field).is_some() {
                 tracing::warn!(
-                    "the policy endpoint {} refused the field {field:?} ({message}); \
+                    "the {} endpoint {} refused the field {field:?} ({message}); \
                      it is no longer sent to this endpoint",
+                    self.endpoint.kind,
                     self.endpoint.base_str()
                 );
                 self.endpoint
                     .stats
-                    .record_refused_field(&format!("policy.{field}"));
+                    .record_refused_field(&format!("{}.{field}", self.endpoint.kind));
             }
         }
         true

@@ -224,6 +224,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("has no \"url\""), "{e}");
+        // a model never turns into a verifier by inheriting the session's protocol
+        let mut cfg = PrsConfig::default();
+        cfg.set_checked("reward_protocol", "verify", "test")
+            .unwrap();
+        let e = cfg
+            .set_checked(
+                "reward_components",
+                r#"[{"name":"rm","url":"http://rm:1"}]"#,
+                "test",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("would inherit reward_protocol = verify"), "{e}");
+        let ok = r#"[{"name":"rm","url":"http://rm:1","protocol":"tei"},{"name":"v","verifier":"math"}]"#;
+        cfg.set_checked("reward_components", ok, "test").unwrap();
+        let specs = component_specs(&cfg).unwrap();
+        assert_eq!(
+            (specs[0].verifier(), specs[1].verifier()),
+            (None, Some(Verifier::Math))
+        );
     }
 
     #[test]

@@ -407,6 +407,13 @@ impl PrsConfig {
                 cfg.set_checked(key, value, &origin)
                     .map_err(|e| e.to_string())?;
             }
+            let own_protocol = w.settings.iter().any(|(k, _)| k == "reward_protocol");
+            if !w.verifier && !own_protocol && self.reward_protocol == RewardProtocol::Verify {
+                return Err(format!(
+                    "{origin} would inherit reward_protocol = verify, which asks no reward \
+                     model: give it a \"protocol\" for its model, or a \"verifier\""
+                ));
+            }
             if w.verifier {
                 if cfg.verifier == Verifier::None {
                     return Err(format!("{origin}: verifier none checks nothing"));

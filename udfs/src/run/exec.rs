@@ -150,21 +150,33 @@ impl DisplayAs for SampleExec {
         }
         write!(
             f,
-            ", policy={} model={}, reward={} protocol={}",
+            ", policy={} model={}, ",
             self.runtime.policy.base_url(),
             self.runtime
                 .policy
                 .configured_model()
                 .unwrap_or("(from /models)"),
-            self.runtime
-                .reward
-                .as_ref()
-                .map_or("(none)".to_string(), |r| r.base_url()),
-            self.runtime
-                .reward
-                .as_ref()
-                .map_or("verify", |r| r.protocol().as_str()),
-        )
+        )?;
+        match &self.runtime.reward {
+            Some(r) => write!(
+                f,
+                "reward={} protocol={}",
+                r.base_url(),
+                r.protocol().as_str()
+            )?,
+            // the components (each with its model and address), or the verifier
+            None => write!(f, "reward={}", s.reward_label())?,
+        }
+        match (&s.judge, &self.runtime.judge_client) {
+            (Some(judge), Some(client)) => write!(
+                f,
+                ", judge={} model={} top_k={}",
+                client.base_url(),
+                client.configured_model().unwrap_or("(from /models)"),
+                judge.top_k
+            ),
+            _ => Ok(()),
+        }
     }
 }
 

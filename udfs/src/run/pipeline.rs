@@ -158,6 +158,7 @@ impl PromptPipeline {
             true => Some(rt.sampler.policy.model().await?),
             false => None,
         };
+        let unfinished = sampled.unfinished;
         let result = PromptResult {
             id,
             prompt: input.prompt,
@@ -170,7 +171,7 @@ impl PromptPipeline {
             candidates: sampled.candidates,
         };
         // only complete prompts are kept: a re-run retries the failed ones
-        if called && result.candidates.iter().all(|c| c.error.is_none()) {
+        if called && !unfinished && result.candidates.iter().all(|c| c.error.is_none()) {
             self.store(key, &result).await?;
         }
         self.record(&PromptWork {

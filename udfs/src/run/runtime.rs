@@ -434,11 +434,18 @@ fn describe_components(
     let each = components.list.iter().map(|c| {
         let mut d = serde_json::json!({ "name": c.name, "weight": c.weight });
         match &c.scorer {
-            Scorer::Verifier(check) => d["verifier"] = check.verifier.to_string().into(),
+            Scorer::Verifier(check) => {
+                d["verifier"] = check.verifier.to_string().into();
+                d["verify_timeout_ms"] = (check.timeout.as_millis() as u64).into();
+            }
             Scorer::Model {
-                reward, preference, ..
+                reward,
+                preference,
+                protocol,
+                ..
             } => {
                 d["reward_model"] = reward.model_label().into();
+                d["reward_protocol"] = protocol.to_string().into();
                 d["reward_preference"] = preference.to_string().into();
                 if let Some(format) = formats.get(&c.name) {
                     d["reward_input"] = format.describe();

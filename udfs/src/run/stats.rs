@@ -84,6 +84,9 @@ pub struct DataChecks {
     /// Of them, the pairs whose two orders disagreed: the judge's position bias.
     #[serde(default)]
     pub judge_inconsistent_pairs: u64,
+    /// Of them, the pairs where an order's answer held no verdict.
+    #[serde(default)]
+    pub judge_no_verdict_pairs: u64,
     /// Prompts the judge could not compare (its requests failed): the reward decided.
     #[serde(default)]
     pub judge_failed_prompts: u64,
@@ -97,6 +100,7 @@ impl DataChecks {
         self.judge_pairs += o.judge_pairs;
         self.judge_inconsistent_pairs += o.judge_inconsistent_pairs;
         self.judge_failed_prompts += o.judge_failed_prompts;
+        self.judge_no_verdict_pairs += o.judge_no_verdict_pairs;
     }
 
     /// Whether anything was counted.

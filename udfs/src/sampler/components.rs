@@ -12,7 +12,7 @@ use futures::future::join_all;
 
 use super::{Reward, RewardPreference};
 use crate::client::{all_failed, RewardClient, RewardSettings, Scored};
-use crate::config::{component_specs, PrsConfig, RewardAggregate};
+use crate::config::{component_specs, PrsConfig, RewardAggregate, RewardProtocol};
 use crate::error::{EndpointKind, PrsError, Result};
 use crate::run::JobStats;
 use crate::text::RewardFormat;
@@ -25,6 +25,7 @@ pub enum Scorer {
         reward: Arc<dyn Reward>,
         format: RewardFormat,
         preference: RewardPreference,
+        protocol: RewardProtocol,
     },
     /// A verifier: 1.0 when the answer matches the prompt's reference, else 0.0.
     Verifier(Arc<Check>),
@@ -106,6 +107,7 @@ impl Components {
                         reward: client,
                         format,
                         preference: spec.cfg.reward_preference,
+                        protocol: spec.cfg.reward_protocol,
                     }
                 }
             };
@@ -151,6 +153,14 @@ impl Components {
         aggregate(self.rule, self.uncertainty_weight, &weighted)
     }
 
+    /// The first verifier among the components, by name.
+    pub fn verifier(&self) -> Option<&str> {
+        self.list
+            .iter()
+            .find(|c| matches!(c.scorer, Scorer::Verifier(_)))
+            .map(|c| c.name.as_str())
+    }
+
     /// Texts sent to reward models per candidate.
     pub fn models(&self) -> usize {
         self.list
@@ -185,6 +195,7 @@ impl Component {
                 reward,
                 format,
                 preference,
+                ..
             } => {
                 let shown = reward_prompt(
                     *preference,

@@ -44,8 +44,10 @@ pub enum PairOutcome {
     Second,
     /// Both orders call it a tie.
     Tie,
-    /// The orders disagree, or one gave no verdict: the judge's position showed, not its view.
+    /// The orders disagree: the judge's position showed, not its view.
     Inconsistent,
+    /// An order's answer held no verdict (cut at `judge_max_tokens`, or off the format).
+    NoVerdict,
 }
 
 impl PairOutcome {
@@ -54,7 +56,8 @@ impl PairOutcome {
             (Some(Verdict::A), Some(Verdict::B)) => PairOutcome::First,
             (Some(Verdict::B), Some(Verdict::A)) => PairOutcome::Second,
             (Some(Verdict::Tie), Some(Verdict::Tie)) => PairOutcome::Tie,
-            _ => PairOutcome::Inconsistent,
+            (Some(_), Some(_)) => PairOutcome::Inconsistent,
+            _ => PairOutcome::NoVerdict,
         }
     }
 }
@@ -78,6 +81,7 @@ pub struct Judged {
     pub best: Option<usize>,
     pub pairs: u64,
     pub inconsistent: u64,
+    pub no_verdict: u64,
 }
 
 impl Judge {
@@ -131,7 +135,7 @@ impl Judge {
 fn tally(top: &[usize], pairs: &[(usize, usize)], outcomes: &[PairOutcome]) -> Judged {
     let mut wins = vec![0i32; top.len()];
     let mut agreed = vec![0u32; top.len()];
-    let mut inconsistent = 0;
+    let (mut inconsistent, mut no_verdict) = (0, 0);
     for (&(i, j), outcome) in pairs.iter().zip(outcomes) {
         match outcome {
             PairOutcome::First => wins[i] += 1,
@@ -139,6 +143,10 @@ fn tally(top: &[usize], pairs: &[(usize, usize)], outcomes: &[PairOutcome]) -> J
             PairOutcome::Tie => {}
             PairOutcome::Inconsistent => {
                 inconsistent += 1;
+                continue;
+            }
+            PairOutcome::NoVerdict => {
+                no_verdict += 1;
                 continue;
             }
         }
@@ -157,6 +165,7 @@ fn tally(top: &[usize], pairs: &[(usize, usize)], outcomes: &[PairOutcome]) -> J
         best: best.map(|i| top[i]),
         pairs: pairs.len() as u64,
         inconsistent,
+        no_verdict,
     }
 }
 
@@ -195,6 +204,7 @@ pub fn apply(judged: &Judged, candidates: &mut [Candidate], checks: &mut DataChe
     }
     checks.judge_pairs += judged.pairs;
     checks.judge_inconsistent_pairs += judged.inconsistent;
+    checks.judge_no_verdict_pairs += judged.no_verdict;
 }
 
 /// The seed of the judge's `k`-th request for a prompt.
@@ -227,7 +237,9 @@ mod tests {
         assert_eq!(PairOutcome::of(Some(A), Some(A)), Inconsistent);
         assert_eq!(PairOutcome::of(Some(B), Some(B)), Inconsistent);
         assert_eq!(PairOutcome::of(Some(A), tie), Inconsistent);
-        assert_eq!(PairOutcome::of(None, Some(B)), Inconsistent);
+        // no verdict is not a position bias: counted apart
+        assert_eq!(PairOutcome::of(None, Some(B)), PairOutcome::NoVerdict);
+        assert_eq!(PairOutcome::of(Some(A), None), PairOutcome::NoVerdict);
     }
 
     #[test]
@@ -243,6 +255,10 @@ mod tests {
         // one win each: the reward's order decides
         let t = tally(&top, &pairs, &[Second, First, Second]);
         assert_eq!(t.best, Some(7));
+        // a judge that gives no verdict counts for no one
+        let t = tally(&top, &pairs, &[NoVerdict, First, NoVerdict]);
+        assert_eq!((t.best, t.inconsistent, t.no_verdict), (Some(7), 0, 2));
+        assert_eq!(t.compared, vec![(7, 1, 0.5), (3, 0, 0.0), (5, 0, 0.5)]);
         // a judge that only ever shows its position bias changes nothing
         let t = tally(&top, &pairs, &[Inconsistent, Inconsistent, Inconsistent]);
         assert_eq!(t.best, Some(7));

@@ -134,6 +134,9 @@ pub struct Sampled {
     pub checks: DataChecks,
     /// Why the prompt stopped getting samples; `None` when it was never sampled.
     pub stopped: Option<Stopped>,
+    /// A step failed without failing a candidate (the judge): the prompt is not checkpointed,
+    /// so that a re-run tries it again.
+    pub unfinished: bool,
 }
 
 /// Everything a sampling call needs, shared by all prompts of a query.
@@ -190,6 +193,7 @@ impl Sampled {
             reward_texts: 0,
             checks: DataChecks::default(),
             stopped: (kind == "budget").then_some(Stopped::Budget),
+            unfinished: false,
         }
     }
 }

@@ -634,6 +634,7 @@ impl<'a> Tree<'a> {
                 let failure = s.absorb("judge", e)?;
                 tracing::warn!(prompt = %input.id_text, "the judge failed, the reward decides: {}", failure.message);
                 sampled.checks.judge_failed_prompts += 1;
+                sampled.unfinished = true;
             }
         }
         Ok(sampled)
@@ -655,6 +656,7 @@ impl<'a> Tree<'a> {
             reward_texts: self.reward_texts,
             checks: self.checks,
             stopped: Some(self.stopped),
+            unfinished: false,
         }
     }
 }

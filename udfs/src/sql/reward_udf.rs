@@ -14,7 +14,7 @@ use datafusion::arrow::array::{Array, AsArray, Float64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{internal_datafusion_err, internal_err};
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
@@ -118,6 +118,13 @@ impl RowScorer {
         let Some(components) = &self.components else {
             return Ok(out);
         };
+        if let (None, Some(name)) = (rows.reference, components.verifier()) {
+            return Err(DataFusionError::Plan(format!(
+                "reward component {name:?} is a verifier: it checks answers against references, \
+                 and there are none here (reward() takes none): score with prs_score over a \
+                 table with a reference column (prs.reference_column), or leave the verifier out"
+            )));
+        }
         let which: Vec<usize> = (0..rows.prompt.len())
             .filter(|&r| rows.prompt.is_valid(r) && rows.response.is_valid(r))
             .collect();
