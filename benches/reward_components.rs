@@ -11,8 +11,9 @@
 //!
 //! Each is run alone and both as components under `weighted` (weights 0.5 and 0.5),
 //! `mean_minus_std` (uncertainty weight 1, which for two components of equal weight is their
-//! minimum, and 0.5) and `min`; and three noisy models with other seeds as an ensemble of one
-//! family. For each it reports how often `is_best` is a
+//! minimum, and 0.5) and `min`; three noisy models with other seeds as an ensemble of one
+//! family; and the noisy model with the simulator as a judge of the top 3 (it knows the truth),
+//! also one that answers `[[A]]` to 30 % of its comparisons whatever they say. For each it reports how often `is_best` is a
 //! verified (right) answer, among the questions with both right and wrong candidates: the ones
 //! where the pick matters. The candidates are the same in every run (same seeds).
 //!
@@ -28,7 +29,7 @@ use std::time::Instant;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
-use datafusion_prs::PrsConfig;
+use datafusion_prs::{JobStats, PrsConfig};
 use prs_sim::engine::{EngineConfig, SchedulingPolicy};
 use prs_sim::{math_question, SimHandle, TextStyle};
 
@@ -89,8 +90,9 @@ fn context(policy: &SimHandle, settings: &[(&str, String)], table: RecordBatch) 
     ctx
 }
 
-/// (questions where the pick matters, of them those whose best is right).
-async fn picks(ctx: &SessionContext) -> (i64, i64) {
+/// (questions where the pick matters, of them those whose best is right, and with a judge, the
+/// share of its pairs whose two verdicts disagreed).
+async fn picks(ctx: &SessionContext) -> (i64, i64, Option<f64>) {
     let sql = format!(
         "SELECT count(*) AS contested, count(*) FILTER (WHERE best_right) AS right
          FROM (SELECT prompt_id, bool_or(verified) AS any_right, bool_or(NOT verified) AS any_wrong,
@@ -103,7 +105,10 @@ async fn picks(ctx: &SessionContext) -> (i64, i64) {
         let c = batches[0].column(i).as_any().downcast_ref::<Int64Array>();
         c.map_or(0, |c| c.value(0))
     };
-    (value(0), value(1))
+    let checks = JobStats::of(ctx.state().config()).snapshot().checks;
+    let decided = checks.judge_pairs - checks.judge_no_verdict_pairs;
+    let bias = (decided > 0).then(|| checks.judge_inconsistent_pairs as f64 / decided as f64);
+    (value(0), value(1), bias)
 }
 
 fn components(named: &[(&str, &SimHandle)]) -> String {
@@ -164,7 +169,22 @@ async fn pick_quality() {
             ("reward_uncertainty_weight", weight.to_string()),
         ]
     };
-    let runs: [(&str, Vec<(&str, String)>); 8] = [
+    let biased_judge = sim(
+        TextStyle {
+            judge_position_bias: 0.3,
+            ..math
+        },
+        None,
+    )
+    .await;
+    let judged = |judge: &SimHandle| {
+        vec![
+            ("reward_url", noisy.reward_url()),
+            ("judge_url", judge.policy_url()),
+            ("judge_top_k", "3".to_string()),
+        ]
+    };
+    let runs: [(&str, Vec<(&str, String)>); 10] = [
         ("noisy alone", vec![("reward_url", noisy.reward_url())]),
         ("long alone", vec![("reward_url", long.reward_url())]),
         ("both, weighted", vec![("reward_components", both.clone())]),
@@ -185,15 +205,21 @@ async fn pick_quality() {
             "three noisy seeds, mean_minus_std (1)",
             with_rule(&three, "mean_minus_std", "1"),
         ),
+        ("noisy + judge of the top 3", judged(&policy)),
+        (
+            "noisy + judge of the top 3, 30 % position bias",
+            judged(&biased_judge),
+        ),
     ];
     println!("## Picks: {count} questions, n = {N}");
-    println!("| reward | contested questions | best is right | share |");
-    println!("|---|---|---|---|");
+    println!("| reward | contested questions | best is right | share | judge's position bias |");
+    println!("|---|---|---|---|---|");
     for (name, settings) in runs {
-        let (contested, right) = picks(&context(&policy, &settings, questions(count))).await;
+        let (contested, right, bias) = picks(&context(&policy, &settings, questions(count))).await;
         println!(
-            "| {name} | {contested} | {right} | {:.3} |",
-            right as f64 / contested.max(1) as f64
+            "| {name} | {contested} | {right} | {:.3} | {} |",
+            right as f64 / contested.max(1) as f64,
+            bias.map_or("–".to_string(), |b| format!("{:.3}", b))
         );
     }
 }

@@ -352,3 +352,50 @@ async fn the_judges_answers_are_journaled_and_a_failed_judge_is_asked_again() {
     assert!(requests(&down_fake, "").len() > failed, "asked again");
     assert_eq!(stats.checks.judge_failed_prompts, 4, "two prompts, twice");
 }
+
+#[tokio::test]
+async fn the_simulator_judges_maths_answers_by_their_truth() {
+    let style = prs_sim::TextStyle {
+        math: true,
+        ..Default::default()
+    };
+    let (sim, ctx) = sim_context(style, &[("verifier", "math")]).await;
+    let judge_url = sim.policy_url();
+    for (k, v) in [("judge_url", judge_url.as_str()), ("judge_top_k", "3")] {
+        ctx.sql(&format!("SET prs.{k} = '{v}'"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+    }
+    let b = rows(
+        &ctx,
+        "SELECT prompt_id, bool_or(judge_wins IS NOT NULL AND verified) AS a_right_one_compared, \
+                bool_or(is_best AND verified) AS best_is_right \
+         FROM random_sample('data/math/prompts.parquet', 8) GROUP BY prompt_id",
+    )
+    .await;
+    let compared = b.column(1).as_boolean();
+    let best = b.column(2).as_boolean();
+    let mut contested = 0;
+    for i in 0..b.num_rows() {
+        if compared.value(i) {
+            contested += 1;
+            assert!(
+                best.value(i),
+                "row {i}: a right answer was compared, and lost"
+            );
+        }
+    }
+    assert!(contested > 50, "{contested}");
+    let checks = JobStats::of(ctx.state().config()).snapshot().checks;
+    assert!(checks.judge_pairs > 0);
+    assert_eq!(
+        (
+            checks.judge_inconsistent_pairs,
+            checks.judge_no_verdict_pairs
+        ),
+        (0, 0)
+    );
+}

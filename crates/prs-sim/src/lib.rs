@@ -13,6 +13,7 @@
 
 pub mod engine;
 mod hash;
+mod judge;
 mod math;
 
 pub use math::{math_question, question, sim_truth, Question};
@@ -105,6 +106,10 @@ pub struct TextStyle {
     /// answers whatever they say
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
     pub reward_length_bias: f64,
+    /// As a pairwise judge (prs.judge_url at the simulator): share of comparisons answered
+    /// [[A]], the first answer, whatever the answers say
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub judge_position_bias: f64,
 }
 
 impl Default for TextStyle {
@@ -121,6 +126,7 @@ impl Default for TextStyle {
             reward_noise: 0.3,
             reward_seed: 0,
             reward_length_bias: 0.0,
+            judge_position_bias: 0.0,
         }
     }
 }
@@ -464,9 +470,12 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
     let mut completion_tokens = 0;
     let choices: Vec<Value> = (0..n)
         .map(|i| {
-            let (text, words, truncated) =
-                sim.style
-                    .sample(prompt, (seed, i), max_tokens, lengths[i as usize]);
+            let (text, words, truncated) = match judge::verdict(&sim.style, prompt, (seed, i)) {
+                Some(verdict) => (verdict, 8, false),
+                None => sim
+                    .style
+                    .sample(prompt, (seed, i), max_tokens, lengths[i as usize]),
+            };
             completion_tokens += words;
             let finish = if truncated { "length" } else { "stop" };
             if chat {

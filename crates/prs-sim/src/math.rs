@@ -342,6 +342,17 @@ fn integer(s: &str) -> Option<i128> {
     Some(if s.starts_with('-') { -n } else { n })
 }
 
+/// 1 when the final answer of `Human: {prompt}\nAssistant: {response}` is right, else 0;
+/// `None` when the text asks no question the sim reads.
+pub(crate) fn truth_of(text: &str) -> Option<f64> {
+    let (prompt, response) = text.rsplit_once("\nAssistant:")?;
+    question(prompt)?;
+    Some(match sim_truth(prompt, response) {
+        Some(true) => 1.0,
+        _ => 0.0,
+    })
+}
+
 /// How the simulated reward model errs in maths mode.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Judge {
@@ -356,12 +367,8 @@ pub(crate) struct Judge {
 /// answer is right, else 0, plus the judge's noise and length bias; `None` when the text asks
 /// no question the sim reads.
 pub(crate) fn score(text: &str, judge: Judge) -> Option<f64> {
-    let (prompt, response) = text.rsplit_once("\nAssistant:")?;
-    question(prompt)?;
-    let truth = match sim_truth(prompt, response) {
-        Some(true) => 1.0,
-        _ => 0.0,
-    };
+    let truth = truth_of(text)?;
+    let (_, response) = text.rsplit_once("\nAssistant:")?;
     let hash = match judge.seed {
         0 => fnv(response),
         seed => fnv(&format!("{seed}:{response}")),
