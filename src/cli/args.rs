@@ -69,7 +69,7 @@ pub struct SqlArgs {
     /// Read SQL from files (run in order, after the SQL argument); `-` is standard input
     #[arg(short = 'f', long = "file")]
     pub files: Vec<PathBuf>,
-    /// Start the built-in simulator on 127.0.0.1 and point the policy and reward URLs at it
+    /// Start the built-in simulator on 127.0.0.1 and point the policy, reward and judge URLs at it
     #[arg(long)]
     pub sim: bool,
     /// Run the queries on a Ballista cluster: the scheduler's address, df://host:port (see

@@ -154,6 +154,9 @@ async fn start_sim(cfg: &mut PrsConfig) -> Result<sim::SimHandle, CliError> {
     cfg.reward_url = handle.reward_url();
     cfg.policy_model = sim::SIM_MODEL.to_string();
     cfg.reward_model = sim::SIM_REWARD_MODEL.to_string();
+    // the simulator judges too: `SET prs.judge_top_k = 3` is all a script needs
+    cfg.judge_url = handle.policy_url();
+    cfg.judge_model = sim::SIM_MODEL.to_string();
     eprintln!(
         "using the built-in simulator (not a real model) at {}",
         handle.addr
