@@ -132,6 +132,27 @@ impl Default for TextStyle {
 }
 
 impl TextStyle {
+    /// Choice `i` of a request with `seed`: a verdict when the prompt asks to compare two
+    /// answers (see [`judge`]), else a sample.
+    fn answer(
+        &self,
+        prompt: &str,
+        choice: (i64, u64),
+        max_tokens: usize,
+        length: Option<usize>,
+    ) -> (String, usize, bool) {
+        let score = |text: &str| self.score(text);
+        let judge = judge::Judge {
+            math: self.math,
+            position_bias: self.judge_position_bias,
+            score: &score,
+        };
+        match judge::verdict(&judge, prompt, choice) {
+            Some(verdict) => (verdict, 8, false),
+            None => self.sample(prompt, choice, max_tokens, length),
+        }
+    }
+
     /// Choice `i` of a request with `seed`: (text, words, truncated by max_tokens).
     fn sample(
         &self,
@@ -470,12 +491,9 @@ async fn generate(sim: &Sim, body: &Value, prompt: &str, chat: bool) -> Response
     let mut completion_tokens = 0;
     let choices: Vec<Value> = (0..n)
         .map(|i| {
-            let (text, words, truncated) = match judge::verdict(&sim.style, prompt, (seed, i)) {
-                Some(verdict) => (verdict, 8, false),
-                None => sim
-                    .style
-                    .sample(prompt, (seed, i), max_tokens, lengths[i as usize]),
-            };
+            let (text, words, truncated) =
+                sim.style
+                    .answer(prompt, (seed, i), max_tokens, lengths[i as usize]);
             completion_tokens += words;
             let finish = if truncated { "length" } else { "stop" };
             if chat {
