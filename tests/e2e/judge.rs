@@ -301,9 +301,7 @@ async fn the_judges_answers_are_journaled_and_a_failed_judge_is_asked_again() {
         ("checkpoint_dir", dir.path().to_str().unwrap()),
     ];
     let ctx = context(&policy, &reward, &settings).await;
-    let explain = rows(&ctx, &format!("EXPLAIN {QUERY}")).await;
-    let plan: Vec<String> = strings(&explain, "plan").into_iter().flatten().collect();
-    let plan = plan.join("\n");
+    let plan = explain(&ctx, QUERY).await;
     assert!(
         plan.contains(&format!("judge={judge_url}")) && plan.contains("top_k=3"),
         "{plan}"
@@ -362,12 +360,7 @@ async fn the_simulator_judges_maths_answers_by_their_truth() {
     let (sim, ctx) = sim_context(style, &[("verifier", "math")]).await;
     let judge_url = sim.policy_url();
     for (k, v) in [("judge_url", judge_url.as_str()), ("judge_top_k", "3")] {
-        ctx.sql(&format!("SET prs.{k} = '{v}'"))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        set(&ctx, k, v).await;
     }
     let b = rows(
         &ctx,

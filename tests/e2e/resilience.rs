@@ -372,12 +372,7 @@ async fn replicas_share_work_and_a_down_one_is_routed_around() {
     let (a, fa) = start(Mode::Slow).await;
     let (b, fb) = start(Mode::Slow).await;
     let ctx = context(&a, &a, &[("policy_model", "m")]).await;
-    ctx.sql(&format!("SET prs.policy_url = '{a}/v1,{b}/v1'"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    set(&ctx, "policy_url", &format!("{a}/v1,{b}/v1")).await;
     forty_prompts(&ctx).await;
     let rows_ = rows(&ctx, "SELECT * FROM random_sample('many', 2)").await;
     assert_eq!(rows_.num_rows(), 80);
@@ -397,12 +392,7 @@ async fn replicas_share_work_and_a_down_one_is_routed_around() {
         &[("policy_model", "m"), ("replica_eject_secs", "60")],
     )
     .await;
-    ctx.sql(&format!("SET prs.policy_url = '{down}/v1,{good}/v1'"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    set(&ctx, "policy_url", &format!("{down}/v1,{good}/v1")).await;
     forty_prompts(&ctx).await;
     let b = rows(&ctx, "SELECT * FROM random_sample('many', 2)").await;
     assert_eq!(b.num_rows(), 80);
@@ -416,12 +406,7 @@ async fn replicas_share_work_and_a_down_one_is_routed_around() {
     // every replica down: preflight says so
     let (down2, _) = start(Mode::Down).await;
     let ctx = context(&good, &good, &[("policy_model", "m")]).await;
-    ctx.sql(&format!("SET prs.policy_url = '{down}/v1,{down2}/v1'"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    set(&ctx, "policy_url", &format!("{down}/v1,{down2}/v1")).await;
     let e = query_error(&ctx, "SELECT * FROM random_sample('p', 1)").await;
     assert!(
         e.contains("preflight check failed") && e.contains("HTTP 503"),

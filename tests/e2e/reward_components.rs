@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Float64Type;
-use datafusion::prelude::SessionContext;
 
 use crate::common::*;
 
@@ -18,16 +17,6 @@ fn two_components(helpful: &str, safe: &str) -> String {
         r#"[{{"name":"helpful","url":"{helpful}","protocol":"openrlhf","template":"H: {{prompt}} | {{response}}","preference":"never","weight":0.7}},
             {{"name":"safe","url":"{safe}","protocol":"tei","template":"S: {{response}}","preference":"never","weight":0.3}}]"#
     )
-}
-
-async fn set(ctx: &SessionContext, key: &str, value: &str) {
-    let value = value.replace('\'', "''");
-    ctx.sql(&format!("SET prs.{key} = '{value}'"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
 }
 
 /// A candidate as the query gives it.
@@ -94,9 +83,7 @@ async fn each_component_scores_in_its_own_format_and_the_reward_follows_the_rule
         &two_components(&helpful_url, &safe_url),
     )
     .await;
-    let explain = rows(&ctx, &format!("EXPLAIN {QUERY}")).await;
-    let plan: Vec<String> = strings(&explain, "plan").into_iter().flatten().collect();
-    let plan = plan.join("\n");
+    let plan = explain(&ctx, QUERY).await;
     assert!(plan.contains("reward=weighted(helpful=openrlhf@"), "{plan}");
     for (rule, extra) in [("weighted", ""), ("min", ""), ("mean_minus_std", "0.5")] {
         set(&ctx, "reward_aggregate", rule).await;

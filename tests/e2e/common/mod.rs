@@ -394,9 +394,27 @@ pub async fn context(policy: &str, reward: &str, extra: &[(&str, &str)]) -> Sess
     ctx
 }
 
+/// `SET prs.{key} = '{value}'` in `ctx` (quotes in the value escaped).
+pub async fn set(ctx: &SessionContext, key: &str, value: &str) {
+    let value = value.replace('\'', "''");
+    ctx.sql(&format!("SET prs.{key} = '{value}'"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+}
+
 pub async fn rows(ctx: &SessionContext, sql: &str) -> RecordBatch {
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// The plan `EXPLAIN {sql}` shows, its lines joined.
+pub async fn explain(ctx: &SessionContext, sql: &str) -> String {
+    let b = rows(ctx, &format!("EXPLAIN {sql}")).await;
+    let plan: Vec<String> = strings(&b, "plan").into_iter().flatten().collect();
+    plan.join("\n")
 }
 
 pub async fn query_error(ctx: &SessionContext, sql: &str) -> String {
